@@ -1,0 +1,740 @@
+"""Shared library of beans-tune: hyperparameters, data, model, training and outputs.
+
+Every script imports this module; nothing here runs at import time except setting
+TensorFlow's log level. The scripts are thin `main(argv=None)` wrappers, e.g.
+
+    python train_bn.py --data-dir ../shared/beans --compare
+
+Data comes from `tfds.load("beans")`, or, with `--data-dir DIR` / `BEANS_DATA_DIR`, from a
+folder laid out `train|validation|test/<class>/*.jpg` read by TFDS's own
+`tfds.folder_dataset.ImageFolder`. Images are decoded and resized once per process into
+numpy arrays; training batches are then drawn from those arrays through tf.data.
+"""
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import datetime
+import io
+import json
+import math
+import os
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+
+import numpy as np  # noqa: E402
+
+CLASS_NAMES = ("angular_leaf_spot", "bean_rust", "healthy")  # TFDS label ids 0, 1, 2
+SPLITS = ("train", "validation", "test")
+DATA_ENV = "BEANS_DATA_DIR"
+# tfds.load("beans") downloads from this host; probed first so that an offline machine
+# fails in seconds instead of retrying for minutes.
+TFDS_HOST = ("storage.googleapis.com", 443)
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line on stderr, exit code 2."""
+
+
+# --------------------------------------------------------------------------------------
+# Hyperparameters
+# --------------------------------------------------------------------------------------
+
+
+def _hp(default, why):
+    return field(default=default, metadata={"help": why})
+
+
+@dataclass(frozen=True)
+class HParams:
+    """Everything `train` needs besides the data. Flags are derived from these fields."""
+
+    learning_rate: float = _hp(1e-3, "alpha; Adam's usual starting point, the first thing to tune")
+    momentum: float = _hp(0.9, "beta of SGD with momentum: averages over about 10 steps")
+    beta_1: float = _hp(0.9, "Adam's first-moment beta: the paper's default, rarely tuned")
+    beta_2: float = _hp(0.999, "Adam's second-moment beta: the paper's default")
+    epsilon: float = _hp(1e-7, "Adam's epsilon: Keras's default, only guards the division")
+    layers: int = _hp(3, "conv blocks: 3 halvings take 64x64 inputs to 8x8 feature maps")
+    units: int = _hp(64, "hidden units of the dense layer: ample for 3 classes")
+    decay: float = _hp(0.0, "learning-rate decay, alpha/(1+decay*epoch); 0 keeps alpha fixed")
+    batch_size: int = _hp(32, "mini-batch size: 33 steps per epoch over the 1,034 images")
+    optimizer: str = _hp("adam", "adam or sgd (SGD with momentum)")
+    epochs: int = _hp(20, "upper bound; early stopping usually ends a run well before it")
+    patience: int = _hp(5, "epochs without a better validation accuracy before stopping")
+    batch_norm: bool = _hp(False, "BatchNormalization between each linear layer and its ReLU")
+    bn_momentum: float = _hp(0.9, "BN moving-statistics momentum; 0.99 lags at ~33 steps/epoch")
+    augment: bool = _hp(False, "random flips and small rotations of training images")
+
+    def __post_init__(self):
+        problems = []
+        if not self.learning_rate > 0:
+            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("momentum", "beta_1", "beta_2", "bn_momentum"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                problems.append(f"{name} must be in [0, 1), got {value}")
+        if not self.epsilon > 0:
+            problems.append(f"epsilon must be > 0, got {self.epsilon}")
+        if not self.decay >= 0:
+            problems.append(f"decay must be >= 0, got {self.decay}")
+        for name, low in (("layers", 1), ("units", 1), ("batch_size", 1), ("epochs", 1),
+                          ("patience", 0)):
+            value = getattr(self, name)
+            if value != int(value) or value < low:
+                problems.append(f"{name} must be an integer >= {low}, got {value}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+HPARAM_NAMES = tuple(f.name for f in fields(HParams))
+
+
+def hparam_type(name):
+    return {f.name: f.type for f in fields(HParams)}[name]
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage block) with exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def parse_bool(text):
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def parse_value(name, text):
+    """Converts one command-line value to the type of HParams field `name`."""
+    kind = hparam_type(name)
+    try:
+        if kind is bool:
+            return parse_bool(text)
+        if kind is int:
+            number = float(text)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        return kind(text)
+    except ValueError:
+        raise UsageError(f"{flag(name)}: expected {kind.__name__}, got {text!r}") from None
+
+
+def add_hparam_flags(parser, exclude=()):
+    """One flag per HParams field; its help is the field's why-comment and default."""
+    group = parser.add_argument_group("hyperparameters")
+    for f in fields(HParams):
+        if f.name in exclude:
+            continue
+        if f.type is bool:
+            group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{f.metadata['help']} (default: {f.default})")
+        else:
+            group.add_argument(flag(f.name), default=None, metavar=f.type.__name__.upper(),
+                               help=f"{f.metadata['help']} (default: {f.default})")
+
+
+def hparams_from_args(args, **fixed):
+    """Builds HParams from parsed flags (None = default) plus values fixed by the script."""
+    values = {}
+    for name in HPARAM_NAMES:
+        raw = getattr(args, name, None)
+        if raw is not None:
+            values[name] = raw if isinstance(raw, bool) else parse_value(name, raw)
+    values.update(fixed)
+    return HParams(**values)
+
+
+def add_run_flags(parser, image_size=64):
+    parser.add_argument("--data-dir", default=None,
+                        help=f"folder laid out train|validation|test/<class>/*.jpg "
+                             f"(default: ${DATA_ENV}, else tfds.load('beans'))")
+    parser.add_argument("--image-size", type=int, default=image_size,
+                        help=f"images are resized to SIZE x SIZE once (default: {image_size}; "
+                             "a CPU epoch is ~4x slower at 128)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use at most N images per split, stratified by class (quick tries)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: runs/<script>-<UTC time>/)")
+
+
+def check_run_args(args):
+    if args.image_size < 8:
+        raise UsageError(f"--image-size must be >= 8, got {args.image_size}")
+    if args.limit is not None and args.limit < len(CLASS_NAMES):
+        raise UsageError(f"--limit must be >= {len(CLASS_NAMES)} (one image per class), got {args.limit}")
+
+
+def default_out(script):
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path("runs") / f"{script}-{stamp}"
+
+
+def run_cli(body, argv, prog):
+    """Runs a script's body; bad input ends in one stderr line and exit code 2."""
+    try:
+        body(argv)
+    except UsageError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def print_config(title, items):
+    print(title)
+    width = max(len(k) for k in items)
+    for key, value in items.items():
+        print(f"  {key:<{width}}  {value}")
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """One decoded split: images in [0, 1], float32 (N, S, S, 3); integer labels (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    files: tuple = ()
+
+    def __len__(self):
+        return len(self.y)
+
+
+def resolve_data_dir(data_dir):
+    """--data-dir, else $BEANS_DATA_DIR, else None (tfds.load)."""
+    chosen = data_dir or os.environ.get(DATA_ENV) or None
+    return Path(chosen) if chosen else None
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what tfds.folder_dataset.ImageFolder reads
+READABLE_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I"}
+
+
+def check_folder(root, splits=SPLITS):
+    """Checks layout and image headers of a beans folder; returns {split: [files]}.
+
+    Header checks are cheap (no pixels decoded), so a bad file anywhere, test split included,
+    is reported before any training starts."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"data folder not found: {root}")
+    found = {}
+    for split in splits:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise UsageError(f"missing split folder: {split_dir}")
+        classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+        missing = [c for c in CLASS_NAMES if c not in classes]
+        extra = [c for c in classes if c not in CLASS_NAMES]
+        if missing:
+            raise UsageError(f"missing class folder in {split_dir}: {', '.join(missing)}")
+        if extra:
+            raise UsageError(f"unexpected class folder in {split_dir}: {', '.join(extra)} "
+                             f"(expected {', '.join(CLASS_NAMES)})")
+        files = []
+        for name in CLASS_NAMES:
+            images = sorted(p for p in (split_dir / name).iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise UsageError(f"no .jpg/.jpeg/.png images in {split_dir / name}")
+            for path in images:
+                try:
+                    with Image.open(path) as image:
+                        fmt, mode = image.format, image.mode
+                except (UnidentifiedImageError, OSError) as err:
+                    raise UsageError(f"not a readable image: {path} ({err.__class__.__name__})") from None
+                if fmt not in ("JPEG", "PNG"):
+                    raise UsageError(f"unsupported image format {fmt} (want JPEG or PNG): {path}")
+                if mode not in READABLE_MODES:
+                    raise UsageError(f"unsupported image mode {mode}: {path}")
+            files.extend(images)
+        found[split] = files
+    return found
+
+
+def find_undecodable(files):
+    """Fully decodes each file with Pillow; returns (path, reason) of the first bad one."""
+    from PIL import Image
+
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception as err:  # noqa: BLE001 - any decoding failure is the answer
+            return path, str(err) or err.__class__.__name__
+    return None
+
+
+def stratified_indices(labels, limit, seed):
+    """At most `limit` indices, class proportions kept, every class represented."""
+    labels = np.asarray(labels)
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    share = np.maximum(1, np.floor(counts / counts.sum() * limit)).astype(int)
+    while share.sum() < limit and (share < counts).any():  # hand out the remainder
+        share[np.argmax((counts - share) / counts)] += 1
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=min(s, n), replace=False)
+              for c, s, n in zip(classes, share, counts)]
+    return np.sort(np.concatenate(chosen))
+
+
+def _to_arrays(ds, image_size):
+    import tensorflow as tf
+
+    def prepare(image, label, name):
+        image = tf.image.resize(image, (image_size, image_size), antialias=True) / 255.0
+        return tf.clip_by_value(image, 0.0, 1.0), label, name
+
+    xs, ys, names = [], [], []
+    for x, y, n in ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(128):
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+        names.extend(s.decode() for s in n.numpy())
+    x = np.concatenate(xs).astype(np.float32) if xs else np.zeros((0, image_size, image_size, 3), np.float32)
+    y = np.concatenate(ys).astype(np.int64) if ys else np.zeros((0,), np.int64)
+    return x, y, names
+
+
+def _load_folder_split(root, split, files, image_size, limit, seed):
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    builder = tfds.folder_dataset.ImageFolder(str(root))
+    names = builder.info.features["label"].names
+    if tuple(names) != CLASS_NAMES:
+        raise UsageError(f"classes in {root} are {names}, expected {list(CLASS_NAMES)}")
+    labels = [CLASS_NAMES.index(Path(f).parent.name) for f in files]
+    keep = [str(files[i]) for i in stratified_indices(labels, limit, seed)]
+    # Raw bytes from ImageFolder, so that --limit drops images before they are decoded.
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders={"image": tfds.decode.SkipDecoding()})
+    if len(keep) < len(files):
+        wanted = tf.constant(keep)
+        ds = ds.filter(lambda ex: tf.reduce_any(tf.equal(ex["image/filename"], wanted)))
+    ds = ds.map(lambda ex: (tf.io.decode_image(ex["image"], channels=3, expand_animations=False),
+                            ex["label"], ex["image/filename"]))
+    try:
+        x, y, got = _to_arrays(ds, image_size)
+    except tf.errors.OpError as err:
+        bad = find_undecodable(keep)
+        if bad:
+            raise UsageError(f"cannot decode image {bad[0]}: {bad[1]}") from None
+        raise UsageError(f"cannot read split {split!r} of {root}: {err.message.splitlines()[0]}") from None
+    order = np.argsort(got)  # ImageFolder's order follows the file system; make it stable
+    return Split(x=x[order], y=y[order], files=tuple(got[i] for i in order))
+
+
+def _check_tfds_reachable():
+    import tensorflow_datasets as tfds
+
+    if tfds.builder("beans").is_prepared():
+        return
+    try:
+        socket.create_connection(TFDS_HOST, timeout=3).close()
+    except OSError:
+        raise UsageError(
+            "cannot download the beans dataset with TFDS (no network?); pass --data-dir DIR "
+            f"or set {DATA_ENV}=DIR to a folder laid out train|validation|test/<class>/*.jpg"
+        ) from None
+
+
+def _load_tfds_split(split, image_size, limit, seed):
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    _check_tfds_reachable()
+    ds = tfds.load("beans", split=split, shuffle_files=False)
+    ds = ds.enumerate().map(lambda i, ex: (ex["image"], ex["label"], tf.strings.as_string(i)))
+    x, y, names = _to_arrays(ds, image_size)
+    idx = stratified_indices(y, limit, seed)
+    return Split(x=x[idx], y=y[idx], files=tuple(names[i] for i in idx))
+
+
+class Beans:
+    """Loads splits on demand, each decoded at most once per process.
+
+    `Beans(data_dir)` checks a folder's layout and every image header at once; pixels are
+    decoded when a split is first asked for, so the test split is only decoded when the final
+    model asks for it."""
+
+    def __init__(self, data_dir=None, image_size=64, limit=None, seed=0):
+        self.data_dir = resolve_data_dir(data_dir)
+        self.image_size = image_size
+        self.limit = limit
+        self.seed = seed
+        self._files = check_folder(self.data_dir) if self.data_dir else None
+        if self.data_dir is None:
+            _check_tfds_reachable()
+        self._cache = {}
+
+    @property
+    def source(self):
+        return str(self.data_dir) if self.data_dir else "tfds.load('beans')"
+
+    def split(self, name):
+        if name not in self._cache:
+            if self.data_dir:
+                split = _load_folder_split(self.data_dir, name, self._files[name],
+                                           self.image_size, self.limit, self.seed)
+            else:
+                split = _load_tfds_split(name, self.image_size, self.limit, self.seed)
+            if len(split) == 0:
+                raise UsageError(f"split {name!r} of {self.source} holds no images")
+            self._cache[name] = split
+        return self._cache[name]
+
+    @property
+    def train(self):
+        return self.split("train")
+
+    @property
+    def validation(self):
+        return self.split("validation")
+
+    @property
+    def test(self):
+        return self.split("test")
+
+
+def make_dataset(split, batch_size, seed=0, training=False, augment=False):
+    """tf.data over in-memory arrays: seeded per-epoch shuffle, batch, augment, prefetch."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((split.x, split.y))
+    if training:
+        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if training and augment:
+        augmenter = make_augmenter(seed)
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_augmenter(seed):
+    import keras
+
+    return keras.Sequential([
+        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+        keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed),  # +-18 degrees
+    ], name="augment")
+
+
+# --------------------------------------------------------------------------------------
+# Model and training
+# --------------------------------------------------------------------------------------
+
+
+def build_model(hp, image_size=64, num_classes=len(CLASS_NAMES)):
+    """`hp.layers` conv blocks then one dense hidden layer, softmax over the classes.
+
+    With BN every linear layer loses its bias (BN's beta replaces it) and is followed by
+    BatchNormalization, then ReLU: Conv2D -> BN -> ReLU -> MaxPool, Dense -> BN -> ReLU."""
+    import keras
+    from keras import layers
+
+    def linear_bn_relu(x, linear, name):
+        x = linear(x)
+        if hp.batch_norm:
+            x = layers.BatchNormalization(momentum=hp.bn_momentum, name=f"{name}_bn")(x)
+        return layers.Activation("relu", name=f"{name}_relu")(x)
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = inputs
+    size = image_size
+    for i in range(1, hp.layers + 1):
+        filters = min(32 * 2 ** (i - 1), 256)
+        conv = layers.Conv2D(filters, 3, padding="same", use_bias=not hp.batch_norm, name=f"conv{i}")
+        x = linear_bn_relu(x, conv, f"conv{i}")
+        if size >= 2:  # deep stacks on small images stop halving at 1x1
+            x = layers.MaxPooling2D(name=f"pool{i}")(x)
+            size //= 2
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = linear_bn_relu(x, layers.Dense(hp.units, use_bias=not hp.batch_norm, name="dense"), "dense")
+    outputs = layers.Dense(num_classes, activation="softmax", name="classes")(x)
+    name = "cnn_bn" if hp.batch_norm else "cnn"
+    return keras.Model(inputs, outputs, name=name)
+
+
+def learning_rate_schedule(hp, steps_per_epoch):
+    """alpha / (1 + decay * epoch), epoch counted in whole epochs (Keras InverseTimeDecay)."""
+    import keras
+
+    if hp.decay == 0:
+        return hp.learning_rate
+    return keras.optimizers.schedules.InverseTimeDecay(
+        hp.learning_rate, decay_steps=steps_per_epoch, decay_rate=hp.decay, staircase=True)
+
+
+def _adam(hp, lr):
+    import keras
+    return keras.optimizers.Adam(lr, beta_1=hp.beta_1, beta_2=hp.beta_2, epsilon=hp.epsilon)
+
+
+def _sgd(hp, lr):
+    import keras
+    return keras.optimizers.SGD(lr, momentum=hp.momentum)
+
+
+OPTIMIZERS = {"adam": _adam, "sgd": _sgd}
+
+
+def make_optimizer(hp, steps_per_epoch):
+    return OPTIMIZERS[hp.optimizer](hp, learning_rate_schedule(hp, steps_per_epoch))
+
+
+@dataclass
+class TrainResult:
+    model: object
+    history: dict           # per-epoch lists: loss, accuracy, val_loss, val_accuracy, lr
+    val_accuracy: float     # best epoch's (the weights kept)
+    epochs: int             # epochs actually run
+    seconds: float
+    status: str = "ok"      # "ok" or "nan" (loss diverged)
+
+
+def epoch_line(epoch, epochs, logs, seconds, lr):
+    return (f"epoch {epoch:>3}/{epochs}  loss {logs.get('loss', float('nan')):.4f}  "
+            f"acc {logs.get('accuracy', float('nan')):.4f}  val_loss {logs.get('val_loss', float('nan')):.4f}  "
+            f"val_acc {logs.get('val_accuracy', float('nan')):.4f}  lr {lr:.2e}  {seconds:5.1f}s")
+
+
+def train(hp, train_split, val_split, seed=0, log=print, image_size=None):
+    """Trains a fresh model; early-stops on validation accuracy and keeps the best weights."""
+    import keras
+
+    keras.backend.clear_session()  # free the previous model's graph and memory
+    keras.utils.set_random_seed(seed)
+    image_size = image_size or train_split.x.shape[1]
+    model = build_model(hp, image_size)
+    steps = math.ceil(len(train_split) / hp.batch_size)
+    model.compile(optimizer=make_optimizer(hp, steps), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logs["lr"] = lr
+            if log:
+                log(epoch_line(epoch + 1, hp.epochs, logs, time.perf_counter() - self.start, lr))
+
+    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=hp.patience,
+                                            restore_best_weights=True)
+    start = time.perf_counter()
+    fit = model.fit(
+        make_dataset(train_split, hp.batch_size, seed=seed, training=True, augment=hp.augment),
+        validation_data=make_dataset(val_split, hp.batch_size),
+        epochs=hp.epochs, verbose=0, shuffle=False,  # make_dataset shuffles
+        callbacks=[EpochLog(), keras.callbacks.TerminateOnNaN(), stopper],
+    )
+    seconds = time.perf_counter() - start
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    losses = history.get("loss", [])
+    diverged = any(not math.isfinite(v) for v in losses)
+    vals = [v for v in history.get("val_accuracy", []) if math.isfinite(v)]
+    return TrainResult(model=model, history=history, val_accuracy=max(vals) if vals and not diverged else float("nan"),
+                       epochs=len(losses), seconds=seconds, status="nan" if diverged else "ok")
+
+
+def evaluate(model, split, batch_size=64):
+    """Accuracy of `model` on `split`."""
+    _, accuracy = model.evaluate(make_dataset(split, batch_size), verbose=0)
+    return float(accuracy)
+
+
+# --------------------------------------------------------------------------------------
+# Outputs (atomic: a crash never leaves a half-written file)
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; renames it into place when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path, text):
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path, data):
+    write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def write_history_csv(path, history):
+    keys = list(history)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["epoch", *keys])
+    for i in range(len(history[keys[0]]) if keys else 0):
+        writer.writerow([i + 1, *(history[k][i] for k in keys)])
+    write_text(path, buffer.getvalue())
+
+
+def save_model(path, model):
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def save_figure(path, fig):
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format=Path(path).suffix.lstrip("."))
+    plt.close(fig)
+
+
+def plot_curves(histories):
+    """Loss and accuracy, train (solid) vs validation (dashed), one colour per named run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (name, history) in enumerate(histories.items()):
+        colour = f"C{i}"
+        epochs = range(1, len(history.get("loss", [])) + 1)
+        for ax, key in zip(axes, ("loss", "accuracy")):
+            ax.plot(epochs, history.get(key, []), color=colour, label=f"{name} train")
+            ax.plot(epochs, history.get(f"val_{key}", []), color=colour, linestyle="--",
+                    label=f"{name} validation")
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[1].set_ylim(0, 1)
+    fig.tight_layout()
+    return fig
+
+
+def format_table(headers, rows):
+    """A plain fixed-width table; numbers are formatted by the caller."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths)))
+             for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# The training scripts (train_baseline.py, train_bn.py) share this flow
+# --------------------------------------------------------------------------------------
+
+
+def training_parser(prog, description, compare=False):
+    parser = ArgumentParser(prog=prog, description=description)
+    add_run_flags(parser)
+    if compare:
+        parser.add_argument("--compare", action="store_true",
+                            help="also train the baseline (no BN) with the same hyperparameters and seed")
+    add_hparam_flags(parser, exclude=("batch_norm",))
+    return parser
+
+
+def run_training(argv, script, batch_norm):
+    """Parses flags, trains one model (or baseline and BN with --compare), then reads the test
+    split once, evaluates each final model on it, writes the outputs and prints the table."""
+    prog = f"{script}.py"
+    parser = training_parser(prog, f"Train the beans CNN {'with' if batch_norm else 'without'} "
+                                   "BatchNormalization.", compare=batch_norm)
+    args = parser.parse_args(argv)
+    check_run_args(args)
+    hp = hparams_from_args(args, batch_norm=batch_norm)
+    compare = getattr(args, "compare", False)
+    runs = {"baseline": dataclasses.replace(hp, batch_norm=False), "bn": hp} if compare else {
+        "bn" if batch_norm else "baseline": hp}
+    beans = Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
+    out = Path(args.out) if args.out else default_out(script)
+    train_split, val_split = beans.train, beans.validation
+    print_config(f"{prog}: resolved configuration", {
+        "data": beans.source, "train / validation images": f"{len(train_split)} / {len(val_split)}",
+        "image size": args.image_size, "seed": args.seed, "out": out,
+        "models": ", ".join(runs), **hp.to_dict()})
+
+    results = {}
+    for name, run_hp in runs.items():
+        print(f"\n[{name}] training (batch_norm={run_hp.batch_norm})", flush=True)
+        results[name] = train(run_hp, train_split, val_split, seed=args.seed,
+                              log=lambda line: print(line, flush=True))
+    test = beans.test  # read once, after all training, by the final models
+    rows = []
+    for name, result in results.items():
+        result.test_accuracy = evaluate(result.model, test)
+        folder = out / name if compare else out
+        write_json(folder / "metrics.json", {
+            "script": script, "model": name, "hparams": runs[name].to_dict(),
+            "image_size": args.image_size, "seed": args.seed, "data": beans.source, "limit": args.limit,
+            "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
+            "epochs": result.epochs, "train_seconds": round(result.seconds, 2), "status": result.status,
+        })
+        write_history_csv(folder / "history.csv", result.history)
+        save_model(folder / "model.keras", result.model)
+        rows.append((name, f"{result.val_accuracy:.4f}", f"{result.test_accuracy:.4f}", result.epochs,
+                     f"{result.seconds:.1f}"))
+    save_figure(out / "curves.png", plot_curves({n: r.history for n, r in results.items()}))
+    print()
+    print(format_table(["model", "val_accuracy", "test_accuracy", "epochs", "train_s"], rows))
+    print(f"\nwrote {out}/")

@@ -1,0 +1,17 @@
+"""Train the beans CNN without BatchNormalization and report validation and test accuracy.
+
+    python train_baseline.py --data-dir ../shared/beans
+"""
+
+import sys
+
+import common
+
+
+def main(argv=None):
+    return common.run_cli(lambda a: common.run_training(a, "train_baseline", batch_norm=False),
+                          argv, "train_baseline.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
