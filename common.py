@@ -201,6 +201,8 @@ def run_cli(body, argv, prog):
     """Runs a script's body; bad input ends in one stderr line and exit code 2."""
     try:
         body(argv)
+    except SystemExit as stop:  # argparse: --help (0) or a bad flag (2, message printed)
+        return stop.code
     except UsageError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

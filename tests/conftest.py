@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny generated beans-like image folders (no real data, no network)."""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CLASSES = ("angular_leaf_spot", "bean_rust", "healthy")
+
+
+def make_image_folder(root, per_class=4, size=12, seed=0, splits=("train", "validation", "test")):
+    """Writes per_class images per class and split; each class has its own mean colour, so a
+    model can learn something. In train, angular_leaf_spot holds a grayscale PNG and bean_rust
+    an RGBA PNG, to exercise conversion to RGB."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for split in splits:
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                base = np.zeros((size, size, 3))
+                base[..., label] = 200
+                pixels = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+                image = Image.fromarray(pixels)
+                if split == "train" and i == 0 and label == 0:
+                    image.convert("L").save(folder / f"{name}_{i}_gray.png")
+                elif split == "train" and i == 0 and label == 1:
+                    image.convert("RGBA").save(folder / f"{name}_{i}_rgba.png")
+                else:
+                    image.save(folder / f"{name}_{i}.jpg", quality=95)
+    return root
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return make_image_folder(tmp_path / "beans")
+
+
+def real_data_dir():
+    """../shared/beans beside the project (or $BEANS_DATA_DIR); None where absent."""
+    for candidate in (os.environ.get("BEANS_DATA_DIR"), ROOT.parent / "shared" / "beans"):
+        if candidate and (Path(candidate) / "train").is_dir():
+            return Path(candidate)
+    return None

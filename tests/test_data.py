@@ -1,0 +1,125 @@
+"""Data loading through tfds.folder_dataset.ImageFolder, on generated folders."""
+
+import socket
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import common
+from conftest import CLASSES, make_image_folder
+
+
+def test_folder_loads_all_splits_with_tfds_class_ids(data_dir):
+    beans = common.Beans(data_dir, image_size=8)
+    for name in common.SPLITS:
+        split = beans.split(name)
+        assert split.x.shape == (12, 8, 8, 3)
+        assert split.x.dtype == np.float32
+        assert 0.0 <= split.x.min() and split.x.max() <= 1.0
+        assert sorted(np.bincount(split.y)) == [4, 4, 4]
+        # label id follows the class folder, in TFDS's order
+        for file, label in zip(split.files, split.y):
+            assert CLASSES[label] in file
+
+
+def test_grayscale_and_rgba_png_become_rgb(data_dir):
+    train = common.Beans(data_dir, image_size=12).train
+    gray = [i for i, f in enumerate(train.files) if f.endswith("_gray.png")]
+    rgba = [i for i, f in enumerate(train.files) if f.endswith("_rgba.png")]
+    assert len(gray) == 1 and len(rgba) == 1
+    image = train.x[gray[0]]
+    assert image.shape == (12, 12, 3)
+    np.testing.assert_allclose(image[..., 0], image[..., 1])  # gray copied to R, G and B
+    assert train.x[rgba[0]].shape == (12, 12, 3)
+
+
+def test_cmyk_jpeg_is_decoded_to_matching_rgb(tmp_path):
+    root = make_image_folder(tmp_path / "beans", per_class=1, size=16)
+    path = next((root / "train" / "healthy").glob("*.jpg"))
+    rgb = Image.open(path).convert("RGB")
+    path.unlink()
+    rgb.convert("CMYK").save(path.with_name("cmyk.jpg"), quality=100)
+    train = common.Beans(root, image_size=16).train
+    i = [k for k, f in enumerate(train.files) if f.endswith("cmyk.jpg")][0]
+    expected = np.asarray(Image.open(path.with_name("cmyk.jpg")).convert("RGB")) / 255.0
+    assert np.abs(train.x[i] - expected).mean() < 0.05
+
+
+def test_limit_is_stratified_and_seeded(tmp_path):
+    root = make_image_folder(tmp_path / "beans", per_class=6)
+    first = common.Beans(root, image_size=8, limit=9, seed=1).train
+    again = common.Beans(root, image_size=8, limit=9, seed=1).train
+    assert len(first) == 9
+    assert list(np.bincount(first.y)) == [3, 3, 3]
+    assert first.files == again.files
+
+
+def test_stratified_indices_keep_every_class():
+    labels = np.array([0] * 50 + [1] * 30 + [2] * 3)
+    idx = common.stratified_indices(labels, 10, seed=0)
+    assert len(idx) == 10
+    assert set(labels[idx]) == {0, 1, 2}
+
+
+def test_splits_are_decoded_on_demand_only(data_dir, monkeypatch):
+    beans = common.Beans(data_dir, image_size=8)
+    beans.train
+    beans.validation
+    assert set(beans._cache) == {"train", "validation"}  # test split not decoded yet
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda root: __import__("shutil").rmtree(root / "validation"), "missing split folder"),
+    (lambda root: __import__("shutil").rmtree(root / "train" / "bean_rust"), "missing class folder"),
+    (lambda root: [p.unlink() for p in (root / "test" / "healthy").iterdir()], "no .jpg/.jpeg/.png images"),
+    (lambda root: (root / "train" / "healthy" / "broken.jpg").write_bytes(b"not an image at all"),
+     "not a readable image"),
+    (lambda root: (root / "train" / "oak").mkdir(), "unexpected class folder"),
+])
+def test_bad_folders_are_reported_with_the_path(data_dir, damage, message):
+    damage(data_dir)
+    with pytest.raises(common.UsageError, match=message):
+        common.Beans(data_dir, image_size=8)
+
+
+def test_truncated_jpeg_is_named_when_decoding(data_dir):
+    path = next((data_dir / "train" / "healthy").glob("*.jpg"))
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path, quality=95)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # header intact, scan data cut
+    beans = common.Beans(data_dir, image_size=8)  # the header still reads
+    with pytest.raises(common.UsageError, match=f"cannot decode image .*{path.name}"):
+        beans.train
+
+
+def test_offline_tfds_fails_fast_naming_both_options(monkeypatch):
+    monkeypatch.delenv("BEANS_DATA_DIR", raising=False)
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", offline)
+    import tensorflow_datasets as tfds
+    monkeypatch.setattr(type(tfds.builder("beans")), "is_prepared", lambda self: False)
+    start = time.perf_counter()
+    with pytest.raises(common.UsageError) as err:
+        common.Beans(None)
+    assert time.perf_counter() - start < 10
+    assert "--data-dir" in str(err.value) and "BEANS_DATA_DIR" in str(err.value)
+
+
+def test_env_variable_names_the_folder(data_dir, monkeypatch):
+    monkeypatch.setenv("BEANS_DATA_DIR", str(data_dir))
+    assert common.resolve_data_dir(None) == data_dir
+    assert common.resolve_data_dir("elsewhere") == common.Path("elsewhere")
+
+
+def test_training_batches_are_shuffled_per_epoch_with_a_seed(data_dir):
+    split = common.Beans(data_dir, image_size=8).train
+    ds = common.make_dataset(split, batch_size=12, seed=3, training=True)
+    first, second = [next(iter(ds))[1].numpy() for _ in range(2)]
+    again = next(iter(common.make_dataset(split, batch_size=12, seed=3, training=True)))[1].numpy()
+    assert not np.array_equal(first, second)  # a new order each epoch
+    np.testing.assert_array_equal(first, again)  # the same order for the same seed

@@ -1,0 +1,139 @@
+"""Hyperparameters, model structure, learning-rate schedule and train()."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import common
+
+
+def layer_graph(model):
+    """(layer, inbound layer) pairs of a functional model."""
+    pairs = []
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for tensor in node.input_tensors:
+                pairs.append((layer, tensor._keras_history.operation))
+    return pairs
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_bn_sits_between_each_linear_layer_and_its_relu(layers):
+    model = common.build_model(common.HParams(layers=layers, units=8, batch_norm=True), image_size=16)
+    pairs = layer_graph(model)
+    relus = [(l, prev) for l, prev in pairs if l.__class__.__name__ == "Activation"]
+    bns = [(l, prev) for l, prev in pairs if l.__class__.__name__ == "BatchNormalization"]
+    assert len(relus) == layers + 1 and len(bns) == layers + 1  # every conv block + the dense layer
+    for relu, prev in relus:
+        assert prev.__class__.__name__ == "BatchNormalization", relu.name
+    for bn, prev in bns:
+        assert prev.__class__.__name__ in ("Conv2D", "Dense"), bn.name
+        assert prev.use_bias is False, prev.name
+    assert [l for l in model.layers if l.__class__.__name__ == "BatchNormalization"][0].momentum == 0.9
+
+
+def test_baseline_has_no_bn_and_keeps_biases():
+    model = common.build_model(common.HParams(layers=2, units=8), image_size=16)
+    names = [l.__class__.__name__ for l in model.layers]
+    assert "BatchNormalization" not in names
+    assert all(l.use_bias for l in model.layers if l.__class__.__name__ in ("Conv2D", "Dense"))
+    # conv 3->32 and 32->64 (3x3, with bias), dense 64->8, output 8->3
+    assert model.count_params() == (27 * 32 + 32) + (288 * 64 + 64) + (64 * 8 + 8) + (8 * 3 + 3)
+    assert model.output_shape == (None, 3)
+
+
+def test_deep_stacks_on_small_images_still_build():
+    model = common.build_model(common.HParams(layers=6, units=4), image_size=8)
+    assert model.output_shape == (None, 3)
+
+
+def test_inverse_time_decay_per_epoch():
+    hp = common.HParams(learning_rate=0.1, decay=0.5)
+    schedule = common.learning_rate_schedule(hp, steps_per_epoch=10)
+    values = [float(schedule(step)) for step in (0, 9, 10, 19, 20, 40)]
+    np.testing.assert_allclose(values, [0.1, 0.1, 0.1 / 1.5, 0.1 / 1.5, 0.1 / 2, 0.1 / 3], rtol=1e-6)
+    assert common.learning_rate_schedule(dataclasses.replace(hp, decay=0), 10) == 0.1
+
+
+def test_optimizer_follows_hparams():
+    adam = common.make_optimizer(common.HParams(beta_1=0.8, beta_2=0.99, epsilon=1e-6), 10)
+    assert (adam.__class__.__name__, adam.beta_1, adam.beta_2, adam.epsilon) == ("Adam", 0.8, 0.99, 1e-6)
+    sgd = common.make_optimizer(common.HParams(optimizer="sgd", momentum=0.5), 10)
+    assert (sgd.__class__.__name__, sgd.momentum) == ("SGD", 0.5)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"learning_rate": 0}, "learning_rate must be > 0"),
+    ({"learning_rate": -1e-3}, "learning_rate must be > 0"),
+    ({"layers": 0}, "layers must be an integer >= 1"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+    ({"beta_1": 1.0}, r"beta_1 must be in \[0, 1\)"),
+    ({"momentum": -0.1}, r"momentum must be in \[0, 1\)"),
+    ({"optimizer": "rmsprop"}, "optimizer must be one of adam, sgd"),
+])
+def test_impossible_hparams_are_refused(bad, message):
+    with pytest.raises(common.UsageError, match=message):
+        common.HParams(**bad)
+
+
+def test_hparams_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        common.HParams().layers = 4
+
+
+def random_split(n, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.random((n, size, size, 3)).astype(np.float32) * 0.3
+    x[np.arange(n), :, :, y] += 0.7  # class = brightest channel
+    return common.Split(x=x, y=y.astype(np.int64))
+
+
+def test_train_returns_history_and_stops_early():
+    hp = common.HParams(layers=1, units=4, epochs=6, patience=0, batch_size=8)
+    lines = []
+    result = common.train(hp, random_split(24), random_split(12, seed=1), seed=0, log=lines.append)
+    assert result.status == "ok"
+    assert 1 <= result.epochs <= 6 and len(lines) == result.epochs
+    assert lines[0].startswith("epoch   1/6  loss ")
+    assert set(result.history) >= {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+    assert result.val_accuracy == max(result.history["val_accuracy"])
+    assert result.seconds > 0
+
+
+def test_train_is_seeded():
+    hp = common.HParams(layers=1, units=4, epochs=2, batch_size=8)
+    runs = [common.train(hp, random_split(24), random_split(12, seed=1), seed=5, log=None) for _ in range(2)]
+    assert runs[0].history["loss"] == runs[1].history["loss"]
+
+
+def test_earlier_model_survives_the_next_trainings_clear_session():
+    hp = common.HParams(layers=1, units=4, epochs=1, batch_size=8)
+    val = random_split(12, seed=1)
+    first = common.train(hp, random_split(24), val, seed=0, log=None)
+    before = common.evaluate(first.model, val)
+    common.train(dataclasses.replace(hp, batch_norm=True), random_split(24), val, seed=1, log=None)
+    assert common.evaluate(first.model, val) == before
+
+
+def nan_model(monkeypatch):
+    """Makes build_model's output NaN, so that the first loss is NaN."""
+    import keras
+
+    real = common.build_model
+
+    def poisoned(hp, image_size=64, **kw):
+        model = real(hp, image_size, **kw)
+        return keras.Model(model.input, keras.layers.Lambda(lambda t: t * float("nan"))(model.output))
+
+    monkeypatch.setattr(common, "build_model", poisoned)
+
+
+def test_diverging_loss_is_reported_as_nan(monkeypatch):
+    nan_model(monkeypatch)
+    hp = common.HParams(layers=1, units=4, epochs=3, batch_size=8)
+    result = common.train(hp, random_split(24), random_split(12, seed=1), log=None)
+    assert result.status == "nan"
+    assert np.isnan(result.val_accuracy)
+    assert result.epochs == 1  # TerminateOnNaN stopped it

@@ -1,0 +1,93 @@
+"""train_baseline.py and train_bn.py end to end on generated folders."""
+
+import csv
+import json
+
+import pytest
+
+import train_baseline
+import train_bn
+
+FAST = ["--image-size", "8", "--epochs", "1", "--layers", "1", "--units", "4", "--batch-size", "4"]
+
+
+def test_baseline_writes_every_output(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_baseline.main(["--data-dir", str(data_dir), "--out", str(out), *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("train_baseline.py: resolved configuration")
+    assert "epoch   1/1  loss" in printed
+    assert "model     val_accuracy  test_accuracy  epochs  train_s" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "history.csv", "metrics.json", "model.keras"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["hparams"]["batch_norm"] is False
+    assert {"val_accuracy", "test_accuracy", "epochs", "train_seconds"} <= set(metrics)
+    assert metrics["epochs"] == 1
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert len(rows) == 1 and {"loss", "val_accuracy"} <= set(rows[0])
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_bn_script_trains_with_bn(data_dir, tmp_path):
+    out = tmp_path / "run"
+    assert train_bn.main(["--data-dir", str(data_dir), "--out", str(out), "--bn-momentum", "0.8", *FAST]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["hparams"]["batch_norm"] is True and metrics["hparams"]["bn_momentum"] == 0.8
+    import keras
+    model = keras.saving.load_model(out / "model.keras")
+    assert any(l.__class__.__name__ == "BatchNormalization" for l in model.layers)
+
+
+def test_compare_trains_both_with_the_same_hparams(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_bn.main(["--data-dir", str(data_dir), "--out", str(out), "--compare", *FAST]) == 0
+    table = capsys.readouterr().out.split("model     val_accuracy")[1]
+    assert "\nbaseline " in table and "\nbn " in table
+    base = json.loads((out / "baseline" / "metrics.json").read_text())
+    bn = json.loads((out / "bn" / "metrics.json").read_text())
+    assert (base["hparams"]["batch_norm"], bn["hparams"]["batch_norm"]) == (False, True)
+    assert {k: v for k, v in base["hparams"].items() if k != "batch_norm"} == \
+        {k: v for k, v in bn["hparams"].items() if k != "batch_norm"}
+    assert (out / "curves.png").stat().st_size > 0
+    for name in ("baseline", "bn"):
+        assert (out / name / "model.keras").exists() and (out / name / "history.csv").exists()
+
+
+def test_env_variable_is_used_when_no_flag(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("BEANS_DATA_DIR", str(data_dir))
+    out = tmp_path / "run"
+    assert train_baseline.main(["--out", str(out), *FAST]) == 0
+    assert json.loads((out / "metrics.json").read_text())["data"] == str(data_dir)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data-dir", "{missing}"], "data folder not found"),
+    (["--data-dir", "{data}", "--learning-rate", "-1"], "learning_rate must be > 0"),
+    (["--data-dir", "{data}", "--layers", "0"], "layers must be an integer >= 1"),
+    (["--data-dir", "{data}", "--batch-size", "0"], "batch_size must be an integer >= 1"),
+    (["--data-dir", "{data}", "--beta-1", "1"], r"beta_1 must be in [0, 1)"),
+    (["--data-dir", "{data}", "--layers", "two"], "--layers: expected int, got 'two'"),
+    (["--data-dir", "{data}", "--no-such-flag", "1"], "unrecognized arguments: --no-such-flag"),
+    (["--data-dir", "{data}", "--image-size", "2"], "--image-size must be >= 8"),
+    (["--data-dir", "{data}", "--batch-norm"], "unrecognized arguments: --batch-norm"),
+])
+def test_bad_input_is_one_line_and_exit_2(data_dir, tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    argv = [a.format(missing=tmp_path / "nowhere", data=data_dir) for a in argv]
+    code = train_baseline.main([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not out.exists()  # nothing half-written
+
+
+def test_corrupt_image_is_named_and_nothing_written(data_dir, tmp_path, capsys):
+    bad = data_dir / "test" / "healthy" / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 garbage")
+    out = tmp_path / "run"
+    assert train_bn.main(["--data-dir", str(data_dir), "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train_bn.py: error: not a readable image:") and "bad.jpg" in err
+    assert not out.exists()
+
