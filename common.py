@@ -543,7 +543,9 @@ def epoch_line(epoch, epochs, logs, seconds, lr):
 def train(hp, train_split, val_split, seed=0, log=print, image_size=None):
     """Trains a fresh model; early-stops on validation accuracy and keeps the best weights."""
     import keras
+    import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # each new model retraces tf.functions; that is expected here
     keras.backend.clear_session()  # free the previous model's graph and memory
     keras.utils.set_random_seed(seed)
     image_size = image_size or train_split.x.shape[1]
@@ -555,12 +557,13 @@ def train(hp, train_split, val_split, seed=0, log=print, image_size=None):
     class EpochLog(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
+            # the rate this epoch trains with (a decay schedule moves it at the epoch's end)
+            self.lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
         def on_epoch_end(self, epoch, logs=None):
-            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            logs["lr"] = lr
+            logs["lr"] = self.lr
             if log:
-                log(epoch_line(epoch + 1, hp.epochs, logs, time.perf_counter() - self.start, lr))
+                log(epoch_line(epoch + 1, hp.epochs, logs, time.perf_counter() - self.start, self.lr))
 
     stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=hp.patience,
                                             restore_best_weights=True)

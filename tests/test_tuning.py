@@ -1,0 +1,342 @@
+"""The three searches: space parsing and sampling scale, trial counts, ranking, failures,
+coarse-to-fine narrowing, the Bayesian optimizer, and the files each run writes."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import common
+import tune_bayes
+import tune_grid
+import tune_random
+import tuning
+
+TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--batch-size", "4", "--decay", "0"]
+
+
+def results(out):
+    with (out / "results.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def table_scores(printed, header="rank "):
+    """val_acc column of the first ranked table printed."""
+    lines = printed[printed.index(header):].splitlines()
+    column = lines[0].split().index("val_acc")
+    rows = []
+    for line in lines[2:]:
+        if not line.strip() or not line.split()[0].isdigit():
+            break
+        rows.append(float(line.split()[column]))
+    return rows
+
+
+# --- sampling scale ------------------------------------------------------------------------
+
+def sample(dim, n=20000):
+    dist = dim.scipy()
+    return np.asarray(dist.rvs(size=n, random_state=np.random.RandomState(0)))
+
+
+def test_learning_rate_is_log_uniform():
+    lr = sample(tuning.parse_dim("learning_rate", "1e-4:1"))
+    assert lr.min() >= 1e-4 and lr.max() <= 1
+    assert abs((lr < 1e-2).mean() - 0.5) < 0.02  # uniform sampling would put ~1% there
+    assert abs((lr < 1e-3).mean() - 0.25) < 0.02
+
+
+def test_units_are_log_uniform_integers():
+    units = sample(tuning.parse_dim("units", "16:256"))
+    assert units.dtype.kind == "i" and units.min() == 16 and units.max() == 256
+    assert abs((units < 64).mean() - 0.5) < 0.03  # 16..64 is half the decades of 16..256
+
+
+def test_betas_are_sampled_through_one_minus_beta():
+    beta = sample(tuning.parse_dim("beta_2", "0.9:0.999"))
+    assert beta.min() >= 0.9 and beta.max() <= 0.999
+    assert abs((beta > 0.99).mean() - 0.5) < 0.02  # 0.99..0.999 as likely as 0.9..0.99
+
+
+def test_layers_uniform_and_batch_size_powers_of_two():
+    layers = sample(tuning.parse_dim("layers", "1:4"))
+    assert sorted(set(layers)) == [1, 2, 3, 4]
+    assert np.allclose(np.bincount(layers)[1:] / len(layers), 0.25, atol=0.02)
+    assert tuning.parse_dim("batch_size", "16:128").scipy() == [16, 32, 64, 128]
+
+
+def test_space_in_skopt_terms():
+    lr = tuning.parse_dim("learning_rate", "1e-4:1e-1").skopt()
+    units = tuning.parse_dim("units", "16:256").skopt()
+    batch = tuning.parse_dim("batch_size", "16:128").skopt()
+    bn = tuning.parse_dim("batch_norm", "false,true").skopt()
+    assert (lr.prior, lr.low, lr.high) == ("log-uniform", 1e-4, 1e-1)
+    assert (units.__class__.__name__, units.prior) == ("Integer", "log-uniform")
+    assert list(batch.categories) == [16, 32, 64, 128]
+    assert list(bn.categories) == [False, True]
+
+
+# --- parsing and bad flags --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, text, message", [
+    ("learning_rate", "1e-1:1e-5", "low must be below high"),
+    ("learning_rate", "0:1e-1", "log-uniform range needs bounds > 0"),
+    ("learning_rate", "0,1e-3", "learning_rate must be > 0"),
+    ("decay", "0:1", "log-uniform range needs bounds > 0"),
+    ("learning_rate", "1e-3,,1e-2", "empty value"),
+    ("beta_1", "0.9:1.0", r"beta_1 must be in \[0, 1\)"),
+    ("layers", "0,2", "layers must be an integer >= 1"),
+    ("batch_size", "33:60", "no power of two"),
+    ("optimizer", "adam:sgd", "takes a comma list"),
+])
+def test_impossible_ranges_are_refused(name, text, message):
+    with pytest.raises(common.UsageError, match=message):
+        tuning.parse_dim(name, text)
+
+
+def test_grid_refuses_ranges():
+    with pytest.raises(common.UsageError, match="a grid takes a comma list"):
+        tuning.parse_dim("learning_rate", "1e-4:1e-2", allow_range=False)
+
+
+def test_single_value_fixes_a_hyperparameter():
+    dims, fixed = tuning.build_space({"learning_rate": [1e-3, 1e-2], "units": [8, 16]}, {"units": "32"}, False)
+    assert [d.name for d in dims] == ["learning_rate"] and fixed == {"units": 32}
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    (tune_random, ["--learning-rate", "1e-1:1e-5"], "--learning-rate: low must be below high"),
+    (tune_random, ["--n-iter", "0"], "--n-iter must be >= 1"),
+    (tune_grid, ["--learning-rate", "1e-4:1e-2"], "a grid takes a comma list"),
+    (tune_grid, ["--units", ""], "--units: empty value"),
+    (tune_grid, ["--bogus", "3"], "unrecognized arguments: --bogus"),
+    (tune_bayes, ["--n-calls", "0"], "--n-calls must be >= 1"),
+    (tune_bayes, ["--decay=-1:1"], "--decay: a log-uniform range needs bounds > 0"),
+    (tune_bayes, ["--cv", "3"], "unrecognized arguments: --cv"),
+])
+def test_bad_flags_one_line_exit_2(data_dir, tmp_path, capsys, script, argv, message):
+    out = tmp_path / "run"
+    assert script.main(["--data-dir", str(data_dir), "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_grid_file_unknown_name_and_empty_list(data_dir, tmp_path, capsys):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"learning_rate": [1e-3], "dropout": [0.1]}))
+    assert tune_grid.main(["--data-dir", str(data_dir), "--grid", str(grid)]) == 2
+    assert "unknown hyperparameter 'dropout'" in capsys.readouterr().err
+    grid.write_text(json.dumps({"learning_rate": []}))
+    assert tune_grid.main(["--data-dir", str(data_dir), "--grid", str(grid)]) == 2
+    assert "learning_rate needs a non-empty list" in capsys.readouterr().err
+
+
+# --- coarse to fine ---------------------------------------------------------------------------
+
+def test_narrowing_spans_the_top_trials_in_log_space():
+    dim = tuning.parse_dim("learning_rate", "1e-4:1")
+    narrow = dim.narrowed([1e-3, 1e-2])
+    assert narrow.low == pytest.approx(10 ** -3.1) and narrow.high == pytest.approx(10 ** -1.9)
+    beta = tuning.parse_dim("beta_1", "0.5:0.999").narrowed([0.9, 0.99])
+    assert beta.low == pytest.approx(1 - 10 ** -0.9) and beta.high == pytest.approx(1 - 10 ** -2.1)
+    layers = tuning.parse_dim("layers", "1:6").narrowed([2, 3])
+    assert (layers.low, layers.high) == (1, 4)
+    assert tuning.parse_dim("batch_size", "16:256").narrowed([32, 64]).scipy() == [32, 64]
+    clipped = dim.narrowed([1e-4, 2e-4])
+    assert clipped.low == 1e-4  # never beyond the original range
+
+
+def test_refine_runs_rounds_over_narrowed_ranges(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "3", "--refine", "1",
+                             "--learning-rate", "1e-4:1e-1", "--layers", "1:2", *TINY])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert len(results(out)) == 6
+    assert "round 1/2: best of 3" in printed and "round 2/2: best of 3" in printed
+    ranges = printed.split("round 2/2 ranges: ")[1].splitlines()[0]
+    low, high = (float(v) for v in ranges.split("learning_rate ")[1].split()[0].split(":"))
+    first = [float(r["learning_rate"]) for r in results(out)[:3]]
+    assert 1e-4 <= low <= min(first) * 1.01 or low <= max(first)
+    assert high <= 1e-1 and high - low < 1e-1 - 1e-4  # narrower than the first round's range
+    second = [float(r["learning_rate"]) for r in results(out)[3:]]
+    assert all(low * 0.999 <= v <= high * 1.001 for v in second)
+
+
+# --- grid end to end ------------------------------------------------------------------------
+
+def test_two_by_two_grid_runs_four_trials_ranked(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = tune_grid.main(["--data-dir", str(data_dir), "--out", str(out),
+                           "--learning-rate", "1e-3,1e-2", "--layers", "1,2", *TINY])
+    assert code == 0
+    rows = results(out)
+    assert len(rows) == 4
+    assert {(r["learning_rate"], r["layers"]) for r in rows} == {
+        ("0.001", "1"), ("0.001", "2"), ("0.01", "1"), ("0.01", "2")}
+    printed = capsys.readouterr().out
+    assert "trial 4/4  " in printed and " ETA " in printed and " best " in printed
+    scores = table_scores(printed)
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+    best = json.loads((out / "best.json").read_text())
+    assert best["val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in rows), abs=1e-6)
+    assert 0 <= best["test_accuracy"] <= 1
+    assert {p.name for p in out.iterdir()} == {"results.csv", "best.json", "model.keras", "val_accuracy.png"}
+
+
+def test_failed_trial_is_recorded_and_sorted_last(data_dir, tmp_path, capsys, monkeypatch):
+    import keras
+    real = common.build_model
+
+    def diverge_at_high_lr(hp, image_size=64, **kw):
+        model = real(hp, image_size, **kw)
+        if hp.learning_rate < 5e-3:
+            return model
+        return keras.Model(model.input, keras.layers.Lambda(lambda t: t * float("nan"))(model.output))
+
+    monkeypatch.setattr(common, "build_model", diverge_at_high_lr)
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out),
+                           "--learning-rate", "1e-3,1e-2", "--layers", "1", *TINY]) == 0
+    rows = {r["learning_rate"]: r for r in results(out)}
+    assert rows["0.01"]["status"] == "failed" and "NaN" in rows["0.01"]["message"]
+    assert rows["0.01"]["val_accuracy"] == "nan" and rows["0.001"]["status"] == "ok"
+    table = capsys.readouterr().out.split("rank ")[1].splitlines()
+    assert table[2].split()[1] == "0.001" and "failed" in table[3]
+    assert json.loads((out / "best.json").read_text())["params"]["learning_rate"] == 0.001
+
+
+def test_search_never_sees_the_test_split(data_dir, tmp_path, monkeypatch):
+    seen, order = [], []
+    real_run_trial, real_split = tuning.run_trial, common.Beans.split
+
+    def spy_trial(hp, train, val, *args, **kw):
+        seen.append((train.x.copy(), val.x.copy()))
+        order.append("trial")
+        return real_run_trial(hp, train, val, *args, **kw)
+
+    def spy_split(self, name):
+        order.append(name)
+        return real_split(self, name)
+
+    monkeypatch.setattr(tuning, "run_trial", spy_trial)
+    monkeypatch.setattr(common.Beans, "split", spy_split)
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2",
+                           "--learning-rate", "1e-3", *TINY]) == 0
+    assert order.index("test") > max(i for i, o in enumerate(order) if o == "trial")
+    test = common.Beans(data_dir, image_size=8).test.x.reshape(12, -1)
+    for train_x, val_x in seen:
+        images = np.concatenate([train_x, val_x]).reshape(len(train_x) + len(val_x), -1)
+        assert len(train_x) == 12 and len(val_x) == 12
+        assert not any((np.abs(images - t).max(axis=1) == 0).any() for t in test)
+
+
+def test_grid_with_two_processes(data_dir, tmp_path):
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--n-jobs", "2",
+                           "--layers", "1,2", "--learning-rate", "1e-3", *TINY]) == 0
+    assert sorted(r["layers"] for r in results(out)) == ["1", "2"]
+
+
+def test_cv_runs_k_fits_per_configuration(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--cv", "2",
+                           "--layers", "1,2", "--learning-rate", "1e-3", *TINY]) == 0
+    assert len(results(out)) == 4
+    assert " std " in capsys.readouterr().out
+
+
+def test_existing_results_are_not_overwritten(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.csv").write_text("trial\n1\n")
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 2
+    assert "already holds a search" in capsys.readouterr().err
+    assert (out / "results.csv").read_text() == "trial\n1\n"
+
+
+def test_trial_log_ignores_a_truncated_last_line(tmp_path):
+    log = tuning.TrialLog(tmp_path / "results.csv", ["layers"], total=3, verbose=False)
+    log.create()
+    log.record({"layers": 2}, 0.5, 1.0)
+    with open(log.path, "a") as handle:
+        handle.write("2,3,0.7")  # a crash mid-write
+    assert [r["layers"] for r in log.rows()] == ["2"]
+
+
+# --- Bayesian optimization ------------------------------------------------------------------
+
+def test_expected_improvement_finds_a_known_optimum():
+    from skopt.space import Integer, Real
+
+    space = [Real(1e-4, 1, prior="log-uniform"), Integer(1, 6)]
+
+    def objective(point):  # optimum at lr = 1e-2, layers = 3
+        lr, layers = point
+        return (math.log10(lr) + 2) ** 2 + 0.5 * (layers - 3) ** 2
+
+    result = tuning.minimize(objective, space, n_calls=20, n_initial_points=6, seed=0)
+    assert len(result.x_iters) == 20
+    assert abs(math.log10(result.x[0]) + 2) < 0.5 and result.x[1] == 3
+
+
+def test_parallel_steps_ask_two_distinct_points():
+    from skopt.space import Integer, Real
+
+    space = [Real(1e-4, 1, prior="log-uniform"), Integer(1, 6)]
+    batches = []
+
+    def evaluate(points):
+        batches.append(points)
+        return [(math.log10(lr) + 2) ** 2 + (layers - 3) ** 2 for lr, layers in points]
+
+    result = tuning.minimize(None, space, n_calls=10, n_initial_points=4, seed=0, n_jobs=2, evaluate_batch=evaluate)
+    assert [len(b) for b in batches] == [2] * 5
+    assert all(b[0] != b[1] for b in batches)
+    assert len(result.x_iters) == 10
+
+
+def test_bayes_end_to_end_writes_every_file(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--n-calls", "3",
+                            "--n-initial-points", "2", "--layers", "1:2", *TINY]) == 0
+    assert len(results(out)) == 3
+    assert {p.name for p in out.iterdir()} == {"results.csv", "best.json", "model.keras", "val_accuracy.png",
+                                              "convergence.png", "objective.png"}
+    assert "trial 3/3" in capsys.readouterr().out
+
+
+def test_bayes_penalises_a_nan_trial_and_finishes(data_dir, tmp_path, monkeypatch):
+    import keras
+    real, calls = common.build_model, []
+
+    def first_diverges(hp, image_size=64, **kw):
+        calls.append(hp)
+        model = real(hp, image_size, **kw)
+        if len(calls) > 1:
+            return model
+        return keras.Model(model.input, keras.layers.Lambda(lambda t: t * float("nan"))(model.output))
+
+    monkeypatch.setattr(common, "build_model", first_diverges)
+    told = []
+    real_minimize = tuning.minimize
+
+    def spy_minimize(objective, *args, **kw):
+        def wrapped(point):
+            told.append(objective(point))
+            return told[-1]
+        return real_minimize(wrapped, *args, **kw)
+
+    monkeypatch.setattr(tuning, "minimize", spy_minimize)
+    out = tmp_path / "run"
+    assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--n-calls", "3",
+                            "--n-initial-points", "2", "--layers", "1:2", *TINY]) == 0
+    rows = results(out)
+    assert rows[0]["status"] == "failed" and "NaN" in rows[0]["message"]
+    assert told[0] == 1.0 and all(math.isfinite(v) for v in told)  # accuracy 0, never NaN
+    assert (out / "best.json").exists()

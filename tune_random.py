@@ -1,0 +1,73 @@
+"""Random search (scikit-learn RandomizedSearchCV), sampling scale-type hyperparameters log-uniformly.
+
+    python tune_random.py --data-dir ../shared/beans --n-iter 20 --seed 0
+    python tune_random.py --data-dir ../shared/beans --n-iter 12 --refine 2   # coarse to fine
+    python tune_random.py --data-dir ../shared/beans --learning-rate 1e-5:1e-1 --beta-1 0.8:0.999
+
+Learning rate, decay, epsilon and units are drawn log-uniformly; momentum and the betas through
+1 - beta log-uniformly; layers uniformly; batch size over powers of two. With --refine K, after
+each round every range is narrowed to the span of the round's best trials and searched again.
+"""
+
+import math
+import sys
+
+import common
+import tuning
+
+
+def add_flags(parser):
+    parser.add_argument("--n-iter", type=int, default=10,
+                        help="sampled configurations per round (default: 10, ~6 minutes at 64x64)")
+    parser.add_argument("--refine", type=int, default=0, metavar="K",
+                        help="coarse to fine: K more rounds, each over ranges narrowed to the previous "
+                             "round's best trials (default: 0)")
+    parser.add_argument("--keep", type=float, default=0.3,
+                        help="fraction of a round's trials whose span sets the next ranges (default: 0.3)")
+
+
+def check(args):
+    if args.n_iter < 1:
+        raise common.UsageError(f"--n-iter must be >= 1, got {args.n_iter}")
+    if args.refine < 0:
+        raise common.UsageError(f"--refine must be >= 0, got {args.refine}")
+    if not 0 < args.keep <= 1:
+        raise common.UsageError(f"--keep must be in (0, 1], got {args.keep}")
+
+
+def count(args, dims):
+    check(args)
+    return args.n_iter * (args.refine + 1) * (args.cv or 1)
+
+
+def search(ctx):
+    from sklearn.model_selection import RandomizedSearchCV
+
+    args, dims, trials = ctx.args, list(ctx.dims), []
+    for round_ in range(args.refine + 1):
+        if round_:
+            print(f"\nround {round_ + 1}/{args.refine + 1} ranges: "
+                  + "  ".join(f"{d.name} {d.describe()}" for d in dims), flush=True)
+        space = {d.name: d.scipy() for d in dims}
+        found = tuning.sklearn_search(ctx, RandomizedSearchCV, "param_distributions", space,
+                                      n_iter=args.n_iter, random_state=ctx.seed + round_)
+        trials.extend(found)
+        if args.refine:
+            print(f"\nround {round_ + 1}/{args.refine + 1}: best of {len(found)}")
+            print(tuning.format_trials(found, ctx.names, top=args.top, cv=bool(ctx.cv)))
+        top = [t for t in tuning.rank(found) if t.status == "ok"][:max(2, math.ceil(args.keep * len(found)))]
+        dims = [d.narrowed([t.params[d.name] for t in top]) for d in dims]
+    return trials
+
+
+METHOD = tuning.Method(
+    script="tune_random", description=__doc__.splitlines()[0], default_space=tuning.DEFAULT_RANGES,
+    allow_range=True, add_flags=add_flags, count=count, search=search)
+
+
+def main(argv=None):
+    return common.run_cli(lambda a: tuning.run(a, METHOD), argv, "tune_random.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
