@@ -30,7 +30,7 @@ def test_bn_sits_between_each_linear_layer_and_its_relu(layers):
     for bn, prev in bns:
         assert prev.__class__.__name__ in ("Conv2D", "Dense"), bn.name
         assert prev.use_bias is False, prev.name
-    assert [l for l in model.layers if l.__class__.__name__ == "BatchNormalization"][0].momentum == 0.9
+    assert [l for l in model.layers if l.__class__.__name__ == "BatchNormalization"][0].momentum == common.HParams().bn_momentum == 0.6
 
 
 def test_baseline_has_no_bn_and_keeps_biases():

@@ -340,3 +340,21 @@ def test_bayes_penalises_a_nan_trial_and_finishes(data_dir, tmp_path, monkeypatc
     assert rows[0]["status"] == "failed" and "NaN" in rows[0]["message"]
     assert told[0] == 1.0 and all(math.isfinite(v) for v in told)  # accuracy 0, never NaN
     assert (out / "best.json").exists()
+
+
+def test_estimator_clones_and_scores_like_accuracy(data_dir, tmp_path):
+    from sklearn.base import clone
+    from sklearn.metrics import accuracy_score
+
+    beans = common.Beans(data_dir, image_size=8)
+    val = (beans.validation.x, beans.validation.y)
+    log = tuning.TrialLog(tmp_path / "results.csv", ["units"], total=1, verbose=False)
+    log.create()
+    est = tuning.BeansClassifier(validation=val, trial_log=log, searched=("units",), units=4, epochs=2,
+                                 layers=1, batch_size=4)
+    twin = clone(est).set_params(units=8)
+    assert (twin.units, twin.layers, est.units) == (8, 1, 4)
+    est.fit(beans.train.x, beans.train.y)
+    shortcut = est.score(*val)
+    assert shortcut == pytest.approx(accuracy_score(val[1], est.predict(val[0])), abs=1e-6)
+    assert len(log.rows()) == 1 and log.rows()[0]["units"] == "4"
