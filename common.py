@@ -533,7 +533,7 @@ class TrainResult:
     val_accuracy: float     # best epoch's (the weights kept)
     epochs: int             # epochs actually run
     seconds: float
-    status: str = "ok"      # "ok" or "nan" (loss diverged)
+    status: str = "ok"      # "ok", "nan" (loss diverged) or "timeout"
 
 
 def epoch_line(epoch, epochs, logs, seconds, lr):
@@ -542,8 +542,10 @@ def epoch_line(epoch, epochs, logs, seconds, lr):
             f"val_acc {logs.get('val_accuracy', float('nan')):.4f}  lr {lr:.2e}  {seconds:5.1f}s")
 
 
-def train(hp, train_split, val_split, seed=0, log=print, image_size=None):
-    """Trains a fresh model; early-stops on validation accuracy and keeps the best weights."""
+def train(hp, train_split, val_split, seed=0, log=print, image_size=None, timeout=None):
+    """Trains a fresh model; early-stops on validation accuracy and keeps the best weights.
+
+    With `timeout` (seconds), training stops at the first batch past it: status "timeout"."""
     import keras
     import tensorflow as tf
 
@@ -567,6 +569,14 @@ def train(hp, train_split, val_split, seed=0, log=print, image_size=None):
             if log:
                 log(epoch_line(epoch + 1, hp.epochs, logs, time.perf_counter() - self.start, self.lr))
 
+    class TimeLimit(keras.callbacks.Callback):
+        expired = False
+
+        def on_train_batch_end(self, batch, logs=None):
+            if timeout is not None and time.perf_counter() - start > timeout:
+                TimeLimit.expired = True
+                self.model.stop_training = True
+
     stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=hp.patience,
                                             restore_best_weights=True)
     start = time.perf_counter()
@@ -574,15 +584,16 @@ def train(hp, train_split, val_split, seed=0, log=print, image_size=None):
         make_dataset(train_split, hp.batch_size, seed=seed, training=True, augment=hp.augment),
         validation_data=make_dataset(val_split, hp.batch_size),
         epochs=hp.epochs, verbose=0, shuffle=False,  # make_dataset shuffles
-        callbacks=[EpochLog(), keras.callbacks.TerminateOnNaN(), stopper],
+        callbacks=[EpochLog(), keras.callbacks.TerminateOnNaN(), TimeLimit(), stopper],
     )
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     losses = history.get("loss", [])
     diverged = any(not math.isfinite(v) for v in losses)
     vals = [v for v in history.get("val_accuracy", []) if math.isfinite(v)]
-    return TrainResult(model=model, history=history, val_accuracy=max(vals) if vals and not diverged else float("nan"),
-                       epochs=len(losses), seconds=seconds, status="nan" if diverged else "ok")
+    status = "nan" if diverged else "timeout" if TimeLimit.expired else "ok"
+    return TrainResult(model=model, history=history, val_accuracy=max(vals) if vals and status == "ok" else float("nan"),
+                       epochs=len(losses), seconds=seconds, status=status)
 
 
 def evaluate(model, split, batch_size=64):

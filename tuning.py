@@ -271,6 +271,22 @@ def params_key(params):
     return json.dumps({k: _plain(v) for k, v in sorted(params.items())})
 
 
+def trial_key(params, fold):
+    return f"{params_key(params)}|{fold}"
+
+
+def fold_id(y):
+    """Names a cross-validation training fold by its labels, the same in every run."""
+    import hashlib
+
+    return "cv-" + hashlib.sha1(np.ascontiguousarray(y).tobytes()).hexdigest()[:10]
+
+
+def finished_trials(rows, names):
+    """{trial key: row} of results.csv rows, for a resumed search to skip."""
+    return {trial_key({n: _coerce(n, r[n]) for n in names}, r["fold"]): r for r in rows}
+
+
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
@@ -290,18 +306,17 @@ class TrialLog:
     Safe across processes (trials run in parallel append under an flock), and each row is one
     write, so a crash loses at most the trials still running."""
 
-    COLUMNS = ("trial", "val_accuracy", "fit_seconds", "status", "message")
-
-    def __init__(self, path, names, total, start=None, verbose=True):
+    def __init__(self, path, names, total, start=None, verbose=True, done_before=0):
         self.path = str(path)
         self.names = list(names)
         self.total = total
         self.start = time.time() if start is None else start
         self.verbose = verbose
+        self.done_before = done_before  # rows already there when a resumed search started
 
     @property
     def header(self):
-        return ["trial", *self.names, "val_accuracy", "fit_seconds", "status", "message"]
+        return ["trial", *self.names, "fold", "val_accuracy", "fit_seconds", "status", "message"]
 
     def create(self):
         if not os.path.exists(self.path):
@@ -310,7 +325,7 @@ class TrialLog:
     def rows(self):
         return read_results(self.path)
 
-    def record(self, params, val_accuracy, fit_seconds, status="ok", message=""):
+    def record(self, params, val_accuracy, fit_seconds, status="ok", message="", fold="validation"):
         with open(self.path, "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -320,7 +335,7 @@ class TrialLog:
                 scores = [r["val_accuracy"] for r in done if r["status"] == "ok"]
                 if status == "ok":
                     scores.append(val_accuracy)
-                row = [trial, *(_plain(params.get(n, "")) for n in self.names),
+                row = [trial, *(_plain(params.get(n, "")) for n in self.names), fold,
                        f"{val_accuracy:.6f}" if math.isfinite(val_accuracy) else "nan",
                        f"{fit_seconds:.2f}", status, " ".join(str(message).split())[:300]]
                 handle.write(_csv_line(row))
@@ -330,7 +345,7 @@ class TrialLog:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         if self.verbose:
             elapsed = time.time() - self.start
-            eta = elapsed / trial * max(self.total - trial, 0)
+            eta = elapsed / max(trial - self.done_before, 1) * max(self.total - trial, 0)
             shown = " ".join(f"{n}={_fmt(params[n])}" for n in self.names if n in params)
             score = f"{val_accuracy:.4f}" if status == "ok" else status.upper()
             best = f"{max(scores):.4f}" if scores else "-"
@@ -374,21 +389,35 @@ def limit_threads(threads):
         tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
 
 
-def run_trial(hp, train, val, seed, log, params, threads=None):
-    """Trains one configuration and records it. Returns the validation accuracy (NaN if failed)."""
+class TrialFailed(Exception):
+    """A trial that ended without a score (NaN loss, time-out, error); already recorded."""
+
+
+def run_trial(hp, train, val, seed, log, params, threads=None, timeout=None, record_ok=True,
+              fold="validation"):
+    """Trains one configuration and records it in `log`; returns common.train's result.
+
+    A failure is recorded (status failed or timeout, with its message) and raised as TrialFailed.
+    `record_ok=False` leaves recording a success to the caller (the estimator records its score)."""
     limit_threads(threads)
     start = time.perf_counter()
     try:
-        result = common.train(hp, train, val, seed=seed, log=None)
+        result = common.train(hp, train, val, seed=seed, log=None, timeout=timeout)
     except Exception as err:  # noqa: BLE001 - a failed trial is recorded, the search goes on
-        log.record(params, float("nan"), time.perf_counter() - start, "failed",
-                   f"{err.__class__.__name__}: {err}")
-        raise
+        message = f"{err.__class__.__name__}: {err}"
+        log.record(params, float("nan"), time.perf_counter() - start, "failed", message, fold)
+        raise TrialFailed(message) from err
     seconds = time.perf_counter() - start  # building the model included, as in sklearn's fit_time
+    result.seconds = seconds
     if result.status != "ok":
-        log.record(params, float("nan"), seconds, "failed", f"loss became NaN (epoch {result.epochs})")
-        raise FloatingPointError(f"loss became NaN (epoch {result.epochs})")
-    log.record(params, result.val_accuracy, seconds)
+        if result.status == "timeout":
+            status, message = "timeout", f"stopped after {timeout:g}s (--trial-timeout), epoch {result.epochs}"
+        else:
+            status, message = "failed", f"loss became NaN (epoch {result.epochs})"
+        log.record(params, float("nan"), seconds, status, message, fold)
+        raise TrialFailed(message)
+    if record_ok:
+        log.record(params, result.val_accuracy, seconds, fold=fold)
     return result
 
 
@@ -398,19 +427,24 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
     `validation` (x, y) is the split used for early stopping; without it (K-fold CV) a
     stratified 10% of each training fold is held out for that. Pickles, so n_jobs works."""
 
-    def __init__(self, validation=None, seed=0, trial_log=None, searched=(), threads=None, **hparams):
+    SETTINGS = ("validation", "seed", "trial_log", "searched", "threads", "trial_timeout", "finished")
+
+    def __init__(self, validation=None, seed=0, trial_log=None, searched=(), threads=None,
+                 trial_timeout=None, finished=None, **hparams):
         self.validation = validation
         self.seed = seed
         self.trial_log = trial_log
         self.searched = searched
         self.threads = threads
+        self.trial_timeout = trial_timeout
+        self.finished = finished  # {trial key: results.csv row} of a resumed search
         defaults = HParams()
         for name in HPARAM_NAMES:
             setattr(self, name, hparams.get(name, getattr(defaults, name)))
 
     @classmethod
     def _get_param_names(cls):
-        return sorted(("validation", "seed", "trial_log", "searched", "threads", *HPARAM_NAMES))
+        return sorted((*cls.SETTINGS, *HPARAM_NAMES))
 
     def hparams(self):
         return HParams(**{n: _plain(getattr(self, n)) for n in HPARAM_NAMES})
@@ -425,21 +459,35 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
             x_fit, x_val, y_fit, y_val = train_test_split(X, y, test_size=holdout, stratify=y,
                                                           random_state=self.seed)
             train, val = common.Split(x_fit, y_fit), common.Split(x_val, y_val)
-        params = {n: getattr(self, n) for n in self.searched}
+        self.params_ = {n: getattr(self, n) for n in self.searched}
+        self.fold_ = fold_id(y) if self.validation is None else "validation"
         self.classes_ = np.arange(len(common.CLASS_NAMES))
-        self.result_ = run_trial(self.hparams(), train, val, self.seed, self.trial_log, params,
-                                 self.threads)
+        done = (self.finished or {}).get(trial_key(self.params_, self.fold_))
+        if done is not None:  # resumed search: this trial finished before, do not train it again
+            if done["status"] != "ok":
+                raise TrialFailed(done["message"])
+            self.cached_score_ = done["val_accuracy"]
+            return self
+        self.cached_score_ = None
+        self.result_ = run_trial(self.hparams(), train, val, self.seed, self.trial_log, self.params_,
+                                 self.threads, self.trial_timeout, record_ok=False, fold=self.fold_)
         self.model_ = self.result_.model
         return self
 
     def score(self, X, y, sample_weight=None):
-        """Accuracy; on the validation split itself, the accuracy train() measured there for the
-        weights it kept, so that scoring costs no second pass (and no predict graph trace)."""
-        if (sample_weight is None and self.validation is not None and getattr(self, "result_", None)
+        """Accuracy, recorded in the trial log. On the validation split itself this is the accuracy
+        train() measured there for the weights it kept: no second pass, no predict graph trace."""
+        if self.cached_score_ is not None:
+            return self.cached_score_
+        if (sample_weight is None and self.validation is not None
                 and len(y) == len(self.validation[1]) and np.array_equal(y, self.validation[1])
                 and np.array_equal(X, self.validation[0])):
-            return self.result_.val_accuracy
-        return super().score(X, y, sample_weight)
+            accuracy = self.result_.val_accuracy
+        else:
+            accuracy = super().score(X, y, sample_weight)
+        if self.trial_log is not None:
+            self.trial_log.record(self.params_, accuracy, self.result_.seconds, fold=self.fold_)
+        return accuracy
 
     def predict(self, X):
         probabilities = self.model_.predict(X, batch_size=128, verbose=0)
@@ -476,6 +524,8 @@ class Context:
     args: object
     out: Path
     threads: int = None
+    trial_timeout: float = None
+    finished: dict = None
 
     @property
     def names(self):
@@ -494,7 +544,8 @@ def sklearn_search(ctx, search_cls, space_arg, space, **kwargs):
         cv = PredefinedSplit(np.r_[np.full(len(ctx.train), -1), np.zeros(len(ctx.validation), int)])
         validation = (ctx.validation.x, ctx.validation.y)
     estimator = BeansClassifier(validation=validation, seed=ctx.seed, trial_log=ctx.log,
-                                searched=tuple(ctx.names), threads=ctx.threads, **ctx.base.to_dict())
+                                searched=tuple(ctx.names), threads=ctx.threads,
+                                trial_timeout=ctx.trial_timeout, finished=ctx.finished, **ctx.base.to_dict())
     search = search_cls(estimator, **{space_arg: space}, scoring=None, cv=cv, refit=False,
                         n_jobs=ctx.n_jobs, error_score=np.nan, pre_dispatch="n_jobs", **kwargs)
     with warnings.catch_warnings():
@@ -508,13 +559,13 @@ def sklearn_search(ctx, search_cls, space_arg, space, **kwargs):
     return trials_from_cv_results(search.cv_results_, ctx.log.rows())
 
 
-def evaluate_point(base, params, train, val, seed, log, threads=None):
+def evaluate_point(base, params, train, val, seed, log, threads=None, timeout=None):
     """One Bayesian-optimization trial: the validation accuracy, or 0.0 if the trial failed
     (a finite penalty: a NaN or infinite objective would break the GP fit)."""
     hp = dataclasses.replace(base, **params)
     try:
-        return run_trial(hp, train, val, seed, log, params, threads).val_accuracy
-    except Exception:  # noqa: BLE001 - recorded as failed by run_trial
+        return run_trial(hp, train, val, seed, log, params, threads, timeout).val_accuracy
+    except TrialFailed:  # recorded as failed (or timeout) by run_trial
         return 0.0
 
 
@@ -534,18 +585,25 @@ def gp_optimizer(space, n_initial_points, seed):
                      acq_func_kwargs={"xi": 0.01, "kappa": 1.96})
 
 
-def minimize(objective, space, n_calls, n_initial_points, seed, n_jobs=1, evaluate_batch=None):
+def minimize(objective, space, n_calls, n_initial_points, seed, n_jobs=1, evaluate_batch=None,
+             x0=None, y0=None):
     """skopt.gp_minimize(acq_func="EI") when n_jobs == 1; otherwise the same optimizer asked for
-    n_jobs points per step (constant liar, cl_min) and told their values together."""
+    n_jobs points per step (constant liar, cl_min) and told their values together.
+
+    `x0`/`y0` are points already evaluated (a resumed search): they count towards n_calls and
+    towards the initial random points."""
     from skopt import gp_minimize
 
+    x0, y0 = list(x0 or []), list(y0 or [])
     n_initial_points = min(n_initial_points, n_calls)
-    if n_jobs == 1:
-        return gp_minimize(objective, space, acq_func="EI", n_calls=n_calls,
-                           n_initial_points=n_initial_points, random_state=seed)
+    remaining = n_calls - len(x0)
+    if n_jobs == 1 and remaining > 0:
+        return gp_minimize(objective, space, acq_func="EI", n_calls=remaining,
+                           n_initial_points=max(n_initial_points - len(x0), 0), random_state=seed,
+                           x0=x0 or None, y0=y0 or None)
     evaluate_batch = evaluate_batch or (lambda points: [objective(p) for p in points])
-    optimizer = gp_optimizer(space, n_initial_points, seed)
-    result = None
+    optimizer = gp_optimizer(space, max(n_initial_points - len(x0), 0) if x0 else n_initial_points, seed)
+    result = optimizer.tell(x0, y0) if x0 else None
     while len(optimizer.Xi) < n_calls:
         points = optimizer.ask(n_points=min(n_jobs, n_calls - len(optimizer.Xi)), strategy="cl_min")
         result = optimizer.tell(points, list(evaluate_batch(points)))
@@ -553,27 +611,36 @@ def minimize(objective, space, n_calls, n_initial_points, seed, n_jobs=1, evalua
 
 
 def bayes_search(ctx):
-    """tune_bayes.py's search: GP + EI over ctx.dims, trials recorded by the shared TrialLog."""
+    """tune_bayes.py's search: GP + EI over ctx.dims, trials recorded by the shared TrialLog.
+
+    On resume the finished trials are handed to the optimizer as x0/y0 and not trained again."""
     import joblib
 
     args, names = ctx.args, ctx.names
     space = [d.skopt() for d in ctx.dims]
+    done = ctx.log.rows()
+    x0 = [[_coerce(n, r[n]) for n in names] for r in done]
+    y0 = [1.0 - r["val_accuracy"] if r["status"] == "ok" else 1.0 for r in done]
 
     def params_of(point):
         return {n: _plain(v) for n, v in zip(names, point)}
 
+    def evaluate(point):
+        return evaluate_point(ctx.base, params_of(point), ctx.train, ctx.validation, ctx.seed, ctx.log,
+                              ctx.threads, ctx.trial_timeout)
+
     def objective(point):
-        return 1.0 - evaluate_point(ctx.base, params_of(point), ctx.train, ctx.validation, ctx.seed, ctx.log)
+        return 1.0 - evaluate(point)
 
     with joblib.Parallel(n_jobs=ctx.n_jobs) as parallel:
         def evaluate_batch(points):
             accuracies = parallel(joblib.delayed(evaluate_point)(
-                ctx.base, params_of(p), ctx.train, ctx.validation, ctx.seed, ctx.log, ctx.threads)
-                for p in points)
+                ctx.base, params_of(p), ctx.train, ctx.validation, ctx.seed, ctx.log, ctx.threads,
+                ctx.trial_timeout) for p in points)
             return [1.0 - a for a in accuracies]
 
         result = minimize(objective, space, args.n_calls, args.n_initial_points, ctx.seed,
-                          n_jobs=ctx.n_jobs, evaluate_batch=evaluate_batch)
+                          n_jobs=ctx.n_jobs, evaluate_batch=evaluate_batch, x0=x0, y0=y0)
     plot_bayes(ctx.out, result, names)
     return trials_from_log(ctx.log.rows(), names)
 
@@ -660,6 +727,10 @@ def tuning_parser(method):
         parser.add_argument("--cv", type=int, default=None, metavar="K",
                             help="K-fold CV over train+validation instead of the validation split")
     parser.add_argument("--top", type=int, default=10, help="rows in the ranked table (default: 10)")
+    parser.add_argument("--trial-timeout", type=float, default=None, metavar="SECONDS",
+                        help="stop a trial running longer and record it as 'timeout' (default: none)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an --out that holds a different search")
     method.add_flags(parser)
     group = parser.add_argument_group(
         "hyperparameters", "each takes one value (fixed), a comma list (choices)"
@@ -690,10 +761,12 @@ def run(argv, method):
         raise UsageError("nothing to search: every hyperparameter has a single value")
     base = HParams(**fixed)
     total = method.count(args, dims)
+    if args.trial_timeout is not None and not args.trial_timeout > 0:
+        raise UsageError(f"--trial-timeout must be > 0, got {args.trial_timeout}")
     beans = common.Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
     out = Path(args.out) if args.out else common.default_out(method.script)
-    if (out / "results.csv").exists():
-        raise UsageError(f"{out} already holds a search (results.csv); choose another --out")
+    manifest = search_manifest(method, args, dims, base, beans)
+    resumed = check_out(out, manifest, args.overwrite)
     train, validation = beans.train, beans.validation
     threads = max(1, (os.cpu_count() or 1) // args.n_jobs) if args.n_jobs > 1 else None
     common.print_config(f"{prog}: resolved configuration", {
@@ -702,24 +775,81 @@ def run(argv, method):
         "scoring": f"{args.cv}-fold CV over train+validation" if getattr(args, "cv", None)
         else "accuracy on the validation split",
         "trainings": total, "n_jobs": args.n_jobs if not threads else f"{args.n_jobs} ({threads} threads each)",
+        **({"trial timeout": f"{args.trial_timeout:g}s"} if args.trial_timeout else {}),
         **{f"search {d.name}": d.describe() for d in dims},
         **{k: v for k, v in base.to_dict().items() if k not in {d.name for d in dims}}})
-    out.mkdir(parents=True, exist_ok=True)
-    log = TrialLog(out / "results.csv", [d.name for d in dims], total)
+    names = [d.name for d in dims]
+    if resumed:
+        print(f"resuming: {len(resumed)} of {total} trainings are in {out / 'results.csv'} and will not "
+              "be trained again", flush=True)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        common.write_json(out / "search.json", manifest)
+    log = TrialLog(out / "results.csv", names, total, done_before=len(resumed))
     log.create()
     ctx = Context(train=train, validation=validation, dims=dims, base=base, seed=args.seed,
                   n_jobs=args.n_jobs, cv=getattr(args, "cv", None), log=log, args=args, out=out,
-                  threads=threads)
+                  threads=threads, trial_timeout=args.trial_timeout, finished=finished_trials(resumed, names))
     start = time.perf_counter()
-    trials = method.search(ctx)
+    try:
+        trials = method.search(ctx)
+    except KeyboardInterrupt:
+        rows = log.rows()
+        print(f"\n{prog}: interrupted; {len(rows)} of {total} trainings are saved in {out / 'results.csv'}. "
+              "Run the same command again to resume.")
+        if rows:
+            print(format_trials(trials_from_log(rows, names), names, args.top))
+        raise
     search_seconds = time.perf_counter() - start
     fit_total = sum(r["fit_seconds"] for r in log.rows())
-    names = [d.name for d in dims]
     print(f"\n{prog}: {len(trials)} configurations, {len(log.rows())} trainings in {duration(search_seconds)} "
-          f"(sum of fit times {duration(fit_total)})")
+          f"(sum of fit times {duration(fit_total)}{', this run and before' if resumed else ''})")
     print(format_trials(trials, names, args.top, cv=bool(ctx.cv)))
     plot_scores(out / "val_accuracy.png", trials, dims)
     finish(prog, out, beans, base, trials, names, args.seed, search_seconds, method.script)
+
+
+OUTPUTS = ("search.json", "results.csv", "best.json", "model.keras", "val_accuracy.png", "convergence.png",
+           "objective.png")
+
+
+def search_manifest(method, args, dims, base, beans):
+    """What makes two runs the same search: resuming is allowed only when this matches."""
+    return {
+        "script": method.script,
+        "space": {d.name: d.describe() for d in dims},
+        "fixed": base.to_dict(),
+        "data": beans.source, "image_size": beans.image_size, "limit": beans.limit, "seed": args.seed,
+        "cv": getattr(args, "cv", None),
+        "method": {k: getattr(args, k) for k in ("n_iter", "refine", "keep", "n_calls", "n_initial_points")
+                   if hasattr(args, k)},
+    }
+
+
+def check_out(out, manifest, overwrite):
+    """Returns the finished rows of a search to resume in `out` ([] for a fresh start).
+
+    An --out holding a different search is refused unless --overwrite, which clears it."""
+    manifest_path, results_path = out / "search.json", out / "results.csv"
+    if not manifest_path.exists() and not results_path.exists():
+        return []
+    same = False
+    if manifest_path.exists():
+        try:
+            same = json.loads(manifest_path.read_text()) == json.loads(json.dumps(manifest))
+        except json.JSONDecodeError:
+            same = False
+    if same and results_path.exists():
+        return read_results(results_path)
+    if same:
+        return []
+    if not overwrite:
+        held = "a different search" if manifest_path.exists() else "results of an unknown search"
+        raise UsageError(f"{out} holds {held} (other method, space or data); "
+                         "choose another --out or pass --overwrite")
+    for name in OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    return []
 
 
 def finish(prog, out, beans, base, trials, names, seed, search_seconds, script, extra=None):

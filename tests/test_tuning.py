@@ -185,7 +185,8 @@ def test_two_by_two_grid_runs_four_trials_ranked(data_dir, tmp_path, capsys):
     best = json.loads((out / "best.json").read_text())
     assert best["val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in rows), abs=1e-6)
     assert 0 <= best["test_accuracy"] <= 1
-    assert {p.name for p in out.iterdir()} == {"results.csv", "best.json", "model.keras", "val_accuracy.png"}
+    assert {p.name for p in out.iterdir()} == {"search.json", "results.csv", "best.json", "model.keras",
+                                              "val_accuracy.png"}
 
 
 def test_failed_trial_is_recorded_and_sorted_last(data_dir, tmp_path, capsys, monkeypatch):
@@ -256,7 +257,7 @@ def test_existing_results_are_not_overwritten(data_dir, tmp_path, capsys):
     out.mkdir()
     (out / "results.csv").write_text("trial\n1\n")
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 2
-    assert "already holds a search" in capsys.readouterr().err
+    assert "holds results of an unknown search" in capsys.readouterr().err
     assert (out / "results.csv").read_text() == "trial\n1\n"
 
 
@@ -306,8 +307,8 @@ def test_bayes_end_to_end_writes_every_file(data_dir, tmp_path, capsys):
     assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--n-calls", "3",
                             "--n-initial-points", "2", "--layers", "1:2", *TINY]) == 0
     assert len(results(out)) == 3
-    assert {p.name for p in out.iterdir()} == {"results.csv", "best.json", "model.keras", "val_accuracy.png",
-                                              "convergence.png", "objective.png"}
+    assert {p.name for p in out.iterdir()} == {"search.json", "results.csv", "best.json", "model.keras",
+                                              "val_accuracy.png", "convergence.png", "objective.png"}
     assert "trial 3/3" in capsys.readouterr().out
 
 

@@ -1,0 +1,154 @@
+"""Searches survive interruption: resume without retraining, refuse a different search,
+time out a trial that runs too long."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import common
+import tune_bayes
+import tune_grid
+import tune_random
+import tuning
+
+TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--batch-size", "4", "--decay", "0"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rows(out):
+    with (out / "results.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def count_trainings(monkeypatch, interrupt_at=None):
+    """Counts common.train calls; raises KeyboardInterrupt (Ctrl-C) at call `interrupt_at`."""
+    calls = []
+    real = common.train
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(common, "train", counting)
+    return calls
+
+
+@pytest.mark.parametrize("script, argv", [
+    (tune_grid, ["--learning-rate", "1e-3,3e-3", "--layers", "1,2"]),
+    (tune_random, ["--n-iter", "4", "--learning-rate", "1e-4:1e-1", "--layers", "1:3"]),
+    (tune_bayes, ["--n-calls", "4", "--n-initial-points", "2", "--learning-rate", "1e-4:1e-1", "--layers", "1:3"]),
+])
+def test_ctrl_c_then_rerun_resumes_without_retraining(data_dir, tmp_path, monkeypatch, capsys, script, argv):
+    out = tmp_path / "run"
+    command = ["--data-dir", str(data_dir), "--out", str(out), *argv, *TINY]
+    count_trainings(monkeypatch, interrupt_at=3)
+    assert script.main(command) == 130
+    printed = capsys.readouterr()
+    assert "interrupted; 2 of 4 trainings are saved" in printed.out and "rank " in printed.out
+    first = rows(out)
+    assert len(first) == 2
+
+    calls = count_trainings(monkeypatch)
+    assert script.main(command) == 0
+    assert "resuming: 2 of 4 trainings" in capsys.readouterr().out
+    final = rows(out)
+    assert len(final) == 4 and final[:2] == first  # finished trials kept as they were
+    assert len(calls) == 2 + 1  # the two missing trials, then the best configuration's retraining
+    searched = [k for k in final[0] if k in common.HPARAM_NAMES]
+    assert len({tuple(r[k] for k in searched) for r in final}) == 4  # no trial ran twice
+    assert (out / "best.json").exists()
+
+
+def test_resumed_random_search_draws_the_same_candidates(data_dir, tmp_path, monkeypatch):
+    argv = ["--data-dir", str(data_dir), "--n-iter", "4", "--learning-rate", "1e-4:1e-1", "--units", "4:64",
+            "--seed", "3", "--image-size", "8", "--epochs", "1", "--batch-size", "4", "--decay", "0"]
+    assert tune_random.main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    count_trainings(monkeypatch, interrupt_at=2)
+    assert tune_random.main([*argv, "--out", str(tmp_path / "cut")]) == 130
+    monkeypatch.undo()
+    assert tune_random.main([*argv, "--out", str(tmp_path / "cut")]) == 0
+
+    def candidates(out):
+        return sorted((r["learning_rate"], r["units"]) for r in rows(out))
+
+    assert candidates(tmp_path / "cut") == candidates(tmp_path / "whole")
+
+
+def test_kill_9_mid_search_loses_only_running_trials(data_dir, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "tune_grid.py"), "--data-dir", str(data_dir), "--out", str(out),
+               "--learning-rate", "1e-3,2e-3,3e-3", "--layers", "1,2", "--image-size", "8", "--epochs", "3",
+               "--units", "4", "--batch-size", "4", "--decay", "0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if (out / "results.csv").exists() and len(rows(out)) >= 2:
+                break
+            time.sleep(0.1)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    done = rows(out)
+    assert 2 <= len(done) < 6
+
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    final = rows(out)
+    assert len(final) == 6 and final[:len(done)] == done
+    # each trial trained in the rerun prints one progress line; the finished ones print none
+    assert rerun.stdout.count("\ntrial ") + rerun.stdout.startswith("trial ") == 6 - len(done)
+    assert len({(r["learning_rate"], r["layers"]) for r in final}) == 6
+
+
+def test_a_different_search_in_the_same_out_is_refused(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 0
+    before = (out / "results.csv").read_text()
+    assert tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "2", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "holds a different search" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (out / "results.csv").read_text() == before
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,3", *TINY]) == 2
+    assert tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "2", "--overwrite",
+                             *TINY]) == 0
+    assert len(rows(out)) == 2
+
+
+def test_finished_search_rerun_trains_only_the_final_model(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]
+    assert tune_grid.main(argv) == 0
+    calls = count_trainings(monkeypatch)
+    assert tune_grid.main(argv) == 0
+    assert len(calls) == 1 and len(rows(out)) == 4  # default learning rates x layers 1,2
+
+
+def test_trial_timeout_stops_a_hanging_trial(data_dir, tmp_path, monkeypatch, capsys):
+    real = common.train
+
+    def layers_two_never_ends(hp, *args, **kwargs):
+        if hp.layers == 2:  # far more epochs than the time-out allows
+            hp = common.dataclasses.replace(hp, epochs=1_000_000, patience=1_000_000)
+        return real(hp, *args, **kwargs)
+
+    monkeypatch.setattr(common, "train", layers_two_never_ends)
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2",
+                           "--trial-timeout", "3", *TINY]) == 0
+    assert time.perf_counter() - start < 60
+    status = {r["layers"]: r for r in rows(out)}
+    assert status["2"]["status"] == "timeout" and "--trial-timeout" in status["2"]["message"]
+    assert float(status["2"]["fit_seconds"]) < 10
+    assert status["1"]["status"] == "ok"
+    assert "TIMEOUT" in capsys.readouterr().out
