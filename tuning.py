@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+import socket
 import sys
 import time
 import warnings
@@ -313,10 +314,11 @@ class TrialLog:
         self.start = time.time() if start is None else start
         self.verbose = verbose
         self.done_before = done_before  # rows already there when a resumed search started
+        self.queue = None  # name of the Dask queue that carries rows from workers (DaskRelay)
 
     @property
     def header(self):
-        return ["trial", *self.names, "fold", "val_accuracy", "fit_seconds", "status", "message"]
+        return ["trial", *self.names, "fold", "val_accuracy", "fit_seconds", "status", "message", "worker"]
 
     def create(self):
         if not os.path.exists(self.path):
@@ -325,7 +327,17 @@ class TrialLog:
     def rows(self):
         return read_results(self.path)
 
-    def record(self, params, val_accuracy, fit_seconds, status="ok", message="", fold="validation"):
+    def record(self, params, val_accuracy, fit_seconds, status="ok", message="", fold="validation",
+               worker=None):
+        worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        if self.queue and _on_dask_worker():
+            # the results file lives on the client's machine: send the row there (DaskRelay)
+            from distributed import Queue
+
+            Queue(self.queue).put({"params": {k: _plain(v) for k, v in params.items()},
+                                   "val_accuracy": val_accuracy, "fit_seconds": fit_seconds,
+                                   "status": status, "message": message, "fold": fold, "worker": worker})
+            return None
         with open(self.path, "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -337,7 +349,7 @@ class TrialLog:
                     scores.append(val_accuracy)
                 row = [trial, *(_plain(params.get(n, "")) for n in self.names), fold,
                        f"{val_accuracy:.6f}" if math.isfinite(val_accuracy) else "nan",
-                       f"{fit_seconds:.2f}", status, " ".join(str(message).split())[:300]]
+                       f"{fit_seconds:.2f}", status, " ".join(str(message).split())[:300], worker]
                 handle.write(_csv_line(row))
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -352,6 +364,57 @@ class TrialLog:
             print(f"trial {trial}/{self.total}  {shown}  val_acc {score}  fit {fit_seconds:.1f}s  "
                   f"elapsed {duration(elapsed)}  ETA {duration(eta)}  best {best}", flush=True)
         return trial
+
+
+def _on_dask_worker():
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+class DaskRelay:
+    """While a search runs on a Dask cluster, carries the rows that workers send through a
+    distributed.Queue into the client's results.csv and progress lines."""
+
+    def __init__(self, client, log):
+        import threading
+        import uuid
+
+        from distributed import Queue
+
+        self.log = log
+        self.log.queue = f"beans-tune-{uuid.uuid4().hex}"
+        self.queue = Queue(self.log.queue, client=client)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._relay, daemon=True)
+
+    def _relay(self):
+        import distributed
+
+        while True:
+            try:
+                row = self.queue.get(timeout=0.5)
+            except (TimeoutError, distributed.TimeoutError):
+                if self.stopping.is_set():
+                    return
+                continue
+            self.log.record(**row)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()  # drain what is queued, then stop
+        self.thread.join()
+        self.log.queue = None
+        return False
 
 
 def _csv_line(values):
@@ -526,6 +589,7 @@ class Context:
     threads: int = None
     trial_timeout: float = None
     finished: dict = None
+    distributed: bool = False  # trials run on a Dask cluster
 
     @property
     def names(self):
@@ -586,7 +650,7 @@ def gp_optimizer(space, n_initial_points, seed):
 
 
 def minimize(objective, space, n_calls, n_initial_points, seed, n_jobs=1, evaluate_batch=None,
-             x0=None, y0=None):
+             x0=None, y0=None, batches=False):
     """skopt.gp_minimize(acq_func="EI") when n_jobs == 1; otherwise the same optimizer asked for
     n_jobs points per step (constant liar, cl_min) and told their values together.
 
@@ -597,7 +661,7 @@ def minimize(objective, space, n_calls, n_initial_points, seed, n_jobs=1, evalua
     x0, y0 = list(x0 or []), list(y0 or [])
     n_initial_points = min(n_initial_points, n_calls)
     remaining = n_calls - len(x0)
-    if n_jobs == 1 and remaining > 0:
+    if n_jobs == 1 and remaining > 0 and not batches:
         return gp_minimize(objective, space, acq_func="EI", n_calls=remaining,
                            n_initial_points=max(n_initial_points - len(x0), 0), random_state=seed,
                            x0=x0 or None, y0=y0 or None)
@@ -640,7 +704,8 @@ def bayes_search(ctx):
             return [1.0 - a for a in accuracies]
 
         result = minimize(objective, space, args.n_calls, args.n_initial_points, ctx.seed,
-                          n_jobs=ctx.n_jobs, evaluate_batch=evaluate_batch, x0=x0, y0=y0)
+                          n_jobs=ctx.n_jobs, evaluate_batch=evaluate_batch, x0=x0, y0=y0,
+                          batches=ctx.distributed)
     plot_bayes(ctx.out, result, names)
     return trials_from_log(ctx.log.rows(), names)
 
@@ -729,6 +794,12 @@ def tuning_parser(method):
     parser.add_argument("--top", type=int, default=10, help="rows in the ranked table (default: 10)")
     parser.add_argument("--trial-timeout", type=float, default=None, metavar="SECONDS",
                         help="stop a trial running longer and record it as 'timeout' (default: none)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                        help="run the trials on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 "
+                             "(see README: Scaling out)")
+    parser.add_argument("--threads-per-trial", type=int, default=None, metavar="N",
+                        help="TensorFlow threads per trial (default: cores / n-jobs for local "
+                             "processes; TensorFlow's own choice on Dask workers)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh in an --out that holds a different search")
     method.add_flags(parser)
@@ -768,13 +839,25 @@ def run(argv, method):
     manifest = search_manifest(method, args, dims, base, beans)
     resumed = check_out(out, manifest, args.overwrite)
     train, validation = beans.train, beans.validation
-    threads = max(1, (os.cpu_count() or 1) // args.n_jobs) if args.n_jobs > 1 else None
+    if args.threads_per_trial is not None and args.threads_per_trial < 1:
+        raise UsageError(f"--threads-per-trial must be >= 1, got {args.threads_per_trial}")
+    stack = contextlib.ExitStack()
+    n_jobs, where = args.n_jobs, "local processes" if args.n_jobs > 1 else "this process"
+    threads = args.threads_per_trial
+    if args.scheduler:
+        client = stack.enter_context(connect_dask(args.scheduler))
+        workers = sum(client.nthreads().values())
+        n_jobs = args.n_jobs if args.n_jobs > 1 else max(workers, 1)
+        where = f"Dask at {args.scheduler} ({len(client.nthreads())} workers, {workers} threads)"
+    elif args.n_jobs > 1 and threads is None:
+        threads = max(1, (os.cpu_count() or 1) // args.n_jobs)
     common.print_config(f"{prog}: resolved configuration", {
         "data": beans.source, "train / validation images": f"{len(train)} / {len(validation)}",
         "image size": args.image_size, "seed": args.seed, "out": out,
         "scoring": f"{args.cv}-fold CV over train+validation" if getattr(args, "cv", None)
         else "accuracy on the validation split",
-        "trainings": total, "n_jobs": args.n_jobs if not threads else f"{args.n_jobs} ({threads} threads each)",
+        "trainings": total, "trials run in": where,
+        "parallel trials": n_jobs if not threads else f"{n_jobs} ({threads} threads each)",
         **({"trial timeout": f"{args.trial_timeout:g}s"} if args.trial_timeout else {}),
         **{f"search {d.name}": d.describe() for d in dims},
         **{k: v for k, v in base.to_dict().items() if k not in {d.name for d in dims}}})
@@ -788,11 +871,18 @@ def run(argv, method):
     log = TrialLog(out / "results.csv", names, total, done_before=len(resumed))
     log.create()
     ctx = Context(train=train, validation=validation, dims=dims, base=base, seed=args.seed,
-                  n_jobs=args.n_jobs, cv=getattr(args, "cv", None), log=log, args=args, out=out,
-                  threads=threads, trial_timeout=args.trial_timeout, finished=finished_trials(resumed, names))
+                  n_jobs=n_jobs, cv=getattr(args, "cv", None), log=log, args=args, out=out,
+                  threads=threads, trial_timeout=args.trial_timeout, finished=finished_trials(resumed, names),
+                  distributed=bool(args.scheduler))
     start = time.perf_counter()
     try:
-        trials = method.search(ctx)
+        with stack:
+            if args.scheduler:
+                import joblib
+
+                stack.enter_context(joblib.parallel_backend("dask"))
+                stack.enter_context(DaskRelay(client, log))
+            trials = method.search(ctx)
     except KeyboardInterrupt:
         rows = log.rows()
         print(f"\n{prog}: interrupted; {len(rows)} of {total} trainings are saved in {out / 'results.csv'}. "
@@ -807,6 +897,18 @@ def run(argv, method):
     print(format_trials(trials, names, args.top, cv=bool(ctx.cv)))
     plot_scores(out / "val_accuracy.png", trials, dims)
     finish(prog, out, beans, base, trials, names, args.seed, search_seconds, method.script)
+
+
+def connect_dask(address):
+    """A distributed.Client for an existing scheduler; one clear line if it cannot be reached."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("--scheduler needs dask[distributed]: pip install 'dask[distributed]'") from None
+    try:
+        return Client(address, timeout=10)
+    except (OSError, TimeoutError, ValueError) as err:
+        raise UsageError(f"--scheduler: cannot reach a Dask scheduler at {address} ({err.__class__.__name__})") from None
 
 
 OUTPUTS = ("search.json", "results.csv", "best.json", "model.keras", "val_accuracy.png", "convergence.png",

@@ -1,0 +1,56 @@
+"""Trials on a Dask cluster: a LocalCluster of 2 worker processes, on loopback only."""
+
+import csv
+
+import pytest
+
+import tune_bayes
+import tune_grid
+
+distributed = pytest.importorskip("distributed")
+
+TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--batch-size", "4", "--decay", "0"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, worker_dashboard_address=None) as local:
+        yield local
+
+
+def rows(out):
+    with (out / "results.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_grid_on_two_workers_matches_a_serial_run(data_dir, tmp_path, cluster, capsys):
+    argv = ["--data-dir", str(data_dir), "--learning-rate", "1e-3,1e-2", "--layers", "1,2", *TINY]
+    assert tune_grid.main([*argv, "--out", str(tmp_path / "serial")]) == 0
+    assert tune_grid.main([*argv, "--out", str(tmp_path / "dask"), "--scheduler", cluster.scheduler_address]) == 0
+    printed = capsys.readouterr().out
+    assert "Dask at tcp://127.0.0.1" in printed and "trial 4/4" in printed
+
+    def scores(out):
+        return {(r["learning_rate"], r["layers"]): float(r["val_accuracy"]) for r in rows(out)}
+
+    assert scores(tmp_path / "dask") == pytest.approx(scores(tmp_path / "serial"))
+    workers = {r["worker"] for r in rows(tmp_path / "dask")}
+    assert len(workers) >= 2  # ran in at least two worker processes
+    serial_worker = {r["worker"] for r in rows(tmp_path / "serial")}
+    assert not workers & serial_worker
+
+
+def test_bayes_batches_run_on_the_cluster(data_dir, tmp_path, cluster):
+    out = tmp_path / "run"
+    assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--scheduler",
+                            cluster.scheduler_address, "--n-calls", "4", "--n-initial-points", "2",
+                            "--layers", "1:3", *TINY]) == 0
+    assert len(rows(out)) == 4 and len({r["worker"] for r in rows(out)}) >= 2
+
+
+def test_unreachable_scheduler_is_one_line(data_dir, tmp_path, capsys):
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"),
+                           "--scheduler", "tcp://127.0.0.1:9", "--layers", "1,2", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach a Dask scheduler at tcp://127.0.0.1:9" in err and len(err.strip().splitlines()) == 1
