@@ -395,16 +395,16 @@ class DaskRelay:
         self.thread = threading.Thread(target=self._relay, daemon=True)
 
     def _relay(self):
-        import distributed
-
+        # polls rather than blocking in get(timeout=...), whose time-outs the scheduler logs as errors
         while True:
-            try:
-                row = self.queue.get(timeout=0.5)
-            except (TimeoutError, distributed.TimeoutError):
-                if self.stopping.is_set():
-                    return
-                continue
-            self.log.record(**row)
+            stopping = self.stopping.is_set()
+            rows = self.queue.get(batch=True) if self.queue.qsize() else []
+            for row in rows:
+                self.log.record(**row)
+            if stopping and not rows:
+                return
+            if not rows:
+                time.sleep(0.2)
 
     def __enter__(self):
         self.thread.start()

@@ -1,0 +1,80 @@
+"""Benchmark (not a test): trials per hour on a Dask cluster of 1 and 2 workers, and memory.
+
+Starts a loopback-only LocalCluster (1 thread per worker, TensorFlow capped at 1 thread per
+trial, so that 2 workers can at best double the rate on 2 cores), runs the same random search
+on each, and prints trials per hour and their ratio (ideal 2.0). Then runs 2 and 10 trials on a
+single worker and prints that worker's peak RSS after each.
+
+    python bench/scale.py --data-dir ../shared/beans
+"""
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import common  # noqa: E402
+import tune_random  # noqa: E402
+import tuning  # noqa: E402
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def search(cluster, data_dir, out, n_iter, epochs, image_size, seed=0):
+    argv = [*(["--data-dir", data_dir] if data_dir else []), "--out", str(out), "--scheduler",
+            cluster.scheduler_address, "--n-iter", str(n_iter), "--epochs", str(epochs), "--patience",
+            str(epochs), "--image-size", str(image_size), "--threads-per-trial", "1", "--seed", str(seed)]
+    code = tune_random.main(argv)
+    if code:
+        sys.exit(code)
+    return json.loads((out / "best.json").read_text())["search_seconds"], tuning.read_results(out / "results.csv")
+
+
+def main(argv=None):
+    from distributed import LocalCluster
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--n-iter", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--image-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    rates, rss = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for workers in (1, 2):
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                              dashboard_address=None, worker_dashboard_address=None) as cluster:
+                seconds, rows = search(cluster, args.data_dir, Path(tmp) / f"w{workers}", args.n_iter,
+                                       args.epochs, args.image_size)
+                rates[workers] = len(rows) / seconds * 3600
+                print(f"{workers} worker(s): {len(rows)} trials in {seconds:.1f}s = {rates[workers]:.0f} trials/hour "
+                      f"on {len({r['worker'] for r in rows})} worker process(es)", flush=True)
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address=None, worker_dashboard_address=None) as cluster:
+            from distributed import Client
+
+            with Client(cluster) as client:
+                for trials, n_iter in ((2, 2), (10, 8)):  # 2 trials, then 8 more on the same worker
+                    search(cluster, args.data_dir, Path(tmp) / f"rss{trials}", n_iter, 2, args.image_size,
+                           seed=trials)
+                    rss[trials] = list(client.run(peak_rss_mib).values())[0]
+                    print(f"worker peak RSS after {trials} trials: {rss[trials]:.0f} MiB", flush=True)
+    print()
+    print(common.format_table(["measure", "value", "target"], [
+        ["trials/hour, 1 worker", f"{rates[1]:.0f}", ""],
+        ["trials/hour, 2 workers", f"{rates[2]:.0f}", ""],
+        ["ratio", f"{rates[2] / rates[1]:.2f}", "2.0 ideal"],
+        ["worker peak RSS after 2 trials (MiB)", f"{rss[2]:.0f}", ""],
+        ["worker peak RSS after 10 trials (MiB)", f"{rss[10]:.0f}", ""],
+        ["RSS 10 / 2", f"{rss[10] / rss[2]:.2f}", ""],
+    ]))
+
+
+if __name__ == "__main__":
+    main()
