@@ -66,7 +66,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=6, help="epochs per feed (the first is dropped)")
-    parser.add_argument("--repeats", type=int, default=2, help="alternating runs per feed")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per feed")
     parser.add_argument("--rss-epochs", type=int, default=2)
     parser.add_argument("--child-models", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -80,7 +80,10 @@ def main(argv=None):
         for feed in times:
             times[feed] += epoch_times(hp, beans, feed, args.epochs)
             print(f"{feed:8s} epochs: " + " ".join(f"{t:.2f}" for t in times[feed]), flush=True)
-    pipeline, tensors = (statistics.median(times[k]) for k in ("tf.data", "tensors"))
+    # Epoch times on this machine come in two clusters (~1.6 s and ~2.5 s) whichever the feed,
+    # so a median of a few epochs flips between them: compare means and minimums instead.
+    mean = {k: statistics.fmean(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}
 
     rss = {}
     for models in (2, 10):
@@ -91,9 +94,10 @@ def main(argv=None):
 
     print()
     print(common.format_table(["measure", "value", "target"], [
-        ["median epoch, tf.data pipeline (s)", f"{pipeline:.3f}", ""],
-        ["median epoch, in-memory tensors (s)", f"{tensors:.3f}", ""],
-        ["pipeline / tensors", f"{pipeline / tensors:.3f}", "<= 1.05"],
+        ["mean epoch, tf.data pipeline (s)", f"{mean['tf.data']:.3f}", ""],
+        ["mean epoch, in-memory tensors (s)", f"{mean['tensors']:.3f}", ""],
+        ["pipeline / tensors, means", f"{mean['tf.data'] / mean['tensors']:.3f}", "<= 1.05"],
+        ["pipeline / tensors, fastest epochs", f"{best['tf.data'] / best['tensors']:.3f}", "<= 1.05"],
         ["peak RSS, 2 models (MiB)", f"{rss[2]:.0f}", ""],
         ["peak RSS, 10 models (MiB)", f"{rss[10]:.0f}", ""],
         ["RSS 10 / 2", f"{rss[10] / rss[2]:.3f}", "<= 1.2"],
