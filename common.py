@@ -369,8 +369,15 @@ def _load_folder_split(root, split, files, image_size, limit, seed):
 
 def _check_tfds_reachable():
     import tensorflow_datasets as tfds
+    from absl import logging as absl_logging
 
-    if tfds.builder("beans").is_prepared():
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # a missing dataset is expected, not a warning
+    try:
+        prepared = tfds.builder("beans").is_prepared()
+    finally:
+        absl_logging.set_verbosity(level)
+    if prepared:
         return
     try:
         socket.create_connection(TFDS_HOST, timeout=3).close()

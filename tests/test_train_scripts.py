@@ -91,3 +91,17 @@ def test_corrupt_image_is_named_and_nothing_written(data_dir, tmp_path, capsys):
     assert err.startswith("train_bn.py: error: not a readable image:") and "bad.jpg" in err
     assert not out.exists()
 
+
+
+def test_offline_tfds_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    import socket
+
+    monkeypatch.delenv("BEANS_DATA_DIR", raising=False)
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", offline)
+    assert train_baseline.main(["--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--data-dir" in err and "BEANS_DATA_DIR" in err, err
