@@ -732,17 +732,19 @@ def trials_from_log(rows, names):
 
 
 def trials_from_cv_results(results, log_rows):
-    failures = {}
+    """One Trial per configuration: scores from scikit-learn, fit times and failure messages from
+    the trial log (a resumed search's skipped fits took no time in this run)."""
+    logged = {}
     for row in log_rows:
-        if row["status"] != "ok":
-            failures[params_key({k: _coerce(k, row[k]) for k in row if k in HPARAM_NAMES})] = row
+        logged.setdefault(params_key({k: _coerce(k, row[k]) for k in row if k in HPARAM_NAMES}), []).append(row)
     trials = []
     for i, params in enumerate(results["params"]):
         score = float(results["mean_test_score"][i])
-        trial = Trial(dict(params), score, float(results["std_test_score"][i]),
-                      float(results["mean_fit_time"][i]))
+        rows = logged.get(params_key(params), [])
+        fit = float(np.mean([r["fit_seconds"] for r in rows])) if rows else float(results["mean_fit_time"][i])
+        trial = Trial(dict(params), score, float(results["std_test_score"][i]), fit)
         if not math.isfinite(score):
-            failed = failures.get(params_key(params), {})
+            failed = next((r for r in rows if r["status"] != "ok"), {})
             trial.status = failed.get("status", "failed")
             trial.message = failed.get("message", "")
         trials.append(trial)

@@ -58,10 +58,14 @@ def test_ctrl_c_then_rerun_resumes_without_retraining(data_dir, tmp_path, monkey
 
     calls = count_trainings(monkeypatch)
     assert script.main(command) == 0
-    assert "resuming: 2 of 4 trainings" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "resuming: 2 of 4 trainings" in printed
     final = rows(out)
     assert len(final) == 4 and final[:2] == first  # finished trials kept as they were
     assert len(calls) == 2 + 1  # the two missing trials, then the best configuration's retraining
+    table = printed.split("rank ")[-1].splitlines()[2:6]
+    fits = {float(line.split()[-2]) for line in table}
+    assert fits == {round(float(r["fit_seconds"]), 1) for r in final}  # resumed rows keep their fit time
     searched = [k for k in final[0] if k in common.HPARAM_NAMES]
     assert len({tuple(r[k] for k in searched) for r in final}) == 4  # no trial ran twice
     assert (out / "best.json").exists()
