@@ -15,7 +15,6 @@ import common
 import tune_bayes
 import tune_grid
 import tune_random
-import tuning
 
 TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--batch-size", "4", "--decay", "0"]
 ROOT = Path(__file__).resolve().parents[1]
