@@ -933,8 +933,12 @@ def search_manifest(method, args, dims, base, beans):
 def check_out(out, manifest, overwrite):
     """Returns the finished rows of a search to resume in `out` ([] for a fresh start).
 
-    An --out holding a different search is refused unless --overwrite, which clears it."""
+    An --out holding a different search is refused; --overwrite clears the folder's outputs."""
     manifest_path, results_path = out / "search.json", out / "results.csv"
+    if overwrite:  # start afresh, whatever the folder holds
+        for name in OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+        return []
     if not manifest_path.exists() and not results_path.exists():
         return []
     same = False
@@ -947,13 +951,9 @@ def check_out(out, manifest, overwrite):
         return read_results(results_path)
     if same:
         return []
-    if not overwrite:
-        held = "a different search" if manifest_path.exists() else "results of an unknown search"
-        raise UsageError(f"{out} holds {held} (other method, space or data); "
-                         "choose another --out or pass --overwrite")
-    for name in OUTPUTS:
-        (out / name).unlink(missing_ok=True)
-    return []
+    held = "a different search" if manifest_path.exists() else "results of an unknown search"
+    raise UsageError(f"{out} holds {held} (other method, space or data); "
+                     "choose another --out or pass --overwrite")
 
 
 def finish(prog, out, beans, base, trials, names, seed, search_seconds, script, extra=None):

@@ -125,6 +125,9 @@ def test_a_different_search_in_the_same_out_is_refused(data_dir, tmp_path, capsy
     assert tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "2", "--overwrite",
                              *TINY]) == 0
     assert len(rows(out)) == 2
+    assert tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "2", "--overwrite",
+                             *TINY]) == 0
+    assert len(rows(out)) == 2  # --overwrite starts afresh even for the same search
 
 
 def test_finished_search_rerun_trains_only_the_final_model(data_dir, tmp_path, monkeypatch):
