@@ -591,6 +591,15 @@ class Context:
     finished: dict = None
     distributed: bool = False  # trials run on a Dask cluster
 
+    def backend(self, data):
+        """joblib's dask backend when on a cluster, with `data` copied to every worker up front:
+        sent once per worker, and still there on the others when one worker dies."""
+        if not self.distributed:
+            return contextlib.nullcontext()
+        import joblib
+
+        return joblib.parallel_backend("dask", scatter=list(data))
+
     @property
     def names(self):
         return [d.name for d in self.dims]
@@ -612,7 +621,7 @@ def sklearn_search(ctx, search_cls, space_arg, space, **kwargs):
                                 trial_timeout=ctx.trial_timeout, finished=ctx.finished, **ctx.base.to_dict())
     search = search_cls(estimator, **{space_arg: space}, scoring=None, cv=cv, refit=False,
                         n_jobs=ctx.n_jobs, error_score=np.nan, pre_dispatch="n_jobs", **kwargs)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), ctx.backend([X, y]):
         warnings.simplefilter("ignore")  # failed fits are in the table, not in a warning wall
         try:
             search.fit(X, y)
@@ -696,7 +705,7 @@ def bayes_search(ctx):
     def objective(point):
         return 1.0 - evaluate(point)
 
-    with joblib.Parallel(n_jobs=ctx.n_jobs) as parallel:
+    with ctx.backend([ctx.train, ctx.validation]), joblib.Parallel(n_jobs=ctx.n_jobs) as parallel:
         def evaluate_batch(points):
             accuracies = parallel(joblib.delayed(evaluate_point)(
                 ctx.base, params_of(p), ctx.train, ctx.validation, ctx.seed, ctx.log, ctx.threads,
@@ -880,9 +889,6 @@ def run(argv, method):
     try:
         with stack:
             if args.scheduler:
-                import joblib
-
-                stack.enter_context(joblib.parallel_backend("dask"))
                 stack.enter_context(DaskRelay(client, log))
             trials = method.search(ctx)
     except KeyboardInterrupt:

@@ -57,3 +57,34 @@ def test_unreachable_scheduler_is_one_line(data_dir, tmp_path, capsys):
                            "--scheduler", "tcp://127.0.0.1:9", "--layers", "1,2", *TINY]) == 2
     err = capsys.readouterr().err
     assert "cannot reach a Dask scheduler at tcp://127.0.0.1:9" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_worker_killed_mid_trial_costs_only_that_trial(data_dir, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,2e-3", "--layers", "1,2",
+            "--image-size", "8", "--epochs", "400", "--patience", "400", "--units", "4", "--batch-size", "4",
+            "--decay", "0"]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, worker_dashboard_address=None) as local:
+        result = {}
+        search = threading.Thread(target=lambda: result.setdefault(
+            "code", tune_grid.main([*argv, "--scheduler", local.scheduler_address])))
+        search.start()
+        with distributed.Client(local) as client:
+            deadline = time.time() + 120
+            while time.time() < deadline and not any(client.processing().values()):
+                time.sleep(0.2)
+            time.sleep(2)  # well inside a trial of 400 epochs
+            busy = next(address for address, tasks in client.processing().items() if tasks)
+            pid = client.run(os.getpid, workers=[busy])[busy]
+            os.kill(pid, signal.SIGKILL)
+        search.join(timeout=300)
+    assert result.get("code") == 0
+    done = rows(out)
+    assert len(done) == 4 and all(r["status"] == "ok" for r in done)  # the killed trial ran again elsewhere
+    assert str(pid) not in {r["worker"].split(":")[1] for r in done}
