@@ -51,3 +51,10 @@ def real_data_dir():
         if candidate and (Path(candidate) / "train").is_dir():
             return Path(candidate)
     return None
+
+
+def pytest_configure(config):
+    # Keras and TensorFlow warn about numpy 2's copy keyword and about dataset shuffling on
+    # every fit; neither says anything about this project's behaviour.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning")
+    config.addinivalue_line("filterwarnings", "ignore::UserWarning")
