@@ -192,6 +192,8 @@ def check_run_args(args):
         raise UsageError(f"--image-size must be >= 8, got {args.image_size}")
     if args.limit is not None and args.limit < len(CLASS_NAMES):
         raise UsageError(f"--limit must be >= {len(CLASS_NAMES)} (one image per class), got {args.limit}")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out must be a folder, {args.out} is a file")  # found before any training
 
 
 def default_out(script):

@@ -962,7 +962,7 @@ def check_out(out, manifest, overwrite):
                      "choose another --out or pass --overwrite")
 
 
-def finish(prog, out, beans, base, trials, names, seed, search_seconds, script, extra=None):
+def finish(prog, out, beans, base, trials, names, seed, search_seconds, script):
     """Retrains the best configuration on train (early-stopped on validation), evaluates it once
     on the test split, saves model.keras and best.json."""
     ok = [t for t in rank(trials) if t.status == "ok"]
@@ -981,7 +981,6 @@ def finish(prog, out, beans, base, trials, names, seed, search_seconds, script, 
         "final_val_accuracy": final.val_accuracy, "test_accuracy": test_accuracy,
         "final_epochs": final.epochs, "trials": len(trials), "search_seconds": round(search_seconds, 1),
         "seed": seed, "image_size": beans.image_size, "data": beans.source, "limit": beans.limit,
-        **(extra or {}),
     })
     print()
     print(common.format_table(["model", "val_accuracy (search)", "val_accuracy (final)", "test_accuracy", "epochs"],

@@ -105,3 +105,12 @@ def test_offline_tfds_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     assert train_baseline.main(["--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--data-dir" in err and "BEANS_DATA_DIR" in err, err
+
+
+def test_out_that_is_a_file_is_refused_before_training(data_dir, tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    assert train_baseline.main(["--data-dir", str(data_dir), "--out", str(target), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"train_baseline.py: error: --out must be a folder, {target} is a file"
+    assert target.read_text() == "not a folder"
