@@ -5,12 +5,13 @@
 
 import sys
 
-import common
+import cli
+import train_script
 
 
 def main(argv=None):
-    return common.run_cli(lambda a: common.run_training(a, "train_baseline", batch_norm=False),
-                          argv, "train_baseline.py")
+    return cli.run_cli(lambda a: train_script.run_training(a, "train_baseline", batch_norm=False),
+                       argv, "train_baseline.py")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@
 
 import sys
 
-import common
+import cli
+import train_script
 
 
 def main(argv=None):
-    return common.run_cli(lambda a: common.run_training(a, "train_bn", batch_norm=True),
-                          argv, "train_bn.py")
+    return cli.run_cli(lambda a: train_script.run_training(a, "train_bn", batch_norm=True),
+                       argv, "train_bn.py")
 
 
 if __name__ == "__main__":

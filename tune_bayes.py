@@ -1,43 +1,76 @@
-"""Bayesian optimization (skopt.gp_minimize, Gaussian process + Expected Improvement).
+"""Bayesian optimization (Gaussian process + Expected Improvement, as skopt.gp_minimize).
 
     python tune_bayes.py --data-dir ../shared/beans
     python tune_bayes.py --data-dir ../shared/beans --n-calls 30 --n-initial-points 8 --seed 0
 
 Minimizes 1 - validation accuracy with acq_func="EI" (skopt's default would be "gp_hedge").
 Learning rate, decay and units have log-uniform priors, batch size is a categorical of powers of
-two. A failed trial scores accuracy 0 (a finite penalty: NaN would break the GP fit). With
---n-jobs N, each step asks the same GP/EI optimizer for N points (constant liar) and trains them
-in parallel.
+two. A trial without a score counts as accuracy 0 (a finite penalty: NaN would break the GP
+fit). One ask/tell loop, configured as gp_minimize's: with --n-jobs N each step asks for N
+points (constant liar) and trains them in parallel. A point proposed again is not retrained.
 """
 
 import sys
 
-import common
-import tuning
+import cli
+from common import UsageError
+from tuning import searches
+from tuning.run import Method, run
+from tuning.space import DEFAULT_RANGES
 
 
 def add_flags(parser):
     parser.add_argument("--n-calls", type=int, default=15,
-                        help="trainings in all (default: 15, ~9 minutes at 64x64)")
+                        help="points evaluated in all (default: 15, ~9 minutes at 64x64)")
     parser.add_argument("--n-initial-points", type=int, default=5,
                         help="random points before the GP takes over (default: 5)")
 
 
-def count(args, dims):
+def check(args):
     if args.n_calls < 1:
-        raise common.UsageError(f"--n-calls must be >= 1, got {args.n_calls}")
+        raise UsageError(f"--n-calls must be >= 1, got {args.n_calls}")
     if args.n_initial_points < 1:
-        raise common.UsageError(f"--n-initial-points must be >= 1, got {args.n_initial_points}")
-    return args.n_calls
+        raise UsageError(f"--n-initial-points must be >= 1, got {args.n_initial_points}")
 
 
-METHOD = tuning.Method(
-    script="tune_bayes", description=__doc__.splitlines()[0], default_space=tuning.DEFAULT_RANGES,
-    allow_range=True, add_flags=add_flags, count=count, search=tuning.bayes_search, sklearn=False)
+def search(problem, args):
+    result, candidates = searches.bayes_search(problem, args.n_calls, args.n_initial_points)
+    figures = {"convergence.png": lambda: convergence_figure(result)}
+    if result.models:  # the GP exists only once the initial random points are done
+        figures["objective.png"] = lambda: objective_figure(result, problem.names)
+    return searches.SearchOutput(candidates, figures)
+
+
+def convergence_figure(result):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from skopt.plots import plot_convergence
+
+    return plot_convergence(result).figure
+
+
+def objective_figure(result, names):
+    """skopt's partial-dependence plots of the GP's last model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from skopt.plots import plot_objective
+
+    return np.ravel(plot_objective(result, dimensions=names))[0].figure
+
+
+METHOD = Method(
+    script="tune_bayes", description=__doc__.splitlines()[0], allow_range=True,
+    default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags, check=check,
+    count=lambda args, dims: args.n_calls,
+    identity=lambda args: {"n_calls": args.n_calls, "n_initial_points": args.n_initial_points},
+    search=search)
 
 
 def main(argv=None):
-    return common.run_cli(lambda a: tuning.run(a, METHOD), argv, "tune_bayes.py")
+    return cli.run_cli(lambda a: run(a, METHOD), argv, "tune_bayes.py")
 
 
 if __name__ == "__main__":

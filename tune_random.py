@@ -12,8 +12,12 @@ each round every range is narrowed to the span of the round's best trials and se
 import math
 import sys
 
-import common
-import tuning
+import cli
+from common import UsageError
+from tuning import report, searches
+from tuning.run import Method, run
+from tuning.space import DEFAULT_RANGES
+from tuning.store import OK, rank
 
 
 def add_flags(parser):
@@ -24,49 +28,56 @@ def add_flags(parser):
                              "round's best trials (default: 0)")
     parser.add_argument("--keep", type=float, default=0.3,
                         help="fraction of a round's trials whose span sets the next ranges (default: 0.3)")
+    searches.add_cv_flag(parser)
 
 
 def check(args):
     if args.n_iter < 1:
-        raise common.UsageError(f"--n-iter must be >= 1, got {args.n_iter}")
+        raise UsageError(f"--n-iter must be >= 1, got {args.n_iter}")
     if args.refine < 0:
-        raise common.UsageError(f"--refine must be >= 0, got {args.refine}")
+        raise UsageError(f"--refine must be >= 0, got {args.refine}")
     if not 0 < args.keep <= 1:
-        raise common.UsageError(f"--keep must be in (0, 1], got {args.keep}")
+        raise UsageError(f"--keep must be in (0, 1], got {args.keep}")
+    searches.check_cv(args)
 
 
 def count(args, dims):
-    check(args)
     return args.n_iter * (args.refine + 1) * (args.cv or 1)
 
 
-def search(ctx):
+def identity(args):
+    return {"n_iter": args.n_iter, "refine": args.refine, "keep": args.keep, "cv": args.cv}
+
+
+def search(problem, args):
     from sklearn.model_selection import RandomizedSearchCV
 
-    args, dims, trials = ctx.args, list(ctx.dims), []
+    dims, candidates, store = list(problem.dims), [], problem.settings.store
     for round_ in range(args.refine + 1):
         if round_:
             print(f"\nround {round_ + 1}/{args.refine + 1} ranges: "
                   + "  ".join(f"{d.name} {d.describe()}" for d in dims), flush=True)
         space = {d.name: d.scipy() for d in dims}
-        found = tuning.sklearn_search(ctx, RandomizedSearchCV, "param_distributions", space,
-                                      n_iter=args.n_iter, random_state=ctx.seed + round_)
-        trials.extend(found)
+        found = searches.sklearn_search(problem, RandomizedSearchCV, space, cv=args.cv, n_iter=args.n_iter,
+                                        random_state=problem.settings.seed + round_)
+        candidates.extend(found)
+        trials = store.trials(found)
         if args.refine:
             print(f"\nround {round_ + 1}/{args.refine + 1}: best of {len(found)}")
-            print(tuning.format_trials(found, ctx.names, top=args.top, cv=bool(ctx.cv)))
-        top = [t for t in tuning.rank(found) if t.status == "ok"][:max(2, math.ceil(args.keep * len(found)))]
+            print(report.format_trials(trials, problem.names, top=args.top))
+        top = [t for t in rank(trials) if t.status == OK][:max(2, math.ceil(args.keep * len(trials)))]
         dims = [d.narrowed([t.params[d.name] for t in top]) for d in dims]
-    return trials
+    return searches.SearchOutput(candidates)
 
 
-METHOD = tuning.Method(
-    script="tune_random", description=__doc__.splitlines()[0], default_space=tuning.DEFAULT_RANGES,
-    allow_range=True, add_flags=add_flags, count=count, search=search)
+METHOD = Method(
+    script="tune_random", description=__doc__.splitlines()[0], allow_range=True,
+    default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags, check=check, count=count,
+    identity=identity, search=search, describe=searches.describe_cv)
 
 
 def main(argv=None):
-    return common.run_cli(lambda a: tuning.run(a, METHOD), argv, "tune_random.py")
+    return cli.run_cli(lambda a: run(a, METHOD), argv, "tune_random.py")
 
 
 if __name__ == "__main__":

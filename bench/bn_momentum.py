@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
+import outputs  # noqa: E402
 
 
 def main(argv=None):
@@ -40,7 +41,7 @@ def main(argv=None):
                          f"{val[len(val) // 2:].min():.3f}"))
             print(f"momentum {momentum}  seed {seed}  best {val.max():.3f}  final {val[-1]:.3f}  "
                   f"mean |d val_acc| {swing:.3f}", flush=True)
-    print(common.format_table(
+    print(outputs.format_table(
         ["bn_momentum", "seed", "best val_acc", "final val_acc", "mean |d val_acc| (2nd half)",
          "min val_acc (2nd half)"], rows))
 

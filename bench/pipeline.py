@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import common  # noqa: E402
+import outputs  # noqa: E402
 
 
 def epoch_times(hp, beans, feed, epochs, seed=0):
@@ -93,7 +94,7 @@ def main(argv=None):
         print(f"peak RSS after {models} models: {rss[models]:.0f} MiB", flush=True)
 
     print()
-    print(common.format_table(["measure", "value", "target"], [
+    print(outputs.format_table(["measure", "value", "target"], [
         ["mean epoch, tf.data pipeline (s)", f"{mean['tf.data']:.3f}", ""],
         ["mean epoch, in-memory tensors (s)", f"{mean['tensors']:.3f}", ""],
         ["pipeline / tensors, means", f"{mean['tf.data'] / mean['tensors']:.3f}", "<= 1.05"],

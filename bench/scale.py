@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import common  # noqa: E402
+import outputs  # noqa: E402
 import tune_random  # noqa: E402
-import tuning  # noqa: E402
+from tuning.store import TrialStore  # noqa: E402
 
 
 def peak_rss_mib():
@@ -33,7 +33,7 @@ def search(cluster, data_dir, out, n_iter, epochs, image_size, seed=0):
     code = tune_random.main(argv)
     if code:
         sys.exit(code)
-    return json.loads((out / "best.json").read_text())["search_seconds"], tuning.read_results(out / "results.csv")
+    return json.loads((out / "best.json").read_text())["search_seconds"], TrialStore(out / "results.csv", []).rows()
 
 
 def main(argv=None):
@@ -66,7 +66,7 @@ def main(argv=None):
                     rss[trials] = list(client.run(peak_rss_mib).values())[0]
                     print(f"worker peak RSS after {trials} trials: {rss[trials]:.0f} MiB", flush=True)
     print()
-    print(common.format_table(["measure", "value", "target"], [
+    print(outputs.format_table(["measure", "value", "target"], [
         ["trials/hour, 1 worker", f"{rates[1]:.0f}", ""],
         ["trials/hour, 2 workers", f"{rates[2]:.0f}", ""],
         ["ratio", f"{rates[2] / rates[1]:.2f}", "2.0 ideal"],

@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import common  # noqa: E402
+import outputs  # noqa: E402
 import tune_random  # noqa: E402
-import tuning  # noqa: E402
+from tuning.store import TrialStore  # noqa: E402
 
 
 def main(argv=None):
@@ -37,11 +37,11 @@ def main(argv=None):
                                  "--out", str(out)])
         if code:
             sys.exit(code)
-        rows = tuning.read_results(out / "results.csv")
+        rows = TrialStore(out / "results.csv", []).rows()
         search = json.loads((out / "best.json").read_text())["search_seconds"]
     fits = sum(r["fit_seconds"] for r in rows)
     print()
-    print(common.format_table(["trials", "search wall s", "sum of fit s", "search / fits", "target"],
+    print(outputs.format_table(["trials", "search wall s", "sum of fit s", "search / fits", "target"],
                               [[len(rows), f"{search:.1f}", f"{fits:.1f}", f"{search / fits:.3f}", "<= 1.02"]]))
 
 

@@ -2,6 +2,7 @@
 time out a trial that runs too long."""
 
 import csv
+import dataclasses
 import os
 import signal
 import subprocess
@@ -130,13 +131,24 @@ def test_a_different_search_in_the_same_out_is_refused(data_dir, tmp_path, capsy
     assert len(rows(out)) == 2  # --overwrite starts afresh even for the same search
 
 
-def test_finished_search_rerun_trains_only_the_final_model(data_dir, tmp_path, monkeypatch):
+def test_finished_search_rerun_reprints_and_leaves_the_test_split_alone(data_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]
     assert tune_grid.main(argv) == 0
+    first = capsys.readouterr().out
+    best = (out / "best.json").read_text()
+    model = (out / "model.keras").stat().st_mtime_ns
     calls = count_trainings(monkeypatch)
+    splits = []
+    real_split = common.Beans.split
+    monkeypatch.setattr(common.Beans, "split", lambda self, name: splits.append(name) or real_split(self, name))
     assert tune_grid.main(argv) == 0
-    assert len(calls) == 1 and len(rows(out)) == 4  # default learning rates x layers 1,2
+    again = capsys.readouterr().out
+    assert len(calls) == 0 and "test" not in splits and len(rows(out)) == 4
+    assert (out / "best.json").read_text() == best and (out / "model.keras").stat().st_mtime_ns == model
+    assert "finished" in again and "not read again" in again
+    stored_table = first.split("\nmodel ")[-1]
+    assert stored_table.strip().splitlines()[2] in again  # the same test accuracy, reprinted
 
 
 def test_trial_timeout_stops_a_hanging_trial(data_dir, tmp_path, monkeypatch, capsys):
@@ -144,7 +156,7 @@ def test_trial_timeout_stops_a_hanging_trial(data_dir, tmp_path, monkeypatch, ca
 
     def layers_two_never_ends(hp, *args, **kwargs):
         if hp.layers == 2:  # far more epochs than the time-out allows
-            hp = common.dataclasses.replace(hp, epochs=1_000_000, patience=1_000_000)
+            hp = dataclasses.replace(hp, epochs=1_000_000, patience=1_000_000)
         return real(hp, *args, **kwargs)
 
     monkeypatch.setattr(common, "train", layers_two_never_ends)

@@ -12,7 +12,8 @@ import common
 import tune_bayes
 import tune_grid
 import tune_random
-import tuning
+from tuning import runner, searches, store
+from tuning.space import build_space, parse_dim
 
 TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--batch-size", "4", "--decay", "0"]
 
@@ -42,36 +43,36 @@ def sample(dim, n=20000):
 
 
 def test_learning_rate_is_log_uniform():
-    lr = sample(tuning.parse_dim("learning_rate", "1e-4:1"))
+    lr = sample(parse_dim("learning_rate", "1e-4:1"))
     assert lr.min() >= 1e-4 and lr.max() <= 1
     assert abs((lr < 1e-2).mean() - 0.5) < 0.02  # uniform sampling would put ~1% there
     assert abs((lr < 1e-3).mean() - 0.25) < 0.02
 
 
 def test_units_are_log_uniform_integers():
-    units = sample(tuning.parse_dim("units", "16:256"))
+    units = sample(parse_dim("units", "16:256"))
     assert units.dtype.kind == "i" and units.min() == 16 and units.max() == 256
     assert abs((units < 64).mean() - 0.5) < 0.03  # 16..64 is half the decades of 16..256
 
 
 def test_betas_are_sampled_through_one_minus_beta():
-    beta = sample(tuning.parse_dim("beta_2", "0.9:0.999"))
+    beta = sample(parse_dim("beta_2", "0.9:0.999"))
     assert beta.min() >= 0.9 and beta.max() <= 0.999
     assert abs((beta > 0.99).mean() - 0.5) < 0.02  # 0.99..0.999 as likely as 0.9..0.99
 
 
 def test_layers_uniform_and_batch_size_powers_of_two():
-    layers = sample(tuning.parse_dim("layers", "1:4"))
+    layers = sample(parse_dim("layers", "1:4"))
     assert sorted(set(layers)) == [1, 2, 3, 4]
     assert np.allclose(np.bincount(layers)[1:] / len(layers), 0.25, atol=0.02)
-    assert tuning.parse_dim("batch_size", "16:128").scipy() == [16, 32, 64, 128]
+    assert parse_dim("batch_size", "16:128").scipy() == [16, 32, 64, 128]
 
 
 def test_space_in_skopt_terms():
-    lr = tuning.parse_dim("learning_rate", "1e-4:1e-1").skopt()
-    units = tuning.parse_dim("units", "16:256").skopt()
-    batch = tuning.parse_dim("batch_size", "16:128").skopt()
-    bn = tuning.parse_dim("batch_norm", "false,true").skopt()
+    lr = parse_dim("learning_rate", "1e-4:1e-1").skopt()
+    units = parse_dim("units", "16:256").skopt()
+    batch = parse_dim("batch_size", "16:128").skopt()
+    bn = parse_dim("batch_norm", "false,true").skopt()
     assert (lr.prior, lr.low, lr.high) == ("log-uniform", 1e-4, 1e-1)
     assert (units.__class__.__name__, units.prior) == ("Integer", "log-uniform")
     assert list(batch.categories) == [16, 32, 64, 128]
@@ -93,16 +94,16 @@ def test_space_in_skopt_terms():
 ])
 def test_impossible_ranges_are_refused(name, text, message):
     with pytest.raises(common.UsageError, match=message):
-        tuning.parse_dim(name, text)
+        parse_dim(name, text)
 
 
 def test_grid_refuses_ranges():
     with pytest.raises(common.UsageError, match="a grid takes a comma list"):
-        tuning.parse_dim("learning_rate", "1e-4:1e-2", allow_range=False)
+        parse_dim("learning_rate", "1e-4:1e-2", allow_range=False)
 
 
 def test_single_value_fixes_a_hyperparameter():
-    dims, fixed = tuning.build_space({"learning_rate": [1e-3, 1e-2], "units": [8, 16]}, {"units": "32"}, False)
+    dims, fixed = build_space({"learning_rate": [1e-3, 1e-2], "units": [8, 16]}, {"units": "32"}, False)
     assert [d.name for d in dims] == ["learning_rate"] and fixed == {"units": 32}
 
 
@@ -137,14 +138,14 @@ def test_grid_file_unknown_name_and_empty_list(data_dir, tmp_path, capsys):
 # --- coarse to fine ---------------------------------------------------------------------------
 
 def test_narrowing_spans_the_top_trials_in_log_space():
-    dim = tuning.parse_dim("learning_rate", "1e-4:1")
+    dim = parse_dim("learning_rate", "1e-4:1")
     narrow = dim.narrowed([1e-3, 1e-2])
     assert narrow.low == pytest.approx(10 ** -3.1) and narrow.high == pytest.approx(10 ** -1.9)
-    beta = tuning.parse_dim("beta_1", "0.5:0.999").narrowed([0.9, 0.99])
+    beta = parse_dim("beta_1", "0.5:0.999").narrowed([0.9, 0.99])
     assert beta.low == pytest.approx(1 - 10 ** -0.9) and beta.high == pytest.approx(1 - 10 ** -2.1)
-    layers = tuning.parse_dim("layers", "1:6").narrowed([2, 3])
+    layers = parse_dim("layers", "1:6").narrowed([2, 3])
     assert (layers.low, layers.high) == (1, 4)
-    assert tuning.parse_dim("batch_size", "16:256").narrowed([32, 64]).scipy() == [32, 64]
+    assert parse_dim("batch_size", "16:256").narrowed([32, 64]).scipy() == [32, 64]
     clipped = dim.narrowed([1e-4, 2e-4])
     assert clipped.low == 1e-4  # never beyond the original range
 
@@ -203,33 +204,34 @@ def test_failed_trial_is_recorded_and_sorted_last(data_dir, tmp_path, capsys, mo
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out),
                            "--learning-rate", "1e-3,1e-2", "--layers", "1", *TINY]) == 0
     rows = {r["learning_rate"]: r for r in results(out)}
-    assert rows["0.01"]["status"] == "failed" and "NaN" in rows["0.01"]["message"]
+    assert rows["0.01"]["status"] == "diverged" and "NaN" in rows["0.01"]["message"]
     assert rows["0.01"]["val_accuracy"] == "nan" and rows["0.001"]["status"] == "ok"
     table = capsys.readouterr().out.split("rank ")[1].splitlines()
-    assert table[2].split()[1] == "0.001" and "failed" in table[3]
+    assert table[2].split()[1] == "0.001" and "diverged" in table[3]
     assert json.loads((out / "best.json").read_text())["params"]["learning_rate"] == 0.001
 
 
 def test_search_never_sees_the_test_split(data_dir, tmp_path, monkeypatch):
     seen, order = [], []
-    real_run_trial, real_split = tuning.run_trial, common.Beans.split
+    real_train, real_split = common.train, common.Beans.split
 
     def spy_trial(hp, train, val, *args, **kw):
         seen.append((train.x.copy(), val.x.copy()))
         order.append("trial")
-        return real_run_trial(hp, train, val, *args, **kw)
+        return real_train(hp, train, val, *args, **kw)
 
     def spy_split(self, name):
         order.append(name)
         return real_split(self, name)
 
-    monkeypatch.setattr(tuning, "run_trial", spy_trial)
+    monkeypatch.setattr(common, "train", spy_trial)
     monkeypatch.setattr(common.Beans, "split", spy_split)
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2",
                            "--learning-rate", "1e-3", *TINY]) == 0
     assert order.index("test") > max(i for i, o in enumerate(order) if o == "trial")
     test = common.Beans(data_dir, image_size=8).test.x.reshape(12, -1)
+    assert len(seen) == 3  # two trials and the final model
     for train_x, val_x in seen:
         images = np.concatenate([train_x, val_x]).reshape(len(train_x) + len(val_x), -1)
         assert len(train_x) == 12 and len(val_x) == 12
@@ -260,29 +262,41 @@ def test_existing_results_are_not_overwritten(data_dir, tmp_path, capsys):
     assert (out / "results.csv").read_text() == "trial\n1\n"
 
 
-def test_trial_log_ignores_a_truncated_last_line(tmp_path):
-    log = tuning.TrialLog(tmp_path / "results.csv", ["layers"], total=3, verbose=False)
+def test_store_ignores_a_truncated_last_line(tmp_path):
+    log = store.TrialStore(tmp_path / "results.csv", ["layers"])
     log.create()
-    log.record({"layers": 2}, 0.5, 1.0)
+    log.record({"layers": 2}, "validation", 0.5, 1.0)
     with open(log.path, "a") as handle:
         handle.write("2,3,0.7")  # a crash mid-write
-    assert [r["layers"] for r in log.rows()] == ["2"]
+    assert [r["params"]["layers"] for r in log.rows()] == [2]
 
 
 # --- Bayesian optimization ------------------------------------------------------------------
+
+def bowl(point):  # optimum at lr = 1e-2, layers = 3
+    lr, layers = point
+    return (math.log10(lr) + 2) ** 2 + 0.5 * (layers - 3) ** 2
+
 
 def test_expected_improvement_finds_a_known_optimum():
     from skopt.space import Integer, Real
 
     space = [Real(1e-4, 1, prior="log-uniform"), Integer(1, 6)]
-
-    def objective(point):  # optimum at lr = 1e-2, layers = 3
-        lr, layers = point
-        return (math.log10(lr) + 2) ** 2 + 0.5 * (layers - 3) ** 2
-
-    result = tuning.minimize(objective, space, n_calls=20, n_initial_points=6, seed=0)
+    optimizer = searches.gp_optimizer(space, n_initial_points=6, seed=0)
+    result = searches.ask_tell(optimizer, lambda points: [bowl(p) for p in points], n_calls=20)
     assert len(result.x_iters) == 20
     assert abs(math.log10(result.x[0]) + 2) < 0.5 and result.x[1] == 3
+
+
+def test_one_point_per_step_is_exactly_gp_minimize():
+    from skopt import gp_minimize
+    from skopt.space import Integer, Real
+
+    space = [Real(1e-4, 1, prior="log-uniform"), Integer(1, 6)]
+    reference = gp_minimize(bowl, space, acq_func="EI", n_calls=10, n_initial_points=4, random_state=3)
+    optimizer = searches.gp_optimizer(space, n_initial_points=4, seed=3)
+    ours = searches.ask_tell(optimizer, lambda points: [bowl(p) for p in points], n_calls=10)
+    assert ours.x_iters == reference.x_iters and list(ours.func_vals) == list(reference.func_vals)
 
 
 def test_parallel_steps_ask_two_distinct_points():
@@ -293,9 +307,9 @@ def test_parallel_steps_ask_two_distinct_points():
 
     def evaluate(points):
         batches.append(points)
-        return [(math.log10(lr) + 2) ** 2 + (layers - 3) ** 2 for lr, layers in points]
+        return [bowl(p) for p in points]
 
-    result = tuning.minimize(None, space, n_calls=10, n_initial_points=4, seed=0, n_jobs=2, evaluate_batch=evaluate)
+    result = searches.ask_tell(searches.gp_optimizer(space, 4, seed=0), evaluate, n_calls=10, n_points=2)
     assert [len(b) for b in batches] == [2] * 5
     assert all(b[0] != b[1] for b in batches)
     assert len(result.x_iters) == 10
@@ -304,7 +318,8 @@ def test_parallel_steps_ask_two_distinct_points():
 def test_bayes_end_to_end_writes_every_file(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--n-calls", "3",
-                            "--n-initial-points", "2", "--layers", "1:2", *TINY]) == 0
+                            "--n-initial-points", "2", "--layers", "1:2", "--learning-rate", "1e-4:1e-1",
+                            *TINY]) == 0
     assert len(results(out)) == 3
     assert {p.name for p in out.iterdir()} == {"search.json", "results.csv", "best.json", "model.keras",
                                               "val_accuracy.png", "convergence.png", "objective.png"}
@@ -324,37 +339,44 @@ def test_bayes_penalises_a_nan_trial_and_finishes(data_dir, tmp_path, monkeypatc
 
     monkeypatch.setattr(common, "build_model", first_diverges)
     told = []
-    real_minimize = tuning.minimize
+    real_ask_tell = searches.ask_tell
 
-    def spy_minimize(objective, *args, **kw):
-        def wrapped(point):
-            told.append(objective(point))
-            return told[-1]
-        return real_minimize(wrapped, *args, **kw)
+    def spy_ask_tell(optimizer, evaluate, *args, **kw):
+        def wrapped(points):
+            told.extend(evaluate(points))
+            return told[-len(points):]
+        return real_ask_tell(optimizer, wrapped, *args, **kw)
 
-    monkeypatch.setattr(tuning, "minimize", spy_minimize)
+    monkeypatch.setattr(searches, "ask_tell", spy_ask_tell)
     out = tmp_path / "run"
     assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--n-calls", "3",
-                            "--n-initial-points", "2", "--layers", "1:2", *TINY]) == 0
+                            "--n-initial-points", "2", "--layers", "1:2", "--learning-rate", "1e-4:1e-1",
+                            *TINY]) == 0
     rows = results(out)
-    assert rows[0]["status"] == "failed" and "NaN" in rows[0]["message"]
+    assert rows[0]["status"] == "diverged" and "NaN" in rows[0]["message"]
     assert told[0] == 1.0 and all(math.isfinite(v) for v in told)  # accuracy 0, never NaN
     assert (out / "best.json").exists()
 
 
-def test_estimator_clones_and_scores_like_accuracy(data_dir, tmp_path):
+def test_estimator_follows_scikit_learn_conventions(data_dir, tmp_path):
     from sklearn.base import clone
     from sklearn.metrics import accuracy_score
+    from sklearn.utils.estimator_checks import check_get_params_invariance, check_no_attributes_set_in_init
 
     beans = common.Beans(data_dir, image_size=8)
-    val = (beans.validation.x, beans.validation.y)
-    log = tuning.TrialLog(tmp_path / "results.csv", ["units"], total=1, verbose=False)
+    log = store.TrialStore(tmp_path / "results.csv", ["units"])
     log.create()
-    est = tuning.BeansClassifier(validation=val, trial_log=log, searched=("units",), units=4, epochs=2,
-                                 layers=1, batch_size=4)
+    settings = runner.TrialSettings(log)
+    est = runner.BeansClassifier(units=4, epochs=2, layers=1, batch_size=4, trials=settings)
+    assert sorted(est.get_params()) == sorted([*common.HPARAM_NAMES, "trials"])
+    assert est.get_params()["learning_rate"] is None  # stored unchanged: HParams gives the default
+    check_no_attributes_set_in_init("BeansClassifier", est)
+    check_get_params_invariance("BeansClassifier", est)
     twin = clone(est).set_params(units=8)
     assert (twin.units, twin.layers, est.units) == (8, 1, 4)
-    est.fit(beans.train.x, beans.train.y)
-    shortcut = est.score(*val)
-    assert shortcut == pytest.approx(accuracy_score(val[1], est.predict(val[0])), abs=1e-6)
-    assert len(log.rows()) == 1 and log.rows()[0]["units"] == "4"
+    assert twin.hparams() == common.HParams(units=8, epochs=2, layers=1, batch_size=4)
+    val = runner.Holdout(beans.validation.x, beans.validation.y)
+    est.fit(beans.train.x, beans.train.y, validation=val)
+    shortcut = est.score(val.x, val.y)
+    assert shortcut == pytest.approx(accuracy_score(val.y, est.predict(val.x)), abs=1e-6)
+    assert len(log.rows()) == 1 and log.rows()[0]["params"]["units"] == 4

@@ -1,0 +1,68 @@
+"""The flow that train_baseline.py and train_bn.py share: flags, one model (or the baseline and
+the BN model with --compare), one reading of the test split, outputs and the table.
+
+    python train_bn.py --data-dir ../shared/beans --compare
+"""
+
+import dataclasses
+from pathlib import Path
+
+import cli
+import common
+import outputs
+
+
+def training_parser(prog, description, compare=False):
+    parser = cli.ArgumentParser(prog=prog, description=description)
+    cli.add_run_flags(parser)
+    if compare:
+        parser.add_argument("--compare", action="store_true",
+                            help="also train the baseline (no BN) with the same hyperparameters and seed")
+    cli.add_hparam_flags(parser, exclude=("batch_norm",))
+    return parser
+
+
+def run_training(argv, script, batch_norm):
+    """Parses flags, trains one model (or baseline and BN with --compare), then reads the test
+    split once, evaluates each final model on it, writes the outputs and prints the table."""
+    prog = f"{script}.py"
+    parser = training_parser(prog, f"Train the beans CNN {'with' if batch_norm else 'without'} "
+                                   "BatchNormalization.", compare=batch_norm)
+    args = parser.parse_args(argv)
+    cli.check_run_args(args)
+    hp = cli.hparams_from_args(args, batch_norm=batch_norm)
+    compare = getattr(args, "compare", False)
+    runs = {"baseline": dataclasses.replace(hp, batch_norm=False), "bn": hp} if compare else {
+        "bn" if batch_norm else "baseline": hp}
+    beans = common.Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
+    out = Path(args.out) if args.out else cli.default_out(script)
+    train_split, val_split = beans.train, beans.validation
+    cli.print_config(f"{prog}: resolved configuration", {
+        "data": beans.source, "train / validation images": f"{len(train_split)} / {len(val_split)}",
+        "image size": args.image_size, "seed": args.seed, "out": out,
+        "models": ", ".join(runs), **hp.to_dict()})
+
+    results = {}
+    for name, run_hp in runs.items():
+        print(f"\n[{name}] training (batch_norm={run_hp.batch_norm})", flush=True)
+        results[name] = common.train(run_hp, train_split, val_split, seed=args.seed,
+                                     log=lambda line: print(line, flush=True))
+    test = beans.test  # read once, after all training, by the final models
+    rows = []
+    for name, result in results.items():
+        result.test_accuracy = common.evaluate(result.model, test)
+        folder = out / name if compare else out
+        outputs.write_json(folder / "metrics.json", {
+            "script": script, "model": name, "hparams": runs[name].to_dict(),
+            "image_size": args.image_size, "seed": args.seed, "data": beans.source, "limit": args.limit,
+            "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
+            "epochs": result.epochs, "train_seconds": round(result.seconds, 2), "status": result.status,
+        })
+        outputs.write_history_csv(folder / "history.csv", result.history)
+        outputs.save_model(folder / "model.keras", result.model)
+        rows.append((name, f"{result.val_accuracy:.4f}", f"{result.test_accuracy:.4f}", result.epochs,
+                     f"{result.seconds:.1f}"))
+    outputs.save_figure(out / "curves.png", outputs.plot_curves({n: r.history for n, r in results.items()}))
+    print()
+    print(outputs.format_table(["model", "val_accuracy", "test_accuracy", "epochs", "train_s"], rows))
+    print(f"\nwrote {out}/")

@@ -1,0 +1,156 @@
+"""Where trials run: in this process, in N local processes (joblib's loky), or on an existing
+Dask cluster (--scheduler). On a cluster, the data is copied to every worker once, and each
+finished row travels back to the client through a `distributed.Queue`, so results.csv and the
+progress lines stay on the machine that started the search.
+"""
+
+import contextlib
+import functools
+import os
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from common import UsageError
+
+
+@dataclass
+class Execution:
+    """How a search runs its trials. `client` is a distributed.Client on a Dask cluster."""
+
+    n_jobs: int = 1
+    client: object = None
+
+    @property
+    def in_this_process(self):
+        return self.client is None and self.n_jobs == 1
+
+    def describe(self):
+        if self.client is not None:
+            threads = self.client.nthreads()
+            return f"Dask at {self.client.scheduler.address} ({len(threads)} workers, {sum(threads.values())} threads)"
+        return "local processes" if self.n_jobs > 1 else "this process"
+
+    def joblib_backend(self, scatter):
+        """For scikit-learn's searches: joblib's Dask backend on a cluster (with `scatter` copied
+        to every worker up front), its default (loky processes) otherwise."""
+        if self.client is None:
+            return contextlib.nullcontext()
+        import joblib
+
+        joblib.register_parallel_backend("beans-dask", _ClusterBackend)
+        return joblib.parallel_backend("beans-dask", scatter=list(scatter))
+
+    def map(self, fn, items, *data):
+        """[fn(item, *data) for item in items], run where this execution runs trials."""
+        items = list(items)
+        if self.client is not None:
+            shared = self.client.scatter(list(data), broadcast=True)
+            futures = [self.client.submit(fn, item, *shared, pure=False) for item in items]
+            return self.client.gather(futures)
+        if self.n_jobs == 1 or len(items) == 1:
+            return [fn(item, *data) for item in items]
+        import joblib
+
+        return joblib.Parallel(n_jobs=self.n_jobs)(joblib.delayed(fn)(item, *data) for item in items)
+
+
+@functools.cache
+def _cluster_backend():
+    from joblib._dask import DaskDistributedBackend
+
+    class ClusterBackend(DaskDistributedBackend):
+        """joblib's Dask backend, except that a cluster of one worker thread still gets the
+        trials: joblib runs whatever it counts as one job sequentially, in the client process."""
+
+        def effective_n_jobs(self, n_jobs):
+            return max(super().effective_n_jobs(n_jobs), 2)
+
+    return ClusterBackend
+
+
+def _ClusterBackend(**kwargs):  # noqa: N802 - joblib registers a class or a factory
+    return _cluster_backend()(**kwargs)
+
+
+def connect(address):
+    """A distributed.Client for an existing scheduler; one clear line if it cannot be reached."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("--scheduler needs dask[distributed]: pip install 'dask[distributed]'") from None
+    try:
+        return Client(address, timeout=10)
+    except (OSError, TimeoutError, ValueError) as err:
+        raise UsageError(f"--scheduler: cannot reach a Dask scheduler at {address} ({err.__class__.__name__})") from None
+
+
+def on_dask_worker():
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+class QueueSink:
+    """The store's `sink` on a cluster: on a worker, rows go into a named distributed.Queue."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def remote(self):
+        return on_dask_worker()
+
+    def put(self, row):
+        from distributed import Queue
+
+        Queue(self.name).put(row)
+
+
+class Relay:
+    """While a search runs on a cluster, appends the rows that workers send to the client's store
+    (which prints their progress lines)."""
+
+    def __init__(self, client, store):
+        from distributed import Queue
+
+        self.store = store
+        self.name = f"beans-tune-{uuid.uuid4().hex}"
+        self.queue = Queue(self.name, client=client)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._relay, daemon=True)
+
+    def _relay(self):
+        # polls rather than blocking in get(timeout=...), whose time-outs the scheduler logs as errors
+        while True:
+            stopping = self.stopping.is_set()
+            rows = self.queue.get(batch=True) if self.queue.qsize() else []
+            for row in rows:
+                self.store.append(row)
+            if stopping and not rows:
+                return
+            if not rows:
+                time.sleep(0.2)
+
+    def __enter__(self):
+        self.store.sink = QueueSink(self.name)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()  # drain what is queued, then stop
+        self.thread.join()
+        self.store.sink = None
+        return False
+
+
+def default_threads(n_jobs):
+    """TensorFlow threads per local trial process: the cores shared out."""
+    return max(1, (os.cpu_count() or 1) // n_jobs)

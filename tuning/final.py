@@ -1,0 +1,37 @@
+"""The end of a search: the best configuration retrained on the train split (early-stopped on
+validation), evaluated once on the test split, saved as model.keras with best.json beside it.
+best.json is written last: its presence marks a finished search, whose test score is final."""
+
+import dataclasses
+
+import common
+import outputs
+
+from .space import fmt, plain
+from .store import BEST, MODEL
+
+
+def final_model(out, beans, base, best, names, seed, trials, search_seconds, script):
+    """Returns the contents of best.json, after writing it."""
+    hp = dataclasses.replace(base, **{k: plain(v) for k, v in best.params.items()})
+    print(f"\nbest: {' '.join(f'{n}={fmt(best.params[n])}' for n in names)}  "
+          f"(val_acc {best.val_accuracy:.4f}); retraining on the train split", flush=True)
+    final = common.train(hp, beans.train, beans.validation, seed=seed, log=lambda line: print(line, flush=True))
+    test_accuracy = common.evaluate(final.model, beans.test)  # the test split's one reading
+    outputs.save_model(out / MODEL, final.model)
+    summary = {
+        "script": script, "params": {k: plain(v) for k, v in best.params.items()},
+        "hparams": hp.to_dict(), "val_accuracy": best.val_accuracy,
+        "final_val_accuracy": final.val_accuracy, "test_accuracy": test_accuracy,
+        "final_epochs": final.epochs, "trials": trials, "search_seconds": round(search_seconds, 1),
+        "seed": seed, "image_size": beans.image_size, "data": beans.source, "limit": beans.limit,
+    }
+    outputs.write_json(out / BEST, summary)
+    return summary
+
+
+def format_best(summary):
+    return outputs.format_table(
+        ["model", "val_accuracy (search)", "val_accuracy (final)", "test_accuracy", "epochs"],
+        [["best", f"{summary['val_accuracy']:.4f}", f"{summary['final_val_accuracy']:.4f}",
+          f"{summary['test_accuracy']:.4f}", summary["final_epochs"]]])

@@ -1,0 +1,84 @@
+"""What a search shows: one progress line per finished training, the ranked table, the figure
+of validation accuracy against each searched hyperparameter."""
+
+import math
+import time
+
+import outputs
+
+from .space import fmt, plain
+from .store import OK, rank
+
+
+def duration(seconds):
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """The store's `on_record`: prints one line per appended training, with elapsed time, an
+    ETA from this run's own pace, and the best score so far. Picklable (runs in worker processes)."""
+
+    def __init__(self, names, total, done_before=0, start=None):
+        self.names = list(names)
+        self.total = total
+        self.done_before = done_before  # rows already in the store when this run started
+        self.start = time.time() if start is None else start
+
+    def __call__(self, number, row, best):
+        elapsed = time.time() - self.start
+        eta = elapsed / max(number - self.done_before, 1) * max(self.total - number, 0)
+        shown = " ".join(f"{n}={fmt(row['params'][n])}" for n in self.names)
+        fold = f" [{row['fold']}]" if row["fold"] != "validation" else ""
+        score = f"{row['val_accuracy']:.4f}" if row["status"] == OK else row["status"].upper()
+        print(f"trial {number}/{self.total}  {shown}{fold}  val_acc {score}  fit {row['fit_seconds']:.1f}s  "
+              f"elapsed {duration(elapsed)}  ETA {duration(eta)}  best {'-' if best is None else f'{best:.4f}'}",
+              flush=True)
+
+
+def format_trials(trials, names, top=10):
+    """The ranked table; a std column when configurations were scored on several folds."""
+    cv = any(t.folds > 1 for t in trials)
+    headers = ["rank", *names, "val_acc"] + (["std"] if cv else []) + ["fit_s", "status"]
+    rows = []
+    for i, t in enumerate(rank(trials)[:top], 1):
+        score = f"{t.val_accuracy:.4f}" if math.isfinite(t.val_accuracy) else "nan"
+        std = [f"{t.std:.4f}" if math.isfinite(t.std) else "nan"] if cv else []
+        rows.append([i, *(fmt(t.params.get(n, "")) for n in names), score, *std, f"{t.fit_seconds:.1f}",
+                     t.status if not t.message else f"{t.status}: {t.message[:40]}"])
+    return outputs.format_table(headers, rows)
+
+
+def plot_scores(trials, dims):
+    """Validation accuracy against each searched hyperparameter; log axes where sampled in log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [t for t in trials if math.isfinite(t.val_accuracy)]
+    cols = min(3, len(dims))
+    rows = math.ceil(len(dims) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    best = rank(ok)[0] if ok else None
+    for ax, dim in zip(axes.flat, dims):
+        flip = (lambda v: 1 - v) if dim.scale == "1-log" else (lambda v: v)
+        xs = [flip(plain(t.params[dim.name])) for t in ok]
+        xs = [x if isinstance(x, str) else float(x) for x in xs]
+        ax.scatter(xs, [t.val_accuracy for t in ok], alpha=0.7)
+        if best is not None:
+            ax.scatter([flip(plain(best.params[dim.name]))], [best.val_accuracy], color="C3", marker="*",
+                       s=160, label="best")
+        if dim.scale in ("log", "1-log", "pow2") and xs and all(isinstance(v, float) and v > 0 for v in xs):
+            ax.set_xscale("log", base=2 if dim.scale == "pow2" else 10)
+        ax.set_xlabel(f"1 - {dim.name}" if dim.scale == "1-log" else dim.name)
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(dims):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

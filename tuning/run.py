@@ -1,0 +1,231 @@
+"""A tuning script's whole run, in steps that return what the next one needs:
+
+    parse -> prepare -> (claim the folder, resume?) -> search -> report -> final model -> figures
+
+The method (tune_grid.py, tune_random.py, tune_bayes.py) brings its own flags, their checks, its
+trial count, the settings that identify its search, and the search itself: a `Method`.
+"""
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cli
+import common
+import outputs
+from common import HPARAM_NAMES, HParams, UsageError
+
+from . import execution as ex
+from . import report, store
+from .final import final_model, format_best
+from .runner import TrialSettings, limit_threads
+from .searches import Problem
+from .space import build_space
+
+
+@dataclass(frozen=True)
+class Method:
+    """What distinguishes tune_grid, tune_random and tune_bayes."""
+
+    script: str
+    description: str
+    allow_range: bool                 # takes lo:hi ranges, not only lists
+    default_space: object             # (args) -> {name: spec}, before the user's flags
+    add_flags: object                 # (parser) -> None
+    check: object                     # (args) -> None; raises UsageError
+    count: object                     # (args, dims) -> trainings the search will run
+    identity: object                  # (args) -> {setting: value} that define the search (resume)
+    search: object                    # (problem, args) -> SearchOutput
+    describe: object = field(default=lambda args: {"scoring": "accuracy on the validation split"})
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything decided from the flags alone, before any data is read."""
+
+    args: object
+    dims: tuple
+    base: HParams
+    total: int
+    out: Path
+
+    @property
+    def names(self):
+        return [d.name for d in self.dims]
+
+
+def tuning_parser(method):
+    parser = cli.ArgumentParser(prog=f"{method.script}.py", description=method.description)
+    cli.add_run_flags(parser)
+    parser.add_argument("--n-jobs", type=int, default=1, help="trials run in N processes (default: 1)")
+    parser.add_argument("--top", type=int, default=10, help="rows in the ranked table (default: 10)")
+    parser.add_argument("--trial-timeout", type=float, default=None, metavar="SECONDS",
+                        help="stop a trial running longer and record it as 'timeout' (default: none)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="on resume, train failed and timed-out trials again (diverged ones are results)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                        help="run the trials on an existing Dask cluster, e.g. tcp://127.0.0.1:8786 "
+                             "(see README: Scaling out)")
+    parser.add_argument("--threads-per-trial", type=int, default=None, metavar="N",
+                        help="TensorFlow threads per trial (default: cores / n-jobs for local "
+                             "processes; TensorFlow's own choice otherwise)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh, whatever the --out folder holds")
+    method.add_flags(parser)
+    group = parser.add_argument_group(
+        "hyperparameters", "each takes one value (fixed), a comma list (choices)"
+        + (", or lo:hi (a range)" if method.allow_range else ""))
+    for name in HPARAM_NAMES:
+        group.add_argument(cli.flag(name), default=None, metavar="SPEC",
+                           help=f"default: {method.default_space(None).get(name, getattr(HParams(), name))}")
+    return parser
+
+
+def prepare(argv, method):
+    """Parses and checks every flag; returns the Setup. Reads nothing but a --grid file."""
+    args = tuning_parser(method).parse_args(argv)
+    cli.check_run_args(args)
+    for name, low in (("n_jobs", 1), ("top", 1), ("threads_per_trial", 1)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise UsageError(f"{cli.flag(name)} must be >= {low}, got {value}")
+    if args.trial_timeout is not None and not args.trial_timeout > 0:
+        raise UsageError(f"--trial-timeout must be > 0, got {args.trial_timeout}")
+    method.check(args)
+    overrides = {n: getattr(args, n) for n in HPARAM_NAMES if getattr(args, n) is not None}
+    dims, fixed = build_space(method.default_space(args), overrides, method.allow_range)
+    if not dims:
+        raise UsageError("nothing to search: every hyperparameter has a single value")
+    out = Path(args.out) if args.out else cli.default_out(method.script)
+    return Setup(args, tuple(dims), HParams(**fixed), method.count(args, dims), out)
+
+
+def manifest(setup, method, beans):
+    """What makes two runs the same search: resuming is allowed only when this matches exactly.
+    Settings that change how, not what, trials train (--n-jobs, --trial-timeout, --scheduler)
+    are not part of it."""
+    args = setup.args
+    return {"script": method.script, "space": {d.name: d.spec() for d in setup.dims},
+            "fixed": setup.base.to_dict(), "data": beans.source, "image_size": beans.image_size,
+            "limit": beans.limit, "seed": args.seed, "method": method.identity(args)}
+
+
+def open_execution(args, stack):
+    """Execution (where trials run) and TensorFlow threads per trial."""
+    if args.scheduler:
+        client = stack.enter_context(ex.connect(args.scheduler))
+        n_jobs = args.n_jobs if args.n_jobs > 1 else max(sum(client.nthreads().values()), 1)
+        return ex.Execution(n_jobs, client), args.threads_per_trial
+    threads = args.threads_per_trial
+    if args.n_jobs > 1 and threads is None:
+        threads = ex.default_threads(args.n_jobs)
+    return ex.Execution(args.n_jobs), threads
+
+
+def run(argv, method):
+    """The whole run of a tuning script: flags, search, table, final model, files."""
+    prog = f"{method.script}.py"
+    setup = prepare(argv, method)
+    args, out, names = setup.args, setup.out, setup.names
+    beans = common.Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
+    with contextlib.ExitStack() as stack:
+        execution, threads = open_execution(args, stack)
+        stack.enter_context(store.claim(out))
+        the_manifest = manifest(setup, method, beans)
+        resumed = store.open_search(out, the_manifest, args.overwrite)
+        trial_store = store.TrialStore(out / store.RESULTS, names)
+        done = trial_store.rows() if resumed else []
+        finished = store.read_best(out) if resumed else None
+        if finished is not None:
+            if args.retry_failed:
+                raise UsageError(f"{out} holds a finished search, whose test score is final: --retry-failed "
+                                 "applies to an unfinished one (--overwrite starts afresh)")
+            return show_finished(prog, setup, trial_store, finished)
+        if threads and execution.in_this_process and not limit_threads(threads):
+            print(f"{prog}: note: --threads-per-trial {threads} not applied: TensorFlow already runs in "
+                  "this process", file=sys.stderr)
+        train, validation = beans.train, beans.validation  # decoded here, after every check
+        store.write_manifest(out, the_manifest)
+        cli.print_config(f"{prog}: resolved configuration", {
+            "data": beans.source, "train / validation images": f"{len(train)} / {len(validation)}",
+            "image size": args.image_size, "seed": args.seed, "out": out, **method.describe(args),
+            "trainings": setup.total, "trials run in": execution.describe(),
+            "parallel trials": execution.n_jobs if not threads else f"{execution.n_jobs} ({threads} threads each)",
+            **({"trial timeout": f"{args.trial_timeout:g}s"} if args.trial_timeout else {}),
+            **{f"search {d.name}": d.describe() for d in setup.dims},
+            **{k: v for k, v in setup.base.to_dict().items() if k not in names}})
+        settings = TrialSettings(trial_store, args.seed, threads, args.trial_timeout,
+                                 store.latest_by_key(done), args.retry_failed)
+        announce_resume(prog, out, setup.total, done, args.retry_failed)
+        trial_store.create()
+        trial_store.on_record = report.Progress(names, setup.total, done_before=len(done))
+        problem = Problem(train, validation, setup.dims, setup.base, settings, execution)
+        output, seconds = search(prog, method, problem, setup, trial_store)
+    trials = trial_store.trials(output.candidates)
+    fit_total = sum(r["fit_seconds"] for r in trial_store.rows())
+    print(f"\n{prog}: {len(trials)} configurations, {len(trial_store.rows())} trainings in "
+          f"{report.duration(seconds)} (sum of fit times {report.duration(fit_total)}"
+          f"{', this run and before' if done else ''})")
+    print(report.format_trials(trials, names, args.top))
+    ok = [t for t in store.rank(trials) if t.status == store.OK]
+    if not ok:
+        raise UsageError(f"every trial failed; see {out / store.RESULTS} for their messages "
+                         "(--retry-failed trains failed and timed-out trials again)")
+    summary = final_model(out, beans, setup.base, ok[0], names, args.seed, len(trials), seconds, method.script)
+    print()
+    print(format_best(summary))
+    draw_figures(prog, out, {"val_accuracy.png": lambda: report.plot_scores(trials, setup.dims), **output.figures})
+    print(f"\nwrote {out}/")
+    return summary
+
+
+def search(prog, method, problem, setup, trial_store):
+    """Runs the method's search; on Ctrl-C, says what is saved and shows it, then re-raises."""
+    start = time.perf_counter()
+    try:
+        with contextlib.ExitStack() as stack:
+            if problem.execution.client is not None:
+                stack.enter_context(ex.Relay(problem.execution.client, trial_store))
+            output = method.search(problem, setup.args)
+    except KeyboardInterrupt:
+        rows = trial_store.rows()
+        print(f"\n{prog}: interrupted; {len(rows)} of {setup.total} trainings are saved in "
+              f"{trial_store.path}. Run the same command again to resume.")
+        if rows:
+            print(report.format_trials(trial_store.trials(), setup.names, setup.args.top))
+        raise
+    return output, time.perf_counter() - start
+
+
+def announce_resume(prog, out, total, done, retry):
+    if not done:
+        return
+    print(f"resuming: {len(done)} of {total} trainings are in {out / store.RESULTS} and will not "
+          "be trained again", flush=True)
+    failed = sum(r["status"] in store.RETRYABLE for r in store.latest_by_key(done).values())
+    if failed:
+        print(f"{failed} of them failed or timed out"
+              + (": training them again (--retry-failed)" if retry else "; --retry-failed trains them again"),
+              flush=True)
+
+
+def show_finished(prog, setup, trial_store, summary):
+    """A finished search is not run again: its stored results are shown, the test split is not read."""
+    print(f"{prog}: {setup.out} holds this search, finished; its stored results follow. The test "
+          "split is not read again (--overwrite starts afresh).")
+    print(report.format_trials(trial_store.trials(), setup.names, setup.args.top))
+    print()
+    print(format_best(summary))
+    return summary
+
+
+def draw_figures(prog, out, figures):
+    """Each figure is optional: one that cannot be drawn is a warning line, not a lost run."""
+    for name, draw in figures.items():
+        try:
+            outputs.save_figure(out / name, draw())
+        except Exception as err:  # noqa: BLE001 - a figure never costs the search its results
+            reason = (str(err).strip().splitlines() or [""])[0]
+            print(f"{prog}: warning: {name} not written ({err.__class__.__name__}: {reason})", file=sys.stderr)

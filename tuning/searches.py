@@ -1,0 +1,164 @@
+"""The two kinds of search, over a `Problem` (data, base hyperparameters, where trials run):
+
+- `sklearn_search`: GridSearchCV or RandomizedSearchCV; scikit-learn proposes the candidates
+  and runs them through `BeansClassifier`.
+- `bayes_search`: ONE ask/tell loop over a scikit-optimize `Optimizer` configured exactly as
+  `skopt.gp_minimize(acq_func="EI")` configures its own; it asks for one point per step, or for
+  `n_jobs` points (constant liar) when trials run in parallel.
+
+Each returns the candidates it evaluated; their results are read from the trial store.
+"""
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+import common
+
+from .execution import Execution
+from .runner import BeansClassifier, Holdout, TrialSettings, run_point
+from .space import plain
+from .store import OK, trial_key
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a search needs: the data it may see, the space, the fixed hyperparameters, and how
+    and where its trials run."""
+
+    train: common.Split
+    validation: common.Split
+    dims: tuple
+    base: common.HParams
+    settings: TrialSettings
+    execution: Execution = dataclasses.field(default_factory=Execution)
+
+    @property
+    def names(self):
+        return [d.name for d in self.dims]
+
+
+@dataclass
+class SearchOutput:
+    """The candidates a search evaluated (results: the store), and figures it can draw."""
+
+    candidates: list
+    figures: dict = dataclasses.field(default_factory=dict)  # {file name: () -> matplotlib figure}
+
+
+def sklearn_search(problem, search_cls, space, cv=None, **kwargs):
+    """Runs `search_cls` (GridSearchCV, RandomizedSearchCV) over the train split, scored on the
+    validation split, or with `cv` K folds over train+validation. Returns the candidates."""
+    from sklearn.model_selection import PredefinedSplit, StratifiedKFold
+
+    X = np.concatenate([problem.train.x, problem.validation.x])
+    y = np.concatenate([problem.train.y, problem.validation.y])
+    if cv:
+        test_fold = np.empty(len(y), int)
+        for k, (_, rows) in enumerate(StratifiedKFold(cv, shuffle=True, random_state=problem.settings.seed)
+                                      .split(X, y)):
+            test_fold[rows] = k
+        validation = None
+    else:  # exactly the canonical validation split as the one test fold
+        test_fold = np.r_[np.full(len(problem.train), -1), np.zeros(len(problem.validation), int)]
+        validation = Holdout(problem.validation.x, problem.validation.y)
+    estimator = BeansClassifier(**problem.base.to_dict(), trials=problem.settings)
+    search = search_cls(estimator, space, scoring=None, cv=PredefinedSplit(test_fold), refit=False,
+                        n_jobs=problem.execution.n_jobs, error_score=np.nan, pre_dispatch="n_jobs", **kwargs)
+    with warnings.catch_warnings(), problem.execution.joblib_backend(scatter=[X, y]):
+        warnings.simplefilter("ignore")  # failed trials are in the table, not in a warning wall
+        search.fit(X, y, test_fold=test_fold, validation=validation)
+    return [{k: plain(v) for k, v in params.items()} for params in search.cv_results_["params"]]
+
+
+def gp_optimizer(space, n_initial_points, seed):
+    """skopt.Optimizer set up as gp_minimize(acq_func="EI") sets up its own: the same GP
+    (cook_estimator, noise="gaussian", its seed drawn first from the same random state), EI
+    with xi=0.01, 10,000 sampled points and 5 L-BFGS restarts for the acquisition.
+
+    acq_optimizer="auto" resolves to gp_minimize's "lbfgs" wherever gp_minimize runs at all; on
+    an all-categorical space, where gp_minimize refuses "lbfgs", it samples instead."""
+    from sklearn.utils import check_random_state
+    from skopt import Optimizer
+    from skopt.utils import cook_estimator, normalize_dimensions
+
+    rng = check_random_state(seed)
+    space = normalize_dimensions(space)
+    gp = cook_estimator("GP", space=space, random_state=rng.randint(0, np.iinfo(np.int32).max),
+                        noise="gaussian")
+    return Optimizer(space, gp, n_initial_points=n_initial_points, acq_func="EI", acq_optimizer="auto",
+                     random_state=rng, acq_optimizer_kwargs={"n_points": 10000, "n_restarts_optimizer": 5,
+                                                             "n_jobs": 1},
+                     acq_func_kwargs={"xi": 0.01, "kappa": 1.96})
+
+
+def ask_tell(optimizer, evaluate, n_calls, n_points=1):
+    """Asks, evaluates, tells until the optimizer holds `n_calls` points (points told before,
+    as in a resumed search, count). One point per step is gp_minimize's own loop; more is the
+    constant-liar batch (cl_min). `evaluate(points) -> objective values`. Returns skopt's result."""
+    result = None
+    while len(optimizer.Xi) < n_calls:
+        k = min(n_points, n_calls - len(optimizer.Xi))
+        points = [optimizer.ask()] if k == 1 else optimizer.ask(n_points=k, strategy="cl_min")
+        result = optimizer.tell(points, list(evaluate(points)))
+    return result
+
+
+def bayes_search(problem, n_calls, n_initial_points):
+    """GP + EI over the problem's space, minimizing 1 - validation accuracy. A trial without a
+    score costs accuracy 0 (a finite penalty: NaN would break the GP fit).
+
+    On resume the stored trials are told first (they count towards n_calls and towards the
+    random initial points, once); with --retry-failed, failed and timed-out points are trained
+    again first. A point the store already holds is never trained again: the optimizer is told
+    its stored value. Returns skopt's result and the candidates evaluated."""
+    names = problem.names
+    optimizer = gp_optimizer([d.skopt() for d in problem.dims], min(n_initial_points, n_calls),
+                             problem.settings.seed)
+    known, candidates = {}, []  # {trial key: objective}: every point with a result so far
+    retry = []
+    for row in problem.settings.store.latest().values():
+        if problem.settings.finished(row["params"], row["fold"]) is None:
+            retry.append(row["params"])
+        else:
+            known[trial_key(row["params"], row["fold"])] = _objective(row["status"], row["val_accuracy"])
+            candidates.append(row["params"])
+    result = optimizer.tell([[c[n] for n in names] for c in candidates], list(known.values())) if known else None
+
+    def evaluate(params):
+        candidates.extend(params)
+        keys = [trial_key(p, "validation") for p in params]
+        new = {k: p for k, p in zip(keys, params) if k not in known}
+        outcomes = problem.execution.map(run_point, new.values(), problem.base, problem.train,
+                                         problem.validation, problem.settings)
+        known.update({k: _objective(o.status, o.val_accuracy) for k, o in zip(new, outcomes)})
+        return [known[k] for k in keys]
+
+    if retry:
+        retry = retry[:max(n_calls - len(optimizer.Xi), 0)]
+        result = optimizer.tell([[p[n] for n in names] for p in retry], evaluate(retry)) if retry else result
+    result = ask_tell(optimizer, lambda points: evaluate([{n: plain(v) for n, v in zip(names, p)} for p in points]),
+                      n_calls, problem.execution.n_jobs) or result
+    return result, candidates
+
+
+def _objective(status, val_accuracy):
+    return 1.0 - val_accuracy if status == OK else 1.0
+
+
+def add_cv_flag(parser):
+    """--cv K, for the scikit-learn searches."""
+    parser.add_argument("--cv", type=int, default=None, metavar="K",
+                        help="K-fold CV over train+validation instead of the validation split")
+
+
+def check_cv(args):
+    if args.cv is not None and args.cv < 2:
+        raise common.UsageError(f"--cv must be >= 2, got {args.cv}")
+
+
+def describe_cv(args):
+    return {"scoring": f"{args.cv}-fold CV over train+validation" if args.cv
+            else "accuracy on the validation split"}

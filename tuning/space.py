@@ -1,0 +1,245 @@
+"""The search space: one `Dim` per searched hyperparameter, parsed from a flag ('lo:hi' range,
+'a,b,c' choices), sampled on its natural scale, in scikit-learn's and scikit-optimize's terms.
+
+    python tune_random.py --learning-rate 1e-5:1e-1 --units 16:256 --batch-size 16:128
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cli import flag, parse_value
+from common import HPARAM_NAMES, HParams, UsageError, hparam_type
+
+# How each hyperparameter is sampled in random and Bayesian search.
+LOG_SCALE = {"learning_rate", "decay", "epsilon", "units"}  # spans decades: sample its log
+ONE_MINUS_LOG = {"momentum", "beta_1", "beta_2", "bn_momentum"}  # 0.9 vs 0.999: sample log(1 - b)
+POWERS_OF_TWO = {"batch_size"}
+
+# Trials train on half the training scripts' epoch budget: a search ranks configurations, and
+# 20 epochs (patience 5) is enough to rank them at a quarter of the cost per trial or less.
+TRIAL_BUDGET = {"epochs": 20, "patience": 5}
+# Ranges for random and Bayesian search (lo:hi). Adam diverges above ~0.1 on this network,
+# so learning rates stop there rather than at the lecture's 1.
+DEFAULT_RANGES = {
+    **TRIAL_BUDGET,
+    "learning_rate": "1e-4:1e-1",
+    "decay": "1e-3:1",
+    "layers": "1:4",
+    "units": "16:256",
+    "batch_size": "16:128",
+}
+
+
+def fmt(value):
+    """A hyperparameter value as the tables print it (4 significant figures)."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def plain(value):
+    """numpy scalars (as samplers return them) to Python values."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def powers_of_two(low, high):
+    return [2 ** k for k in range(0, 16) if low <= 2 ** k <= high]
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One searched hyperparameter: a range (low, high) or a list of choices."""
+
+    name: str
+    low: float = None
+    high: float = None
+    choices: tuple = None
+
+    @property
+    def is_range(self):
+        return self.choices is None
+
+    @property
+    def scale(self):
+        if self.name in LOG_SCALE:
+            return "log"
+        if self.name in ONE_MINUS_LOG:
+            return "1-log"
+        if self.name in POWERS_OF_TWO:
+            return "pow2"
+        return "linear"
+
+    @property
+    def is_int(self):
+        return hparam_type(self.name) is int
+
+    def spec(self):
+        """Exact, JSON-safe description: what identifies this dimension of a search on resume."""
+        if not self.is_range:
+            return {"choices": [plain(v) for v in self.choices]}
+        return {"low": self.low, "high": self.high, "scale": self.scale}
+
+    def describe(self):
+        if not self.is_range:
+            return "{" + ", ".join(fmt(v) for v in self.choices) + "}"
+        if self.scale == "pow2":
+            return "{" + ", ".join(str(v) for v in powers_of_two(self.low, self.high)) + "}"
+        scale = {"log": "log-uniform", "1-log": "1-x log-uniform", "linear": "uniform"}[self.scale]
+        return f"{fmt(self.low)}:{fmt(self.high)} {scale}{' int' if self.is_int else ''}"
+
+    def scipy(self):
+        """A distribution (or list) for scikit-learn's ParameterSampler."""
+        from scipy import stats
+
+        if not self.is_range:
+            return list(self.choices)
+        if self.scale == "pow2":
+            return powers_of_two(self.low, self.high)
+        if self.scale == "log":
+            return IntLogUniform(self.low, self.high) if self.is_int else stats.loguniform(self.low, self.high)
+        if self.scale == "1-log":
+            return OneMinusLogUniform(self.low, self.high)
+        if self.is_int:
+            return stats.randint(int(self.low), int(self.high) + 1)
+        return stats.uniform(self.low, self.high - self.low)
+
+    def skopt(self):
+        """The same dimension in scikit-optimize's terms."""
+        from skopt.space import Categorical, Integer, Real
+
+        if not self.is_range:
+            return Categorical(list(self.choices), name=self.name)
+        if self.scale == "pow2":
+            return Categorical(powers_of_two(self.low, self.high), name=self.name)
+        if self.scale == "1-log":
+            # skopt has no 1-x prior; search x directly (the GP models it fine over a narrow range)
+            return Real(self.low, self.high, name=self.name)
+        prior = "log-uniform" if self.scale == "log" else "uniform"
+        if self.is_int:
+            return Integer(int(self.low), int(self.high), prior=prior, name=self.name)
+        return Real(self.low, self.high, prior=prior, name=self.name)
+
+    def narrowed(self, values, pad=0.1):
+        """Coarse to fine: the span of `values` (the top trials' settings), padded by `pad` of
+        that span on each side in the sampling space, never beyond the current range."""
+        if not self.is_range or not values:
+            return self
+        if self.scale == "pow2":
+            return Dim(self.name, min(values), max(values))
+        forward, back = _TRANSFORMS[self.scale]
+        lo, hi = forward(min(values)), forward(max(values))
+        if self.scale == "1-log":
+            lo, hi = hi, lo  # 1 - x reverses the order
+        span = (hi - lo) or abs(hi) * 0.1 or 0.1
+        new = sorted((back(lo - pad * span), back(hi + pad * span)))
+        low, high = max(self.low, new[0]), min(self.high, new[1])
+        if self.is_int:
+            low, high = math.floor(low), math.ceil(high)
+        if low >= high:
+            return Dim(self.name, choices=(type(self.low)(low),))
+        return Dim(self.name, low, high)
+
+
+_TRANSFORMS = {
+    "log": (math.log10, lambda v: 10 ** v),
+    "1-log": (lambda v: math.log10(1 - v), lambda v: 1 - 10 ** v),
+    "linear": (float, float),
+}
+
+
+class IntLogUniform:
+    """Integers whose logarithm is uniform over [log low, log high] (e.g. hidden units)."""
+
+    def __init__(self, low, high):
+        self.low, self.high = int(low), int(high)
+
+    def rvs(self, size=None, random_state=None):
+        from scipy import stats
+
+        # sample over [low - 0.5, high + 0.5) so both end integers get their share after rounding
+        x = stats.loguniform(self.low - 0.5 if self.low > 1 else 1, self.high + 0.5).rvs(
+            size=size, random_state=random_state)
+        return np.clip(np.round(x), self.low, self.high).astype(int)
+
+
+class OneMinusLogUniform:
+    """b with log(1 - b) uniform: as many samples in 0.9..0.99 as in 0.99..0.999."""
+
+    def __init__(self, low, high):
+        self.low, self.high = low, high
+
+    def rvs(self, size=None, random_state=None):
+        from scipy import stats
+
+        return 1 - stats.loguniform(1 - self.high, 1 - self.low).rvs(size=size, random_state=random_state)
+
+
+def parse_dim(name, text, allow_range=True):
+    """'lo:hi' -> range; 'a,b,c' -> choices; 'a' -> one choice (fixed)."""
+    text = str(text).strip()
+    if ":" in text:
+        if not allow_range:
+            raise UsageError(f"{flag(name)}: a grid takes a comma list of values, not a range ({text!r})")
+        if hparam_type(name) in (bool, str):
+            raise UsageError(f"{flag(name)}: {name} takes a comma list, not a range")
+        parts = text.split(":")
+        if len(parts) != 2 or not all(p.strip() for p in parts):
+            raise UsageError(f"{flag(name)}: expected lo:hi, got {text!r}")
+        low, high = (parse_value(name, p.strip()) for p in parts)
+        if not low < high:
+            raise UsageError(f"{flag(name)}: low must be below high, got {text!r}")
+        if name in LOG_SCALE and low <= 0:
+            raise UsageError(f"{flag(name)}: a log-uniform range needs bounds > 0, got {text!r}")
+        if name in POWERS_OF_TWO and not powers_of_two(low, high):
+            raise UsageError(f"{flag(name)}: no power of two in {text!r}")
+        for bound in (low, high):
+            _check_value(name, bound)
+        return Dim(name, low, high)
+    items = [t.strip() for t in text.split(",")]
+    if not text or any(not t for t in items):
+        raise UsageError(f"{flag(name)}: empty value in list {text!r}")
+    values = tuple(dict.fromkeys(parse_value(name, t) for t in items))
+    for value in values:
+        _check_value(name, value)
+    return Dim(name, choices=values)
+
+
+def _check_value(name, value):
+    """An impossible value (lr <= 0, beta >= 1, ...) is refused by HParams itself."""
+    try:
+        HParams(**{name: value})
+    except UsageError as err:
+        raise UsageError(f"{flag(name)}: {err}") from None
+
+
+def build_space(defaults, overrides, allow_range):
+    """Merges a method's default space with the user's flags.
+
+    Returns (dims, fixed): a flag with one value fixes that hyperparameter for every trial."""
+    texts = dict(defaults)
+    texts.update(overrides)
+    dims, fixed = [], {}
+    for name, text in texts.items():
+        if name not in HPARAM_NAMES:
+            raise UsageError(f"unknown hyperparameter {name!r} (known: {', '.join(HPARAM_NAMES)})")
+        if isinstance(text, (list, tuple)):
+            if not text:
+                raise UsageError(f"{flag(name)}: empty list")
+            text = ",".join(str(v) for v in text)
+        dim = parse_dim(name, text, allow_range)
+        if not dim.is_range and len(dim.choices) == 1:
+            fixed[name] = dim.choices[0]
+        else:
+            dims.append(dim)
+    return dims, fixed
+
+
+def coerce(name, text):
+    """A results.csv cell back to the hyperparameter's type."""
+    return parse_value(name, text) if text != "" else text

@@ -1,0 +1,248 @@
+"""The trial store: `results.csv` in the search's folder, one row per finished training,
+appended and never rewritten. It is the one source of every result: the progress lines, the
+ranked table, resume, the plots and the final model all read it.
+
+Beside it: `search.json`, the manifest that says which search the folder holds (compared exactly
+on resume), and a lock that keeps a second run out of a folder that a run is using.
+"""
+
+import contextlib
+import csv
+import fcntl
+import io
+import json
+import math
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import outputs
+from common import UsageError
+
+from .space import coerce, plain
+
+RESULTS, MANIFEST, BEST, MODEL = "results.csv", "search.json", "best.json", "model.keras"
+
+# A trial's status. "diverged" (the loss became NaN) is a result: that configuration does not
+# train. "failed" (an exception) and "timeout" (--trial-timeout) say nothing about the
+# configuration, so --retry-failed trains them again.
+OK, DIVERGED, FAILED, TIMEOUT = "ok", "diverged", "failed", "timeout"
+RETRYABLE = (FAILED, TIMEOUT)
+
+
+def trial_key(params, fold):
+    """What identifies one training: the searched values and the fold it was scored on."""
+    return tuple(sorted((k, plain(v)) for k, v in params.items())), str(fold)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One configuration's result, over its folds (one fold, "validation", without --cv)."""
+
+    params: dict
+    val_accuracy: float     # mean over folds; NaN unless every fold is "ok"
+    std: float              # over folds; NaN with one fold
+    fit_seconds: float      # mean over folds
+    status: str = OK
+    message: str = ""
+    folds: int = 1
+
+
+class TrialStore:
+    """results.csv. Safe across processes: an append is one write under an exclusive flock, and
+    a partial last line (a crash mid-write) is cut off before the next append.
+
+    `on_record(number, row, best)` is called after each append in the appending process (the
+    progress line). On a Dask worker, `sink` carries the row to the client, which appends it."""
+
+    def __init__(self, path, names, on_record=None, sink=None):
+        self.path = str(path)
+        self.names = list(names)
+        self.on_record = on_record
+        self.sink = sink
+
+    @property
+    def header(self):
+        return ["trial", *self.names, "fold", "val_accuracy", "epochs", "fit_seconds", "cpu_seconds",
+                "status", "message", "worker"]
+
+    def create(self):
+        if not os.path.exists(self.path):
+            outputs.write_text(self.path, _csv_line(self.header))
+
+    def record(self, params, fold, val_accuracy, fit_seconds, cpu_seconds=float("nan"), epochs=0,
+               status=OK, message="", worker=None):
+        """Appends one finished training; returns its trial number (None when sent to the client)."""
+        row = {"params": {n: plain(params[n]) for n in self.names}, "fold": str(fold),
+               "val_accuracy": float(val_accuracy), "epochs": int(epochs), "fit_seconds": float(fit_seconds),
+               "cpu_seconds": float(cpu_seconds), "status": status,
+               "message": " ".join(str(message).split())[:300],
+               "worker": worker or f"{socket.gethostname()}:{os.getpid()}"}
+        if self.sink is not None and self.sink.remote():
+            self.sink.put(row)
+            return None
+        return self.append(row)
+
+    def append(self, row):
+        values = [*(row["params"][n] for n in self.names), row["fold"],
+                  _number(row["val_accuracy"], 6), row["epochs"], _number(row["fit_seconds"], 2),
+                  _number(row["cpu_seconds"], 2), row["status"], row["message"], row["worker"]]
+        with open(self.path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                handle.seek(0)
+                text = handle.read()
+                if text and not text.endswith("\n"):  # a crash mid-write: cut the partial line
+                    handle.truncate(text.rindex("\n") + 1 if "\n" in text else 0)
+                    text = text[:text.rindex("\n") + 1] if "\n" in text else ""
+                done = _parse_rows(text)
+                number = len(done) + 1
+                handle.write(_csv_line([number, *values]))
+                handle.flush()
+                os.fsync(handle.fileno())
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        if self.on_record is not None:
+            scores = [r["val_accuracy"] for r in done if r["status"] == OK]
+            best = max(scores + ([row["val_accuracy"]] if row["status"] == OK else []), default=None)
+            self.on_record(number, row, best)
+        return number
+
+    def rows(self):
+        """Every row, typed: hyperparameters as HParams types, numbers as floats."""
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as handle:
+            rows = _parse_rows(handle.read())
+        for row in rows:
+            row["params"] = {n: coerce(n, row[n]) for n in self.names}
+        return rows
+
+    def latest(self):
+        """{trial key: row}, the last row of each training (a retried trial's new row wins)."""
+        return latest_by_key(self.rows())
+
+    def trials(self, candidates=None):
+        """One Trial per configuration, in `candidates` order (default: order of first appearance)."""
+        by_params = {}
+        for (params_key, _), row in self.latest().items():
+            by_params.setdefault(params_key, []).append(row)
+        if candidates is None:
+            keys = list(by_params)
+        else:
+            keys = list(dict.fromkeys(trial_key(c, "")[0] for c in candidates))
+        return [_aggregate(dict(k), by_params[k]) for k in keys if k in by_params]
+
+
+def _aggregate(params, rows):
+    scores = [r["val_accuracy"] for r in rows]
+    fits = float(np.mean([r["fit_seconds"] for r in rows]))
+    bad = next((r for r in rows if r["status"] != OK), None)
+    if bad is not None:
+        return Trial(params, float("nan"), float("nan"), fits, bad["status"], bad["message"], len(rows))
+    std = float(np.std(scores)) if len(scores) > 1 else float("nan")
+    return Trial(params, float(np.mean(scores)), std, fits, OK, "", len(rows))
+
+
+def rank(trials):
+    """Best first; trials without a score last."""
+    return sorted(trials, key=lambda t: -t.val_accuracy if math.isfinite(t.val_accuracy) else math.inf)
+
+
+def _number(value, digits):
+    return f"{value:.{digits}f}" if math.isfinite(value) else "nan"
+
+
+def _csv_line(values):
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
+
+
+def _parse_rows(text):
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]  # a partial last line is not a row
+    rows = list(csv.DictReader(lines))
+    for row in rows:
+        for name in ("val_accuracy", "fit_seconds", "cpu_seconds"):
+            row[name] = float(row[name])
+        row["epochs"] = int(row["epochs"])
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# The folder: one run at a time, and the search it holds
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def claim(folder):
+    """Holds an exclusive lock on `folder` (flock on the folder itself: no lock file to leave
+    behind) while the block runs. A folder that this call created is removed again if the block
+    fails before anything but the folder exists, so bad input leaves nothing half-written."""
+    folder = Path(folder)
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as err:
+        raise UsageError(f"--out: cannot create or open {folder} ({err.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{folder} is in use by another run; wait for it to finish or choose "
+                             "another --out") from None
+        try:
+            yield folder
+        except BaseException:
+            if created and not any(folder.iterdir()):
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def open_search(folder, manifest, overwrite):
+    """Returns True when `folder` holds this very search (resume), False for a fresh start.
+
+    A folder holding another search, or results of an unknown one, is refused; --overwrite
+    clears the previous search's files first."""
+    folder = Path(folder)
+    if overwrite:
+        for name in (MANIFEST, RESULTS, BEST, MODEL):
+            (folder / name).unlink(missing_ok=True)
+        for figure in folder.glob("*.png"):
+            figure.unlink()
+    manifest_path, results_path = folder / MANIFEST, folder / RESULTS
+    if not manifest_path.exists() and not results_path.exists():
+        return False
+    try:
+        same = json.loads(manifest_path.read_text()) == json.loads(json.dumps(manifest))
+    except (OSError, json.JSONDecodeError):
+        same = False
+    if same:
+        return results_path.exists()
+    held = "a different search" if manifest_path.exists() else "results of an unknown search"
+    raise UsageError(f"{folder} holds {held} (other method, space, settings or data); "
+                     "choose another --out or pass --overwrite")
+
+
+def write_manifest(folder, manifest):
+    outputs.write_json(Path(folder) / MANIFEST, manifest)
+
+
+def latest_by_key(rows):
+    """{trial key: row} of typed rows, the last row of each key winning."""
+    return {trial_key(r["params"], r["fold"]): r for r in rows}
+
+
+def read_best(folder):
+    """best.json of a finished search, or None."""
+    path = Path(folder) / BEST
+    return json.loads(path.read_text()) if path.exists() else None
