@@ -88,3 +88,17 @@ def test_a_worker_killed_mid_trial_costs_only_that_trial(data_dir, tmp_path):
     done = rows(out)
     assert len(done) == 4 and all(r["status"] == "ok" for r in done)  # the killed trial ran again elsewhere
     assert str(pid) not in {r["worker"].split(":")[1] for r in done}
+
+
+def test_one_worker_thread_still_runs_every_trial_on_the_cluster(data_dir, tmp_path):
+    import os
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, worker_dashboard_address=None) as local:
+        for script, argv, trials in ((tune_grid, ["--layers", "1,2", "--learning-rate", "1e-3"], 2),
+                                     (tune_bayes, ["--layers", "1:3", "--n-calls", "3", "--n-initial-points", "2"], 3)):
+            out = tmp_path / script.__name__
+            assert script.main(["--data-dir", str(data_dir), "--out", str(out), "--scheduler",
+                                local.scheduler_address, *argv, *TINY]) == 0
+            pids = {r["worker"].split(":")[1] for r in rows(out)}
+            assert len(rows(out)) == trials and str(os.getpid()) not in pids and len(pids) == 1

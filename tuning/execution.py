@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common import UsageError
 
@@ -22,6 +22,7 @@ class Execution:
 
     n_jobs: int = 1
     client: object = None
+    _copies: dict = field(default_factory=dict, repr=False)  # {id(data): (data, its future)}
 
     @property
     def in_this_process(self):
@@ -47,14 +48,23 @@ class Execution:
         """[fn(item, *data) for item in items], run where this execution runs trials."""
         items = list(items)
         if self.client is not None:
-            shared = self.client.scatter(list(data), broadcast=True)
-            futures = [self.client.submit(fn, item, *shared, pure=False) for item in items]
+            futures = [self.client.submit(fn, item, *self._on_workers(data), pure=False) for item in items]
             return self.client.gather(futures)
         if self.n_jobs == 1 or len(items) == 1:
             return [fn(item, *data) for item in items]
         import joblib
 
         return joblib.Parallel(n_jobs=self.n_jobs)(joblib.delayed(fn)(item, *data) for item in items)
+
+    def _on_workers(self, data):
+        """Futures of `data` copied to every worker, once per search: scattering the same data
+        again per batch races with the release of the previous copies ("lost dependencies")."""
+        futures = []
+        for value in data:
+            if id(value) not in self._copies:
+                self._copies[id(value)] = (value, self.client.scatter(value, broadcast=True, hash=False))
+            futures.append(self._copies[id(value)][1])
+        return futures
 
 
 @functools.cache

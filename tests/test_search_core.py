@@ -1,0 +1,280 @@
+"""Regression tests for the search core (tuning/): each test names the defect it pins down."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import common
+import tune_bayes
+import tune_grid
+import tune_random
+from conftest import make_image_folder
+from tuning import runner, searches, store
+
+TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--batch-size", "4", "--decay", "0"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rows(out):
+    with (out / "results.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def count_trainings(monkeypatch, fail=lambda hp, n: None):
+    """Counts common.train calls; `fail(hp, n)` may return an exception to raise instead."""
+    calls = []
+    real = common.train
+
+    def counting(hp, *args, **kwargs):
+        calls.append(hp)
+        error = fail(hp, len(calls))
+        if error is not None:
+            raise error
+        return real(hp, *args, **kwargs)
+
+    monkeypatch.setattr(common, "train", counting)
+    return calls
+
+
+# 1 -------------------------------------------------------------------------------------------
+
+def test_partial_last_line_is_cut_before_the_next_append(tmp_path):
+    log = store.TrialStore(tmp_path / "results.csv", ["layers"])
+    log.create()
+    log.record({"layers": 1}, "validation", 0.5, 1.0)
+    with open(log.path, "a") as handle:
+        handle.write("2,3,validation,0.7")  # a crash mid-write
+    assert log.record({"layers": 3}, "validation", 0.6, 1.0) == 2
+    lines = Path(log.path).read_text().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("2,3,validation,0.600000,")
+    assert [(r["trial"], r["params"]["layers"]) for r in log.rows()] == [("1", 1), ("2", 3)]
+    assert log.record({"layers": 4}, "validation", 0.7, 1.0) == 3  # and the file stays readable
+
+
+# 2 -------------------------------------------------------------------------------------------
+
+class SerialPairs(searches.Execution):
+    """Trials two at a time, as --n-jobs 2 asks for them, run here one after the other."""
+
+    def __init__(self):
+        super().__init__(n_jobs=2)
+
+    def map(self, fn, items, *data):
+        return [fn(item, *data) for item in items]
+
+
+def test_resumed_batched_bayes_runs_the_missing_random_points(tmp_path, monkeypatch):
+    from tuning.space import parse_dim
+
+    log = store.TrialStore(tmp_path / "results.csv", ["learning_rate", "layers"])
+    log.create()
+    for lr, layers in ((1e-3, 1), (1e-2, 2)):  # two random points finished before the interruption
+        log.record({"learning_rate": lr, "layers": layers}, "validation", 0.5, 1.0)
+    optimizers, models_at_ask = [], []
+    real_optimizer = searches.gp_optimizer
+    monkeypatch.setattr(searches, "gp_optimizer", lambda *a: optimizers.append(real_optimizer(*a)) or optimizers[-1])
+
+    def fake_point(params, *args):
+        models_at_ask.append(len(optimizers[0].models))
+        return runner.Outcome(0.4 + params["layers"] / 10, store.OK)
+
+    monkeypatch.setattr(searches, "run_point", fake_point)
+    dims = (parse_dim("learning_rate", "1e-4:1e-1"), parse_dim("layers", "1:4"))
+    settings = runner.TrialSettings(log, done=log.latest())
+    problem = searches.Problem(None, None, dims, common.HParams(), settings, SerialPairs())
+    searches.bayes_search(problem, n_calls=8, n_initial_points=4)
+    # 4 initial points: 2 stored + 2 random (no GP yet), then the GP proposes the rest
+    assert models_at_ask == [0, 0, 1, 1, 2, 2]
+
+
+# 3 -------------------------------------------------------------------------------------------
+
+def test_fold_ids_are_the_fold_index():
+    assert runner._held_out_fold(np.array([-1, -1, -1])) == 0  # PredefinedSplit: the validation fold
+    assert runner._held_out_fold(np.array([0, 2, 0, 2])) == 1
+    assert runner._held_out_fold(np.array([1, 2, 1])) == 0
+    assert runner._held_out_fold(np.array([0, 1, 0])) == 2
+
+
+def test_cv_resume_trains_exactly_the_missing_folds(data_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--cv", "3", "--layers", "1,2", "--learning-rate", "1e-3",
+            *TINY]
+    count_trainings(monkeypatch, fail=lambda hp, n: KeyboardInterrupt() if n == 5 else None)
+    assert tune_grid.main(argv) == 130
+    first = rows(out)
+    assert len(first) == 4
+    monkeypatch.undo()
+    calls = count_trainings(monkeypatch)
+    assert tune_grid.main(argv) == 0
+    final = rows(out)
+    assert len(calls) == 2 + 1  # the two missing folds, then the final model
+    assert sorted((r["layers"], r["fold"]) for r in final) == [
+        (layers, f"cv{k}") for layers in ("1", "2") for k in (1, 2, 3)]
+    assert final[:4] == first
+
+
+# 4 -------------------------------------------------------------------------------------------
+
+def test_failed_trials_are_retried_only_with_retry_failed(data_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *TINY]
+    count_trainings(monkeypatch, fail=lambda hp, n: RuntimeError("worker lost"))
+    assert tune_grid.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "every trial failed" in err and "--retry-failed" in err
+    assert [r["status"] for r in rows(out)] == ["failed", "failed"]
+
+    monkeypatch.undo()
+    calls = count_trainings(monkeypatch)
+    assert tune_grid.main([*argv, "--trial-timeout", "600"]) == 2  # a new limit is the same search
+    assert len(calls) == 0 and "--retry-failed" in capsys.readouterr().err
+    assert tune_grid.main([*argv, "--retry-failed"]) == 0
+    assert len(calls) == 2 + 1
+    latest = store.TrialStore(out / "results.csv", ["layers"]).latest()
+    assert [r["status"] for r in latest.values()] == ["ok", "ok"] and len(rows(out)) == 4
+    assert "2 of them failed or timed out: training them again" in capsys.readouterr().out
+
+
+def test_a_diverged_trial_is_a_result_and_not_retried(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *TINY]
+    real, calls = common.train, []
+
+    def layers_two_diverges(hp, *args, **kwargs):
+        calls.append(hp)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # in the final model: the search is unfinished
+        result = real(hp, *args, **kwargs)
+        if hp.layers == 2:
+            result.status, result.val_accuracy = "nan", float("nan")
+        return result
+
+    monkeypatch.setattr(common, "train", layers_two_diverges)
+    assert tune_grid.main(argv) == 130
+    assert [r["status"] for r in rows(out)] == ["ok", "diverged"]
+    monkeypatch.undo()
+    calls = count_trainings(monkeypatch)
+    assert tune_grid.main([*argv, "--retry-failed"]) == 0
+    assert len(calls) == 1 and len(rows(out)) == 2  # only the final model trained
+
+
+# 5 -------------------------------------------------------------------------------------------
+
+def test_ranges_are_compared_exactly_on_resume(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "2", "--layers", "1:2", *TINY]
+    assert tune_random.main([*argv, "--learning-rate", "1e-4:0.1"]) == 0
+    capsys.readouterr()
+    assert tune_random.main([*argv, "--learning-rate", "1e-4:0.10004"]) == 2
+    assert "holds a different search" in capsys.readouterr().err
+    manifest = json.loads((out / "search.json").read_text())
+    assert manifest["space"]["learning_rate"] == {"low": 1e-4, "high": 0.1, "scale": "log"}
+
+
+# 7 -------------------------------------------------------------------------------------------
+
+def test_a_folder_in_use_is_refused_in_one_line(data_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    calls = count_trainings(monkeypatch)
+    with store.claim(out):  # another run holds the folder
+        assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "in use by another run" in err
+    assert calls == [] and list(out.iterdir()) == []
+
+
+def test_a_second_process_is_refused_while_the_first_runs(data_dir, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "tune_grid.py"), "--data-dir", str(data_dir), "--out", str(out),
+               "--layers", "1,2", "--image-size", "8", "--epochs", "300", "--patience", "300", "--units", "4",
+               "--batch-size", "4", "--decay", "0", "--learning-rate", "1e-3"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (out / "search.json").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 2 and "in use by another run" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+
+
+# 8 -------------------------------------------------------------------------------------------
+
+def test_threads_per_trial_holds_in_the_main_process(tmp_path):
+    # large enough that TensorFlow uses both cores when free to: CPU / wall was 1.2-1.3 here
+    # with --threads-per-trial 2, 0.96-1.0 with 1
+    data = make_image_folder(tmp_path / "beans", per_class=60, size=64)
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tune_grid.py"), "--data-dir", str(data), "--out", str(out),
+         "--threads-per-trial", "1", "--image-size", "64", "--layers", "3", "--units", "64",
+         "--batch-size", "32", "--epochs", "3", "--patience", "3", "--decay", "0", "--learning-rate", "1e-3,2e-3"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "not applied" not in done.stderr
+    for row in rows(out):  # CPU time / wall time of each trial: one thread at a time
+        assert float(row["cpu_seconds"]) / float(row["fit_seconds"]) < 1.1, row
+
+
+def test_threads_not_applicable_are_said(data_dir, tmp_path, capsys):
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1  # TensorFlow runs in this (pytest's) process already
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--layers", "1,2",
+                           "--threads-per-trial", "1", *TINY]) == 0
+    assert "--threads-per-trial 1 not applied" in capsys.readouterr().err
+
+
+# 10 ------------------------------------------------------------------------------------------
+
+def test_bayes_never_trains_a_point_twice(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    calls = count_trainings(monkeypatch)
+    assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--n-calls", "6",
+                            "--n-initial-points", "2", "--layers", "1,2", "--learning-rate", "1e-3", *TINY]) == 0
+    trained = [r["layers"] for r in rows(out)]
+    assert sorted(trained) == ["1", "2"]  # 6 proposals over 2 distinct points: 2 trainings
+    assert len(calls) == 2 + 1
+
+
+# 11 ------------------------------------------------------------------------------------------
+
+def test_a_failing_plot_is_a_warning_after_the_final_model(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--n-calls", "4",
+                            "--n-initial-points", "2", "--layers", "1:2", "--batch-size", "20:40",
+                            "--image-size", "8", "--epochs", "1", "--units", "4", "--decay", "0"]) == 0
+    err = capsys.readouterr().err
+    assert (out / "best.json").exists() and (out / "model.keras").exists()
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    assert warnings and all("not written" in line for line in warnings), err
+
+
+def test_any_figure_that_fails_costs_only_itself(data_dir, tmp_path, capsys, monkeypatch):
+    from tuning import report
+
+    def broken(*args):
+        raise ValueError("cannot draw\nsecond line")
+
+    monkeypatch.setattr(report, "plot_scores", broken)
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == "tune_grid.py: warning: val_accuracy.png not written (ValueError: cannot draw)"
+    assert (out / "best.json").exists() and not (out / "val_accuracy.png").exists()
+
+
+def test_worker_ids_come_from_the_process_that_trained(data_dir, tmp_path):
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 0
+    assert {r["worker"].split(":")[1] for r in rows(out)} == {str(os.getpid())}
