@@ -114,3 +114,15 @@ def test_out_that_is_a_file_is_refused_before_training(data_dir, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err == f"train_baseline.py: error: --out must be a folder, {target} is a file"
     assert target.read_text() == "not a folder"
+
+
+def test_outputs_get_the_usual_file_mode(data_dir, tmp_path):
+    import os
+
+    out = tmp_path / "run"
+    old = os.umask(0o022)
+    try:
+        assert train_baseline.main(["--data-dir", str(data_dir), "--out", str(out), *FAST]) == 0
+    finally:
+        os.umask(old)
+    assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {"0o644"}
