@@ -50,6 +50,7 @@ def test_partial_last_line_is_cut_before_the_next_append(tmp_path):
     log.record({"layers": 1}, "validation", 0.5, 1.0)
     with open(log.path, "a") as handle:
         handle.write("2,3,validation,0.7")  # a crash mid-write
+    assert [r["params"]["layers"] for r in log.rows()] == [1]  # the partial line is not a row
     assert log.record({"layers": 3}, "validation", 0.6, 1.0) == 2
     lines = Path(log.path).read_text().splitlines()
     assert len(lines) == 3 and lines[2].startswith("2,3,validation,0.600000,")

@@ -262,15 +262,6 @@ def test_existing_results_are_not_overwritten(data_dir, tmp_path, capsys):
     assert (out / "results.csv").read_text() == "trial\n1\n"
 
 
-def test_store_ignores_a_truncated_last_line(tmp_path):
-    log = store.TrialStore(tmp_path / "results.csv", ["layers"])
-    log.create()
-    log.record({"layers": 2}, "validation", 0.5, 1.0)
-    with open(log.path, "a") as handle:
-        handle.write("2,3,0.7")  # a crash mid-write
-    assert [r["params"]["layers"] for r in log.rows()] == [2]
-
-
 # --- Bayesian optimization ------------------------------------------------------------------
 
 def bowl(point):  # optimum at lr = 1e-2, layers = 3
