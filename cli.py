@@ -13,6 +13,10 @@ from pathlib import Path
 from common import CLASS_NAMES, DATA_ENV, HPARAM_NAMES, HParams, UsageError, hparam_type
 
 
+class RunFailed(Exception):
+    """A run that could not produce its result (every trial failed): one line, exit code 1."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (no usage block) with exit code 2."""
 
@@ -93,6 +97,8 @@ def check_run_args(args):
         raise UsageError(f"--image-size must be >= 8, got {args.image_size}")
     if args.limit is not None and args.limit < len(CLASS_NAMES):
         raise UsageError(f"--limit must be >= {len(CLASS_NAMES)} (one image per class), got {args.limit}")
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out must name a folder, got an empty string")
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out must be a folder, {args.out} is a file")  # found before any training
 
@@ -111,6 +117,9 @@ def run_cli(body, argv, prog):
     except UsageError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

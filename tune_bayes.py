@@ -34,11 +34,11 @@ def check(args):
 
 
 def search(problem, args):
-    result, candidates = searches.bayes_search(problem, args.n_calls, args.n_initial_points)
+    result = searches.bayes_search(problem, args.n_calls, args.n_initial_points)
     figures = {"convergence.png": lambda: convergence_figure(result)}
     if result.models:  # the GP exists only once the initial random points are done
         figures["objective.png"] = lambda: objective_figure(result, problem.names)
-    return searches.SearchOutput(candidates, figures)
+    return searches.SearchOutput(figures)
 
 
 def convergence_figure(result):
@@ -66,7 +66,7 @@ METHOD = Method(
     default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags, check=check,
     count=lambda args, dims: args.n_calls,
     identity=lambda args: {"n_calls": args.n_calls, "n_initial_points": args.n_initial_points},
-    search=search)
+    search=search, figures=("convergence.png", "objective.png"))
 
 
 def main(argv=None):

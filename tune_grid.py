@@ -67,7 +67,8 @@ def search(problem, args):
     from sklearn.model_selection import GridSearchCV
 
     grid = {d.name: list(d.choices) for d in problem.dims}
-    return searches.SearchOutput(searches.sklearn_search(problem, GridSearchCV, grid, cv=args.cv))
+    searches.sklearn_search(problem, GridSearchCV, grid, cv=args.cv)
+    return searches.SearchOutput()
 
 
 METHOD = Method(

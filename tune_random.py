@@ -42,7 +42,11 @@ def check(args):
 
 
 def count(args, dims):
-    return args.n_iter * (args.refine + 1) * (args.cv or 1)
+    """scikit-learn samples a space of lists only without replacement: at most its size."""
+    per_round = args.n_iter
+    if all(isinstance(d.scipy(), list) for d in dims):
+        per_round = min(per_round, math.prod(len(d.scipy()) for d in dims))
+    return per_round * (args.refine + 1) * (args.cv or 1)
 
 
 def identity(args):
@@ -52,7 +56,7 @@ def identity(args):
 def search(problem, args):
     from sklearn.model_selection import RandomizedSearchCV
 
-    dims, candidates, store = list(problem.dims), [], problem.settings.store
+    dims, store = list(problem.dims), problem.settings.store
     for round_ in range(args.refine + 1):
         if round_:
             print(f"\nround {round_ + 1}/{args.refine + 1} ranges: "
@@ -60,14 +64,13 @@ def search(problem, args):
         space = {d.name: d.scipy() for d in dims}
         found = searches.sklearn_search(problem, RandomizedSearchCV, space, cv=args.cv, n_iter=args.n_iter,
                                         random_state=problem.settings.seed + round_)
-        candidates.extend(found)
         trials = store.trials(found)
         if args.refine:
             print(f"\nround {round_ + 1}/{args.refine + 1}: best of {len(found)}")
             print(report.format_trials(trials, problem.names, top=args.top))
         top = [t for t in rank(trials) if t.status == OK][:max(2, math.ceil(args.keep * len(trials)))]
         dims = [d.narrowed([t.params[d.name] for t in top]) for d in dims]
-    return searches.SearchOutput(candidates)
+    return searches.SearchOutput()
 
 
 METHOD = Method(

@@ -102,3 +102,15 @@ def test_one_worker_thread_still_runs_every_trial_on_the_cluster(data_dir, tmp_p
                                 local.scheduler_address, *argv, *TINY]) == 0
             pids = {r["worker"].split(":")[1] for r in rows(out)}
             assert len(rows(out)) == trials and str(os.getpid()) not in pids and len(pids) == 1
+
+
+def test_refine_rounds_on_the_cluster_see_every_row_of_the_round(data_dir, tmp_path, cluster, capsys):
+    import tune_random
+
+    out = tmp_path / "run"
+    assert tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--scheduler", cluster.scheduler_address,
+                             "--n-iter", "2", "--refine", "1", "--layers", "1:3", *TINY]) == 0
+    printed = capsys.readouterr().out
+    first_round = printed.split("round 1/2: best of 2")[1].split("round 2/2 ranges")[0]
+    table = [line for line in first_round.splitlines()[3:] if line.strip()]
+    assert len(table) == 2, first_round  # rows relayed from the workers arrive before the next round

@@ -9,7 +9,6 @@ import functools
 import os
 import sys
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ class Execution:
 
     n_jobs: int = 1
     client: object = None
+    relay: object = None  # the Relay carrying rows from the cluster's workers, while a search runs
     _copies: dict = field(default_factory=dict, repr=False)  # {id(data): (data, its future)}
 
     @property
@@ -33,6 +33,12 @@ class Execution:
             threads = self.client.nthreads()
             return f"Dask at {self.client.scheduler.address} ({len(threads)} workers, {sum(threads.values())} threads)"
         return "local processes" if self.n_jobs > 1 else "this process"
+
+    def drain(self):
+        """Once trials have returned, makes sure their rows are in the store (on a cluster they
+        arrive through the relay a moment later)."""
+        if self.relay is not None:
+            self.relay.drain()
 
     def joblib_backend(self, scatter):
         """For scikit-learn's searches: joblib's Dask backend on a cluster (with `scatter` copied
@@ -126,38 +132,49 @@ class QueueSink:
 
 class Relay:
     """While a search runs on a cluster, appends the rows that workers send to the client's store
-    (which prints their progress lines)."""
+    (which prints their progress lines). A worker's put() returns once the scheduler holds the
+    row, so when a trial's task has returned, its row is in the queue: `drain` fetches it."""
 
-    def __init__(self, client, store):
+    def __init__(self, execution, store):
         from distributed import Queue
 
+        self.execution = execution
         self.store = store
         self.name = f"beans-tune-{uuid.uuid4().hex}"
-        self.queue = Queue(self.name, client=client)
+        self.queue = Queue(self.name, client=execution.client)
+        self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._relay, daemon=True)
 
-    def _relay(self):
-        # polls rather than blocking in get(timeout=...), whose time-outs the scheduler logs as errors
-        while True:
-            stopping = self.stopping.is_set()
+    def _take(self):
+        with self.lock:
             rows = self.queue.get(batch=True) if self.queue.qsize() else []
             for row in rows:
                 self.store.append(row)
-            if stopping and not rows:
-                return
-            if not rows:
-                time.sleep(0.2)
+            return bool(rows)
+
+    def drain(self):
+        while self._take():
+            pass
+
+    def _relay(self):
+        # polls rather than blocking in get(timeout=...), whose time-outs the scheduler logs as errors
+        while not self.stopping.is_set():
+            if not self._take():
+                self.stopping.wait(0.2)
 
     def __enter__(self):
         self.store.sink = QueueSink(self.name)
+        self.execution.relay = self
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
-        self.stopping.set()  # drain what is queued, then stop
+        self.stopping.set()
         self.thread.join()
+        self.drain()
         self.store.sink = None
+        self.execution.relay = None
         return False
 
 

@@ -39,6 +39,7 @@ class Method:
     identity: object                  # (args) -> {setting: value} that define the search (resume)
     search: object                    # (problem, args) -> SearchOutput
     describe: object = field(default=lambda args: {"scoring": "accuracy on the validation split"})
+    figures: tuple = ()               # names of the figures its search may draw, besides val_accuracy.png
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,9 @@ def manifest(setup, method, beans):
     Settings that change how, not what, trials train (--n-jobs, --trial-timeout, --scheduler)
     are not part of it."""
     args = setup.args
+    data = str(beans.data_dir.resolve()) if beans.data_dir else beans.source
     return {"script": method.script, "space": {d.name: d.spec() for d in setup.dims},
-            "fixed": setup.base.to_dict(), "data": beans.source, "image_size": beans.image_size,
+            "fixed": setup.base.to_dict(), "data": data, "image_size": beans.image_size,
             "limit": beans.limit, "seed": args.seed, "method": method.identity(args)}
 
 
@@ -134,7 +136,7 @@ def run(argv, method):
         execution, threads = open_execution(args, stack)
         stack.enter_context(store.claim(out))
         the_manifest = manifest(setup, method, beans)
-        resumed = store.open_search(out, the_manifest, args.overwrite)
+        resumed = store.open_search(out, the_manifest, args.overwrite, ("val_accuracy.png", *method.figures))
         trial_store = store.TrialStore(out / store.RESULTS, names)
         done = trial_store.rows() if resumed else []
         finished = store.read_best(out) if resumed else None
@@ -158,12 +160,12 @@ def run(argv, method):
             **{k: v for k, v in setup.base.to_dict().items() if k not in names}})
         settings = TrialSettings(trial_store, args.seed, threads, args.trial_timeout,
                                  store.latest_by_key(done), args.retry_failed)
-        announce_resume(prog, out, setup.total, done, args.retry_failed)
+        retried = announce_resume(prog, out, setup.total, done, args.retry_failed)
         trial_store.create()
-        trial_store.on_record = report.Progress(names, setup.total, done_before=len(done))
+        trial_store.on_record = report.Progress(names, setup.total + retried, done_before=len(done))
         problem = Problem(train, validation, setup.dims, setup.base, settings, execution)
         output, seconds = search(prog, method, problem, setup, trial_store)
-    trials = trial_store.trials(output.candidates)
+    trials = trial_store.trials()
     fit_total = sum(r["fit_seconds"] for r in trial_store.rows())
     print(f"\n{prog}: {len(trials)} configurations, {len(trial_store.rows())} trainings in "
           f"{report.duration(seconds)} (sum of fit times {report.duration(fit_total)}"
@@ -171,8 +173,8 @@ def run(argv, method):
     print(report.format_trials(trials, names, args.top))
     ok = [t for t in store.rank(trials) if t.status == store.OK]
     if not ok:
-        raise UsageError(f"every trial failed; see {out / store.RESULTS} for their messages "
-                         "(--retry-failed trains failed and timed-out trials again)")
+        raise cli.RunFailed(f"every trial failed; see {out / store.RESULTS} for their messages "
+                            "(--retry-failed trains failed and timed-out trials again)")
     summary = final_model(out, beans, setup.base, ok[0], names, args.seed, len(trials), seconds, method.script)
     print()
     print(format_best(summary))
@@ -187,7 +189,7 @@ def search(prog, method, problem, setup, trial_store):
     try:
         with contextlib.ExitStack() as stack:
             if problem.execution.client is not None:
-                stack.enter_context(ex.Relay(problem.execution.client, trial_store))
+                stack.enter_context(ex.Relay(problem.execution, trial_store))
             output = method.search(problem, setup.args)
     except KeyboardInterrupt:
         rows = trial_store.rows()
@@ -200,15 +202,18 @@ def search(prog, method, problem, setup, trial_store):
 
 
 def announce_resume(prog, out, total, done, retry):
+    """Says what a resumed search will not train again; returns how many trainings it retries."""
     if not done:
-        return
-    print(f"resuming: {len(done)} of {total} trainings are in {out / store.RESULTS} and will not "
-          "be trained again", flush=True)
+        return 0
     failed = sum(r["status"] in store.RETRYABLE for r in store.latest_by_key(done).values())
+    kept = len(done) - (failed if retry else 0)
+    print(f"resuming: {len(done)} of {total} trainings are in {out / store.RESULTS}; {kept} will not "
+          "be trained again", flush=True)
     if failed:
         print(f"{failed} of them failed or timed out"
               + (": training them again (--retry-failed)" if retry else "; --retry-failed trains them again"),
               flush=True)
+    return failed if retry else 0
 
 
 def show_finished(prog, setup, trial_store, summary):
@@ -228,4 +233,5 @@ def draw_figures(prog, out, figures):
             outputs.save_figure(out / name, draw())
         except Exception as err:  # noqa: BLE001 - a figure never costs the search its results
             reason = (str(err).strip().splitlines() or [""])[0]
-            print(f"{prog}: warning: {name} not written ({err.__class__.__name__}: {reason})", file=sys.stderr)
+            why = f"{err.__class__.__name__}: {reason}" if reason else err.__class__.__name__
+            print(f"{prog}: warning: {name} not written ({why})", file=sys.stderr)

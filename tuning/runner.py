@@ -164,16 +164,12 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
         if done is not None:  # a resumed search: this trial finished before
             self.outcome_ = reuse(done)
             return self
-        if validation is not None:
-            train, val = common.Split(X, y), common.Split(validation.x, validation.y)
+        try:
+            train, val = _early_stopping_split(X, y, validation, settings.seed)
+        except ValueError as err:  # a fold too small to hold out every class
+            self.outcome_ = Outcome(float("nan"), FAILED, f"{err.__class__.__name__}: {err}")
         else:
-            from sklearn.model_selection import train_test_split
-
-            holdout = max(math.ceil(0.1 * len(y)), len(common.CLASS_NAMES))  # >= 1 image per class
-            x_fit, x_val, y_fit, y_val = train_test_split(X, y, test_size=holdout, stratify=y,
-                                                          random_state=settings.seed)
-            train, val = common.Split(x_fit, y_fit), common.Split(x_val, y_val)
-        self.outcome_ = train_trial(self.hparams(), train, val, settings)
+            self.outcome_ = train_trial(self.hparams(), train, val, settings)
         self.model_ = self.outcome_.model
         self.outcome_.model = None
         if self.outcome_.status != OK and settings.store:
@@ -191,7 +187,11 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
                 and np.array_equal(y, holdout.y) and np.array_equal(X, holdout.x)):
             accuracy = outcome.val_accuracy
         else:
-            accuracy = super().score(X, y, sample_weight)
+            try:
+                accuracy = super().score(X, y, sample_weight)
+            except Exception as err:  # noqa: BLE001 - recorded: scikit-learn would hide it as a NaN
+                outcome = dataclasses.replace(outcome, status=FAILED, message=f"{err.__class__.__name__}: {err}")
+                accuracy = float("nan")
         if self.trials is not None and self.trials.store is not None:
             record(self.trials, self.params_, self.fold_, dataclasses.replace(outcome, val_accuracy=accuracy))
         return accuracy
@@ -199,6 +199,17 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X):
         probabilities = self.model_.predict(X, batch_size=128, verbose=0)
         return self.classes_[np.argmax(probabilities, axis=1)]
+
+
+def _early_stopping_split(X, y, validation, seed):
+    """(train, val): the given validation split, or a stratified tenth of the training fold."""
+    if validation is not None:
+        return common.Split(X, y), common.Split(validation.x, validation.y)
+    from sklearn.model_selection import train_test_split
+
+    holdout = max(math.ceil(0.1 * len(y)), len(common.CLASS_NAMES))  # >= 1 image per class
+    x_fit, x_val, y_fit, y_val = train_test_split(X, y, test_size=holdout, stratify=y, random_state=seed)
+    return common.Split(x_fit, y_fit), common.Split(x_val, y_val)
 
 
 def _held_out_fold(test_fold):

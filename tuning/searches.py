@@ -6,7 +6,7 @@
   `skopt.gp_minimize(acq_func="EI")` configures its own; it asks for one point per step, or for
   `n_jobs` points (constant liar) when trials run in parallel.
 
-Each returns the candidates it evaluated; their results are read from the trial store.
+Results are not returned: every trial's result is in the trial store, and read from there.
 """
 
 import dataclasses
@@ -42,9 +42,8 @@ class Problem:
 
 @dataclass
 class SearchOutput:
-    """The candidates a search evaluated (results: the store), and figures it can draw."""
+    """What a search leaves besides its results (those are in the store): figures it can draw."""
 
-    candidates: list
     figures: dict = dataclasses.field(default_factory=dict)  # {file name: () -> matplotlib figure}
 
 
@@ -70,6 +69,7 @@ def sklearn_search(problem, search_cls, space, cv=None, **kwargs):
     with warnings.catch_warnings(), problem.execution.joblib_backend(scatter=[X, y]):
         warnings.simplefilter("ignore")  # failed trials are in the table, not in a warning wall
         search.fit(X, y, test_fold=test_fold, validation=validation)
+    problem.execution.drain()
     return [{k: plain(v) for k, v in params.items()} for params in search.cv_results_["params"]]
 
 
@@ -110,38 +110,33 @@ def bayes_search(problem, n_calls, n_initial_points):
     """GP + EI over the problem's space, minimizing 1 - validation accuracy. A trial without a
     score costs accuracy 0 (a finite penalty: NaN would break the GP fit).
 
-    On resume the stored trials are told first (they count towards n_calls and towards the
-    random initial points, once); with --retry-failed, failed and timed-out points are trained
-    again first. A point the store already holds is never trained again: the optimizer is told
-    its stored value. Returns skopt's result and the candidates evaluated."""
+    Every proposal the store can answer is answered from it, not trained: a point the GP
+    proposes again, and, on resume, the points of the interrupted run, which the same seed and
+    the same points per step propose again in the same order (scores are stored to the last
+    digit, so the GP is told exactly what it was told before). A resumed search therefore
+    replays the uninterrupted one and trains only what is missing. Returns skopt's result."""
     names = problem.names
-    optimizer = gp_optimizer([d.skopt() for d in problem.dims], min(n_initial_points, n_calls),
-                             problem.settings.seed)
-    known, candidates = {}, []  # {trial key: objective}: every point with a result so far
-    retry = []
+    known = {}  # {trial key: objective} of every point with a result so far
     for row in problem.settings.store.latest().values():
-        if problem.settings.finished(row["params"], row["fold"]) is None:
-            retry.append(row["params"])
-        else:
+        if problem.settings.finished(row["params"], row["fold"]) is not None:
             known[trial_key(row["params"], row["fold"])] = _objective(row["status"], row["val_accuracy"])
-            candidates.append(row["params"])
-    result = optimizer.tell([[c[n] for n in names] for c in candidates], list(known.values())) if known else None
 
-    def evaluate(params):
-        candidates.extend(params)
+    def evaluate(points):
+        params = [{n: plain(v) for n, v in zip(names, p)} for p in points]
         keys = [trial_key(p, "validation") for p in params]
         new = {k: p for k, p in zip(keys, params) if k not in known}
         outcomes = problem.execution.map(run_point, new.values(), problem.base, problem.train,
                                          problem.validation, problem.settings)
         known.update({k: _objective(o.status, o.val_accuracy) for k, o in zip(new, outcomes)})
+        problem.execution.drain()
         return [known[k] for k in keys]
 
-    if retry:
-        retry = retry[:max(n_calls - len(optimizer.Xi), 0)]
-        result = optimizer.tell([[p[n] for n in names] for p in retry], evaluate(retry)) if retry else result
-    result = ask_tell(optimizer, lambda points: evaluate([{n: plain(v) for n, v in zip(names, p)} for p in points]),
-                      n_calls, problem.execution.n_jobs) or result
-    return result, candidates
+    optimizer = gp_optimizer([d.skopt() for d in problem.dims], min(n_initial_points, n_calls),
+                             problem.settings.seed)
+    with warnings.catch_warnings():
+        # "The objective has been evaluated at this point before": answered from the store
+        warnings.filterwarnings("ignore", message="The objective has been evaluated")
+        return ask_tell(optimizer, evaluate, n_calls, problem.execution.n_jobs)
 
 
 def _objective(status, val_accuracy):

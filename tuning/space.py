@@ -233,6 +233,8 @@ def build_space(defaults, overrides, allow_range):
                 raise UsageError(f"{flag(name)}: empty list")
             text = ",".join(str(v) for v in text)
         dim = parse_dim(name, text, allow_range)
+        if dim.is_range and dim.scale == "pow2" and len(powers_of_two(dim.low, dim.high)) == 1:
+            dim = Dim(name, choices=tuple(powers_of_two(dim.low, dim.high)))  # e.g. 20:40 is 32
         if not dim.is_range and len(dim.choices) == 1:
             fixed[name] = dim.choices[0]
         else:

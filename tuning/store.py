@@ -71,7 +71,7 @@ class TrialStore:
                 "status", "message", "worker"]
 
     def create(self):
-        if not os.path.exists(self.path):
+        if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
             outputs.write_text(self.path, _csv_line(self.header))
 
     def record(self, params, fold, val_accuracy, fit_seconds, cpu_seconds=float("nan"), epochs=0,
@@ -89,19 +89,19 @@ class TrialStore:
 
     def append(self, row):
         values = [*(row["params"][n] for n in self.names), row["fold"],
-                  _number(row["val_accuracy"], 6), row["epochs"], _number(row["fit_seconds"], 2),
+                  _number(row["val_accuracy"]), row["epochs"], _number(row["fit_seconds"], 2),
                   _number(row["cpu_seconds"], 2), row["status"], row["message"], row["worker"]]
-        with open(self.path, "a+") as handle:
+        with open(self.path, "a+b") as handle:  # bytes: a cut must land on a byte offset
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 handle.seek(0)
-                text = handle.read()
-                if text and not text.endswith("\n"):  # a crash mid-write: cut the partial line
-                    handle.truncate(text.rindex("\n") + 1 if "\n" in text else 0)
-                    text = text[:text.rindex("\n") + 1] if "\n" in text else ""
-                done = _parse_rows(text)
+                data = handle.read()
+                if data and not data.endswith(b"\n"):  # a crash mid-write: cut the partial line
+                    data = data[:data.rfind(b"\n") + 1]
+                    handle.truncate(len(data))
+                done = self._parse(data.decode("utf-8", errors="replace"))
                 number = len(done) + 1
-                handle.write(_csv_line([number, *values]))
+                handle.write(_csv_line([number, *values]).encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
             finally:
@@ -116,11 +116,17 @@ class TrialStore:
         """Every row, typed: hyperparameters as HParams types, numbers as floats."""
         if not os.path.exists(self.path):
             return []
-        with open(self.path) as handle:
-            rows = _parse_rows(handle.read())
+        with open(self.path, encoding="utf-8", errors="replace") as handle:
+            rows = self._parse(handle.read())
         for row in rows:
             row["params"] = {n: coerce(n, row[n]) for n in self.names}
         return rows
+
+    def _parse(self, text):
+        try:
+            return _parse_rows(text, self.header)
+        except ValueError as err:
+            raise UsageError(f"{self.path}: {err}; move the file away or pass --overwrite") from None
 
     def latest(self):
         """{trial key: row}, the last row of each training (a retried trial's new row wins)."""
@@ -153,8 +159,12 @@ def rank(trials):
     return sorted(trials, key=lambda t: -t.val_accuracy if math.isfinite(t.val_accuracy) else math.inf)
 
 
-def _number(value, digits):
-    return f"{value:.{digits}f}" if math.isfinite(value) else "nan"
+def _number(value, digits=None):
+    """`digits` decimals, or every digit (scores: a resumed Bayesian search tells the optimizer
+    exactly the value it was told the first time)."""
+    if not math.isfinite(value):
+        return "nan"
+    return repr(float(value)) if digits is None else f"{value:.{digits}f}"
 
 
 def _csv_line(values):
@@ -163,15 +173,27 @@ def _csv_line(values):
     return buffer.getvalue()
 
 
-def _parse_rows(text):
+def _parse_rows(text, header):
+    """Typed rows of results.csv; ValueError names the first line that is not a row."""
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines = lines[:-1]  # a partial last line is not a row
-    rows = list(csv.DictReader(lines))
-    for row in rows:
-        for name in ("val_accuracy", "fit_seconds", "cpu_seconds"):
-            row[name] = float(row[name])
-        row["epochs"] = int(row["epochs"])
+    if not lines:
+        return []
+    reader = csv.DictReader(lines)
+    if reader.fieldnames[:len(header)] != header:
+        raise ValueError(f"the header is not {','.join(header)}")
+    rows = []
+    for number, row in enumerate(reader, 2):
+        try:
+            for name in ("val_accuracy", "fit_seconds", "cpu_seconds"):
+                row[name] = float(row[name])
+            row["epochs"] = int(row["epochs"])
+            if row["status"] not in (OK, DIVERGED, FAILED, TIMEOUT) or None in row.values():
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError(f"line {number} is not a row of this search") from None
+        rows.append(row)
     return rows
 
 
@@ -208,17 +230,16 @@ def claim(folder):
         os.close(fd)  # releases the lock
 
 
-def open_search(folder, manifest, overwrite):
+def open_search(folder, manifest, overwrite, figures=()):
     """Returns True when `folder` holds this very search (resume), False for a fresh start.
 
     A folder holding another search, or results of an unknown one, is refused; --overwrite
-    clears the previous search's files first."""
+    clears a previous search's files first (its own files only: `figures` names the figures a
+    search writes; nothing else in the folder is touched)."""
     folder = Path(folder)
-    if overwrite:
-        for name in (MANIFEST, RESULTS, BEST, MODEL):
+    if overwrite and ((folder / MANIFEST).exists() or (folder / RESULTS).exists()):
+        for name in (MANIFEST, RESULTS, BEST, MODEL, *figures):
             (folder / name).unlink(missing_ok=True)
-        for figure in folder.glob("*.png"):
-            figure.unlink()
     manifest_path, results_path = folder / MANIFEST, folder / RESULTS
     if not manifest_path.exists() and not results_path.exists():
         return False
@@ -245,4 +266,9 @@ def latest_by_key(rows):
 def read_best(folder):
     """best.json of a finished search, or None."""
     path = Path(folder) / BEST
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UsageError(f"{path} is not readable JSON; move it away or pass --overwrite") from None
