@@ -291,7 +291,7 @@ def test_threads_not_applicable_are_said(data_dir, tmp_path, capsys):
 
     tf.constant(1.0) + 1  # TensorFlow runs in this (pytest's) process already
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--layers", "1,2",
-                           "--threads-per-trial", "1", *TINY]) == 0
+                           "--learning-rate", "1e-3", "--threads-per-trial", "1", *TINY]) == 0
     assert "--threads-per-trial 1 not applied" in capsys.readouterr().err
 
 
@@ -334,7 +334,8 @@ def test_any_figure_that_fails_costs_only_itself(data_dir, tmp_path, capsys, mon
 
     monkeypatch.setattr(report, "plot_scores", broken)
     out = tmp_path / "run"
-    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 0
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3",
+                           *TINY]) == 0
     err = capsys.readouterr().err.strip()
     assert err == "tune_grid.py: warning: val_accuracy.png not written (ValueError: cannot draw)"
     assert (out / "best.json").exists() and not (out / "val_accuracy.png").exists()
@@ -342,5 +343,6 @@ def test_any_figure_that_fails_costs_only_itself(data_dir, tmp_path, capsys, mon
 
 def test_worker_ids_come_from_the_process_that_trained(data_dir, tmp_path):
     out = tmp_path / "run"
-    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 0
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3",
+                           *TINY]) == 0
     assert {r["worker"].split(":")[1] for r in rows(out)} == {str(os.getpid())}
