@@ -6,11 +6,12 @@ one-line error contract (stderr, exit code 2), and the echo of a resolved config
 
 import argparse
 import datetime
+import math
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from common import CLASS_NAMES, DATA_ENV, HPARAM_NAMES, HParams, UsageError, hparam_type
+from common import CLASS_NAMES, DATA_ENV, HPARAM_NAMES, HParams, UsageError, describe_range, hparam_type
 
 
 class RunFailed(Exception):
@@ -18,7 +19,13 @@ class RunFailed(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage block) with exit code 2."""
+    """argparse that reports a bad flag in one line (no usage block) with exit code 2, and
+    takes flags only as spelled out: --learning-rat is an error, not --learning-rate, so that a
+    flag added later can never change what an old command means."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -43,14 +50,38 @@ def parse_value(name, text):
     try:
         if kind is bool:
             return parse_bool(text)
+        if kind is str:
+            return str(text)
+        number = float(text)
+        if not math.isfinite(number):
+            raise UsageError(f"{flag(name)}: expected a finite number, got {text!r}")
         if kind is int:
-            number = float(text)
             if number != int(number):
                 raise ValueError
             return int(number)
-        return kind(text)
+        return number
     except ValueError:
         raise UsageError(f"{flag(name)}: expected {kind.__name__}, got {text!r}") from None
+
+
+def number(kind, low, high, low_open=False):
+    """An argparse type: a finite `kind` (int or float) in [low, high] ((low, high] with
+    low_open). A bad value is argparse's one-line error, exit code 2."""
+    def parse(text):
+        try:
+            value = float(text)
+            if not math.isfinite(value) or (kind is int and value != int(value)):
+                raise ValueError
+            value = kind(value) if kind is float else int(value)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a finite number'}, "
+                                             f"got {text!r}") from None
+        if value < low or value > high or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low:g}, {high:g}], got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def add_hparam_flags(parser, exclude=()):
@@ -63,8 +94,9 @@ def add_hparam_flags(parser, exclude=()):
             group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=None,
                                help=f"{f.metadata['help']} (default: {f.default})")
         else:
+            span = f", range {describe_range(f.name)}" if describe_range(f.name) else ""
             group.add_argument(flag(f.name), default=None, metavar=f.type.__name__.upper(),
-                               help=f"{f.metadata['help']} (default: {f.default})")
+                               help=f"{f.metadata['help']} (default: {f.default}{span})")
 
 
 def hparams_from_args(args, **fixed):
@@ -82,21 +114,19 @@ def add_run_flags(parser, image_size=64):
     parser.add_argument("--data-dir", default=None,
                         help=f"folder laid out train|validation|test/<class>/*.jpg "
                              f"(default: ${DATA_ENV}, else tfds.load('beans'))")
-    parser.add_argument("--image-size", type=int, default=image_size,
-                        help=f"images are resized to SIZE x SIZE once (default: {image_size}; "
+    parser.add_argument("--image-size", type=number(int, 8, 512), default=image_size,
+                        help=f"images are resized to SIZE x SIZE once (default: {image_size}, range [8, 512]; "
                              "a CPU epoch is ~4x slower at 128)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use at most N images per split, stratified by class (quick tries)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    parser.add_argument("--limit", type=number(int, len(CLASS_NAMES), 10**6), default=None,
+                        help=f"use at most N images per split, stratified by class (quick tries; "
+                             f"N >= {len(CLASS_NAMES)}, one image per class)")
+    parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0,
+                        help="seed of every random choice (default: 0, range [0, 2**32 - 1], numpy's)")
     parser.add_argument("--out", default=None,
                         help="output folder (default: runs/<script>-<UTC time>/)")
 
 
 def check_run_args(args):
-    if args.image_size < 8:
-        raise UsageError(f"--image-size must be >= 8, got {args.image_size}")
-    if args.limit is not None and args.limit < len(CLASS_NAMES):
-        raise UsageError(f"--limit must be >= {len(CLASS_NAMES)} (one image per class), got {args.limit}")
     if args.out is not None and not args.out.strip():
         raise UsageError("--out must name a folder, got an empty string")
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():

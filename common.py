@@ -14,6 +14,7 @@ numpy arrays; training batches are then drawn from those arrays through tf.data.
 
 import dataclasses
 import math
+import numbers
 import os
 import socket
 import time
@@ -41,49 +42,50 @@ class UsageError(Exception):
 # --------------------------------------------------------------------------------------
 
 
-def _hp(default, why):
-    return field(default=default, metadata={"help": why})
+def _hp(default, why, low=None, high=None, low_open=False, high_open=False):
+    """A hyperparameter: its default, why that default, and its sane range (in --help too)."""
+    return field(default=default, metadata={"help": why, "low": low, "high": high, "low_open": low_open,
+                                            "high_open": high_open})
+
+
+def describe_range(name):
+    """'[0, 1)', '(0, 10]', ... for a numeric HParams field; '' otherwise."""
+    meta = _FIELDS[name].metadata
+    if meta["low"] is None:
+        return ""
+    return (f"{'(' if meta['low_open'] else '['}{meta['low']:g}, {meta['high']:g}"
+            f"{')' if meta['high_open'] else ']'}")
 
 
 @dataclass(frozen=True)
 class HParams:
     """Everything `train` needs besides the data. Flags are derived from these fields."""
 
-    learning_rate: float = _hp(1e-3, "alpha; Adam's usual starting point, the first thing to tune")
-    momentum: float = _hp(0.9, "beta of SGD with momentum: averages over about 10 steps")
-    beta_1: float = _hp(0.9, "Adam's first-moment beta: the paper's default, rarely tuned")
-    beta_2: float = _hp(0.999, "Adam's second-moment beta: the paper's default")
-    epsilon: float = _hp(1e-7, "Adam's epsilon: Keras's default, only guards the division")
-    layers: int = _hp(3, "conv blocks: 3 halvings take 64x64 inputs to 8x8 feature maps")
-    units: int = _hp(64, "hidden units of the dense layer: ample for 3 classes")
-    decay: float = _hp(0.0, "learning-rate decay, alpha/(1+decay*epoch); 0 keeps alpha fixed")
-    batch_size: int = _hp(32, "mini-batch size: 33 steps per epoch over the 1,034 images")
+    # Upper bounds are far beyond anything useful on beans; they exist so that a typo (an extra
+    # zero) is refused in one line instead of exhausting memory or running for days.
+    learning_rate: float = _hp(1e-3, "alpha; Adam's usual starting point, the first thing to tune",
+                               0, 10, low_open=True)
+    momentum: float = _hp(0.9, "beta of SGD with momentum: averages over about 10 steps", 0, 1, high_open=True)
+    beta_1: float = _hp(0.9, "Adam's first-moment beta: the paper's default, rarely tuned", 0, 1,
+                        high_open=True)
+    beta_2: float = _hp(0.999, "Adam's second-moment beta: the paper's default", 0, 1, high_open=True)
+    epsilon: float = _hp(1e-7, "Adam's epsilon: Keras's default, only guards the division", 0, 1, low_open=True)
+    layers: int = _hp(3, "conv blocks: 3 halvings take 64x64 inputs to 8x8 feature maps", 1, 8)
+    units: int = _hp(64, "hidden units of the dense layer: ample for 3 classes", 1, 4096)
+    decay: float = _hp(0.0, "learning-rate decay, alpha/(1+decay*epoch); 0 keeps alpha fixed", 0, 100)
+    batch_size: int = _hp(32, "mini-batch size: 33 steps per epoch over the 1,034 images", 1, 1024)
     optimizer: str = _hp("adam", "adam or sgd (SGD with momentum)")
-    epochs: int = _hp(40, "upper bound: the baseline still improved at epoch 20 (~2.3 s/epoch at 64x64)")
+    epochs: int = _hp(40, "upper bound: the baseline still improved at epoch 20 (~2.3 s/epoch at 64x64)",
+                      1, 1000)
     patience: int = _hp(8, "epochs without a better validation accuracy before stopping; BN's "
-                           "validation accuracy dips for an epoch or two")
+                           "validation accuracy dips for an epoch or two", 0, 1000)
     batch_norm: bool = _hp(False, "BatchNormalization between each linear layer and its ReLU")
     bn_momentum: float = _hp(0.6, "BN moving-statistics momentum: best of 0.99/0.9/0.8/0.6 measured "
-                                  "by bench/bn_momentum.py; 0.99 lags at ~33 steps/epoch")
+                                  "by bench/bn_momentum.py; 0.99 lags at ~33 steps/epoch", 0, 1, high_open=True)
     augment: bool = _hp(False, "random flips and small rotations of training images")
 
     def __post_init__(self):
-        problems = []
-        if not self.learning_rate > 0:
-            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
-        for name in ("momentum", "beta_1", "beta_2", "bn_momentum"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                problems.append(f"{name} must be in [0, 1), got {value}")
-        if not self.epsilon > 0:
-            problems.append(f"epsilon must be > 0, got {self.epsilon}")
-        if not self.decay >= 0:
-            problems.append(f"decay must be >= 0, got {self.decay}")
-        for name, low in (("layers", 1), ("units", 1), ("batch_size", 1), ("epochs", 1),
-                          ("patience", 0)):
-            value = getattr(self, name)
-            if value != int(value) or value < low:
-                problems.append(f"{name} must be an integer >= {low}, got {value}")
+        problems = [p for p in (_out_of_range(f, getattr(self, f.name)) for f in fields(self)) if p]
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if problems:
@@ -94,6 +96,29 @@ class HParams:
 
 
 HPARAM_NAMES = tuple(f.name for f in fields(HParams))
+_FIELDS = {f.name: f for f in fields(HParams)}
+
+
+def _out_of_range(f, value):
+    """Why `value` is no value of numeric field `f`, or None."""
+    meta, name = f.metadata, f.name
+    if meta.get("low") is None:
+        return None
+    low, high, low_open, high_open = meta["low"], meta["high"], meta["low_open"], meta["high_open"]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"{name} must be a number, got {value!r}"
+    if not math.isfinite(value):
+        return f"{name} must be a finite number, got {value}"
+    if f.type is int and value != int(value):
+        return f"{name} must be an integer, got {value}"
+    if high_open and not low_open:  # [low, high): the betas and momenta
+        return None if low <= value < high else f"{name} must be in {describe_range(name)}, got {value}"
+    what = "an integer " if f.type is int else ""
+    if value < low or (low_open and value == low):
+        return f"{name} must be {what}{'>' if low_open else '>='} {low:g}, got {value}"
+    if value > high or (high_open and value == high):
+        return f"{name} must be {what}{'<' if high_open else '<='} {high:g}, got {value}"
+    return None
 
 
 def hparam_type(name):
@@ -135,6 +160,8 @@ def check_folder(root, splits=SPLITS):
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"data folder {root} is not a folder")
     if not root.is_dir():
         raise UsageError(f"data folder not found: {root}")
     found = {}

@@ -28,6 +28,30 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+@contextlib.contextmanager
+def output_folder(path, flag="--out"):
+    """Creates `path` if needed and checks that files can be written in it, before any work;
+    a folder this call created is removed again if the block fails while it is still empty."""
+    from common import UsageError
+
+    path = Path(path)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        if created and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        raise UsageError(f"{flag}: cannot write in {path} ({err.strerror or err})") from None
+    try:
+        yield path
+    except BaseException:
+        if created and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        raise
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)

@@ -36,6 +36,12 @@ def run_training(argv, script, batch_norm):
         "bn" if batch_norm else "baseline": hp}
     beans = common.Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
     out = Path(args.out) if args.out else cli.default_out(script)
+    with outputs.output_folder(out):  # refused now, not after the training it would lose
+        train_and_report(args, script, hp, runs, beans, out, compare)
+
+
+def train_and_report(args, script, hp, runs, beans, out, compare):
+    prog = f"{script}.py"
     train_split, val_split = beans.train, beans.validation
     cli.print_config(f"{prog}: resolved configuration", {
         "data": beans.source, "train / validation images": f"{len(train_split)} / {len(val_split)}",

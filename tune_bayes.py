@@ -10,31 +10,29 @@ fit). One ask/tell loop, configured as gp_minimize's: with --n-jobs N each step 
 points (constant liar) and trains them in parallel. A point proposed again is not retrained.
 """
 
+import math
 import sys
 
 import cli
-from common import UsageError
 from tuning import searches
 from tuning.run import Method, run
 from tuning.space import DEFAULT_RANGES
 
 
 def add_flags(parser):
-    parser.add_argument("--n-calls", type=int, default=15,
+    parser.add_argument("--n-calls", type=cli.number(int, 1, 10**4), default=15,
                         help="points evaluated in all (default: 15, ~9 minutes at 64x64)")
-    parser.add_argument("--n-initial-points", type=int, default=5,
+    parser.add_argument("--n-initial-points", type=cli.number(int, 1, 10**4), default=5,
                         help="random points before the GP takes over (default: 5)")
 
 
-def check(args):
-    if args.n_calls < 1:
-        raise UsageError(f"--n-calls must be >= 1, got {args.n_calls}")
-    if args.n_initial_points < 1:
-        raise UsageError(f"--n-initial-points must be >= 1, got {args.n_initial_points}")
+def n_calls(args, dims):
+    """--n-calls, or fewer where the space holds fewer distinct points (lists and integers)."""
+    return min(args.n_calls, math.prod(len(d.values()) if d.values() is not None else math.inf for d in dims))
 
 
 def search(problem, args):
-    result = searches.bayes_search(problem, args.n_calls, args.n_initial_points)
+    result = searches.bayes_search(problem, n_calls(args, problem.dims), args.n_initial_points)
     figures = {"convergence.png": lambda: convergence_figure(result)}
     if result.models:  # the GP exists only once the initial random points are done
         figures["objective.png"] = lambda: objective_figure(result, problem.names)
@@ -63,8 +61,8 @@ def objective_figure(result, names):
 
 METHOD = Method(
     script="tune_bayes", description=__doc__.splitlines()[0], allow_range=True,
-    default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags, check=check,
-    count=lambda args, dims: args.n_calls,
+    default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags,
+    count=lambda args, dims: n_calls(args, dims), requested=lambda args: args.n_calls,
     identity=lambda args: {"n_calls": args.n_calls, "n_initial_points": args.n_initial_points},
     search=search, figures=("convergence.png", "objective.png"))
 

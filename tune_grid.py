@@ -43,10 +43,17 @@ def default_space(args):
 
 
 def load_grid(path):
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--grid: {path} is a folder, not a JSON file")
     try:
-        grid = json.loads(Path(path).read_text())
+        grid = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--grid: file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--grid: {path} is not UTF-8 text") from None
+    except OSError as err:
+        raise UsageError(f"--grid: cannot read {path} ({err.strerror or err})") from None
     except json.JSONDecodeError as err:
         raise UsageError(f"--grid: not valid JSON ({path}: {err})") from None
     if not isinstance(grid, dict) or not grid:
@@ -73,8 +80,8 @@ def search(problem, args):
 
 METHOD = Method(
     script="tune_grid", description=__doc__.splitlines()[0], allow_range=False, default_space=default_space,
-    add_flags=add_flags, check=searches.check_cv, count=count, identity=lambda args: {"cv": args.cv},
-    search=search, describe=searches.describe_cv)
+    add_flags=add_flags, count=count, identity=lambda args: {"cv": args.cv},
+    search=search, describe=searches.describe_cv, check_data=searches.check_cv_folds)
 
 
 def main(argv=None):

@@ -13,7 +13,6 @@ import math
 import sys
 
 import cli
-from common import UsageError
 from tuning import report, searches
 from tuning.run import Method, run
 from tuning.space import DEFAULT_RANGES
@@ -21,24 +20,15 @@ from tuning.store import OK, rank
 
 
 def add_flags(parser):
-    parser.add_argument("--n-iter", type=int, default=10,
+    parser.add_argument("--n-iter", type=cli.number(int, 1, 10**4), default=10,
                         help="sampled configurations per round (default: 10, ~6 minutes at 64x64)")
-    parser.add_argument("--refine", type=int, default=0, metavar="K",
+    parser.add_argument("--refine", type=cli.number(int, 0, 20), default=0, metavar="K",
                         help="coarse to fine: K more rounds, each over ranges narrowed to the previous "
-                             "round's best trials (default: 0)")
-    parser.add_argument("--keep", type=float, default=0.3,
-                        help="fraction of a round's trials whose span sets the next ranges (default: 0.3)")
+                             "round's best trials (default: 0, range [0, 20])")
+    parser.add_argument("--keep", type=cli.number(float, 0, 1, low_open=True), default=0.3,
+                        help="fraction of a round's trials whose span sets the next ranges (default: 0.3, "
+                             "range (0, 1])")
     searches.add_cv_flag(parser)
-
-
-def check(args):
-    if args.n_iter < 1:
-        raise UsageError(f"--n-iter must be >= 1, got {args.n_iter}")
-    if args.refine < 0:
-        raise UsageError(f"--refine must be >= 0, got {args.refine}")
-    if not 0 < args.keep <= 1:
-        raise UsageError(f"--keep must be in (0, 1], got {args.keep}")
-    searches.check_cv(args)
 
 
 def count(args, dims):
@@ -75,8 +65,9 @@ def search(problem, args):
 
 METHOD = Method(
     script="tune_random", description=__doc__.splitlines()[0], allow_range=True,
-    default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags, check=check, count=count,
-    identity=identity, search=search, describe=searches.describe_cv)
+    default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags, count=count,
+    requested=lambda args: args.n_iter * (args.refine + 1) * (args.cv or 1),
+    identity=identity, search=search, describe=searches.describe_cv, check_data=searches.check_cv_folds)
 
 
 def main(argv=None):

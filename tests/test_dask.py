@@ -114,3 +114,170 @@ def test_refine_rounds_on_the_cluster_see_every_row_of_the_round(data_dir, tmp_p
     first_round = printed.split("round 1/2: best of 2")[1].split("round 2/2 ranges")[0]
     table = [line for line in first_round.splitlines()[3:] if line.strip()]
     assert len(table) == 2, first_round  # rows relayed from the workers arrive before the next round
+
+
+# --- a cluster that cannot serve the search ends in one line ----------------------------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def start(args, cwd, env_path=None):
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if env_path:
+        env["PYTHONPATH"] = env_path
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def bare_scheduler(tmp_path):
+    """A scheduler started outside the project, without it on its path, as the README warns."""
+    import shutil
+    import time
+
+    port = free_port()
+    dask = shutil.which("dask")
+    processes = [start([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                        "--dashboard-address", "127.0.0.1:0"], cwd=tmp_path)]
+    address = f"tcp://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with distributed.Client(address, timeout=2):
+                break
+        except OSError:
+            time.sleep(0.5)
+    yield address, lambda: processes.append(start(
+        [dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--dashboard-address", "127.0.0.1:0"],
+        cwd=ROOT, env_path=str(ROOT)))
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def test_a_cluster_without_workers_is_one_line(data_dir, tmp_path, capsys, bare_scheduler):
+    import time
+
+    address, _ = bare_scheduler
+    out = tmp_path / "run"
+    start_time = time.time()
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--scheduler", address,
+                           "--connect-timeout", "2", "--layers", "1,2", *TINY]) == 2
+    assert time.time() - start_time < 20
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("the Dask cluster has no worker after 2s (--connect-timeout)") and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_scheduler_that_cannot_import_the_project_is_one_line(data_dir, tmp_path, capsys, bare_scheduler):
+    address, add_worker = bare_scheduler
+    add_worker()  # the worker can import the project; the scheduler cannot
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--scheduler", address,
+                           "--connect-timeout", "30", "--layers", "1,2", *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the Dask scheduler cannot import 'common'" in err and "PYTHONPATH" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+# --- TLS: the way to listen beyond loopback ----------------------------------------------------
+
+def make_certificates(folder, name="cluster"):
+    """A self-signed CA and one certificate it signs (for 127.0.0.1), as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(subject, issuer, key, signing_key, ca):
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            import ipaddress
+
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
+    ca = certificate(ca_name, ca_name, ca_key, ca_key, True)
+    cert = certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), ca_name, key, ca_key, False)
+    paths = {k: folder / f"{name}-{k}.pem" for k in ("ca", "cert", "key")}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def test_a_tls_cluster_serves_only_holders_of_its_certificates(data_dir, tmp_path, capsys):
+    from distributed.security import Security
+
+    own, stranger = make_certificates(tmp_path), make_certificates(tmp_path, "stranger")
+    security = Security(tls_ca_file=own["ca"], tls_scheduler_cert=own["cert"], tls_scheduler_key=own["key"],
+                        tls_worker_cert=own["cert"], tls_worker_key=own["key"], tls_client_cert=own["cert"],
+                        tls_client_key=own["key"], require_encryption=True)
+    argv = ["--data-dir", str(data_dir), "--layers", "1,2", "--learning-rate", "1e-3", "--connect-timeout", "5", *TINY]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  protocol="tls://", security=security, dashboard_address=None,
+                                  worker_dashboard_address=None) as local:
+        address = local.scheduler_address
+        assert address.startswith("tls://127.0.0.1:")
+        assert tune_grid.main([*argv, "--out", str(tmp_path / "ok"), "--scheduler", address, "--tls-ca-file",
+                               own["ca"], "--tls-cert", own["cert"], "--tls-key", own["key"]]) == 0
+        assert len(rows(tmp_path / "ok")) == 2
+        capsys.readouterr()
+        assert tune_grid.main([*argv, "--out", str(tmp_path / "none"), "--scheduler", address]) == 2
+        assert "give --tls-ca-file, --tls-cert and --tls-key" in capsys.readouterr().err
+        assert tune_grid.main([*argv, "--out", str(tmp_path / "other"), "--scheduler", address, "--tls-ca-file",
+                               stranger["ca"], "--tls-cert", stranger["cert"], "--tls-key", stranger["key"]]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "cannot reach a Dask scheduler at tls://127.0.0.1" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "none").exists() and not (tmp_path / "other").exists()
+
+
+def test_losing_every_worker_ends_the_search_in_one_line(data_dir, tmp_path, capsys):
+    import os
+    import signal
+    import threading
+    import time
+
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3",
+            "--image-size", "8", "--epochs", "400", "--patience", "400", "--units", "4", "--batch-size", "4",
+            "--decay", "0"]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, worker_dashboard_address=None) as local:
+        result = {}
+        search = threading.Thread(target=lambda: result.setdefault(
+            "code", tune_grid.main([*argv, "--scheduler", local.scheduler_address])))
+        search.start()
+        with distributed.Client(local) as client:
+            deadline = time.time() + 120
+            while time.time() < deadline and not any(client.processing().values()):
+                time.sleep(0.2)
+            time.sleep(2)
+            pid = next(iter(client.run(os.getpid).values()))
+            os.kill(pid, signal.SIGKILL)  # the only worker: the data copied to it is gone
+        search.join(timeout=120)
+    assert result.get("code") == 1
+    err = capsys.readouterr().err.strip()
+    assert "the Dask cluster cancelled the trials" in err and "run the same command again" in err
+    assert len(err.splitlines()) == 1

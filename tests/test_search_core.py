@@ -346,3 +346,28 @@ def test_worker_ids_come_from_the_process_that_trained(data_dir, tmp_path):
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3",
                            *TINY]) == 0
     assert {r["worker"].split(":")[1] for r in rows(out)} == {str(os.getpid())}
+
+
+def test_bayes_answers_a_repeated_proposal_from_the_store(tmp_path, monkeypatch):
+    from tuning.space import parse_dim
+
+    log = store.TrialStore(tmp_path / "results.csv", ["layers"])
+    log.create()
+    proposed, trained = [], []
+    real_ask_tell = searches.ask_tell
+
+    def spy(optimizer, evaluate, *args, **kwargs):
+        return real_ask_tell(optimizer, lambda points: proposed.extend(p[0] for p in points) or evaluate(points),
+                             *args, **kwargs)
+
+    def stub(params, base, train, val, settings):
+        trained.append(params["layers"])
+        return runner.Outcome(0.9 - abs(params["layers"] - 2) / 10, store.OK)
+
+    monkeypatch.setattr(searches, "ask_tell", spy)
+    monkeypatch.setattr(searches, "run_point", stub)
+    problem = searches.Problem(None, None, (parse_dim("layers", "1:8"),), common.HParams(),
+                               runner.TrialSettings(log, seed=0), searches.Execution())
+    searches.bayes_search(problem, n_calls=7, n_initial_points=2)
+    assert len(proposed) == 7 and len(set(proposed)) < 7, proposed  # the GP proposed a point again
+    assert sorted(trained) == sorted(set(proposed))  # and each point was trained once

@@ -68,7 +68,7 @@ def test_env_variable_is_used_when_no_flag(data_dir, tmp_path, monkeypatch):
     (["--data-dir", "{data}", "--beta-1", "1"], r"beta_1 must be in [0, 1)"),
     (["--data-dir", "{data}", "--layers", "two"], "--layers: expected int, got 'two'"),
     (["--data-dir", "{data}", "--no-such-flag", "1"], "unrecognized arguments: --no-such-flag"),
-    (["--data-dir", "{data}", "--image-size", "2"], "--image-size must be >= 8"),
+    (["--data-dir", "{data}", "--image-size", "2"], "argument --image-size: must be in [8, 512], got 2"),
     (["--data-dir", "{data}", "--batch-norm"], "unrecognized arguments: --batch-norm"),
 ])
 def test_bad_input_is_one_line_and_exit_2(data_dir, tmp_path, capsys, argv, message):

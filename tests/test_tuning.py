@@ -109,11 +109,11 @@ def test_single_value_fixes_a_hyperparameter():
 
 @pytest.mark.parametrize("script, argv, message", [
     (tune_random, ["--learning-rate", "1e-1:1e-5"], "--learning-rate: low must be below high"),
-    (tune_random, ["--n-iter", "0"], "--n-iter must be >= 1"),
+    (tune_random, ["--n-iter", "0"], "argument --n-iter: must be in [1, 10000], got 0"),
     (tune_grid, ["--learning-rate", "1e-4:1e-2"], "a grid takes a comma list"),
     (tune_grid, ["--units", ""], "--units: empty value"),
     (tune_grid, ["--bogus", "3"], "unrecognized arguments: --bogus"),
-    (tune_bayes, ["--n-calls", "0"], "--n-calls must be >= 1"),
+    (tune_bayes, ["--n-calls", "0"], "argument --n-calls: must be in [1, 10000], got 0"),
     (tune_bayes, ["--decay=-1:1"], "--decay: a log-uniform range needs bounds > 0"),
     (tune_bayes, ["--cv", "3"], "unrecognized arguments: --cv"),
 ])

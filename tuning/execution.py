@@ -91,16 +91,67 @@ def _ClusterBackend(**kwargs):  # noqa: N802 - joblib registers a class or a fac
     return _cluster_backend()(**kwargs)
 
 
-def connect(address):
-    """A distributed.Client for an existing scheduler; one clear line if it cannot be reached."""
+# What the workers unpickle: a cluster whose scheduler or workers cannot import it waits forever.
+PROJECT_MODULES = ("common", "tuning.runner", "tuning.searches", "tuning.store")
+
+
+def tls_security(ca_file, cert, key):
+    """distributed.Security for a tls:// cluster: mutual TLS, every side showing a certificate
+    signed by the cluster's own CA; None without --tls-ca-file."""
+    if not ca_file:
+        if cert or key:
+            raise UsageError("--tls-cert and --tls-key go with --tls-ca-file")
+        return None
+    for flag_name, path in (("--tls-ca-file", ca_file), ("--tls-cert", cert), ("--tls-key", key)):
+        if not path:
+            raise UsageError(f"{flag_name} is needed for a TLS cluster (see README: Scaling out)")
+        if not os.path.isfile(path):
+            raise UsageError(f"{flag_name}: file not found: {path}")
+    from distributed.security import Security
+
+    return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+
+
+def connect(address, timeout=30, security=None):
+    """A distributed.Client for an existing scheduler with at least one worker, where the
+    scheduler and every worker can import the project. Anything else is one line, within
+    about `timeout` seconds, instead of a search that waits forever."""
     try:
         from distributed import Client
     except ImportError:
         raise UsageError("--scheduler needs dask[distributed]: pip install 'dask[distributed]'") from None
+    if security is None and str(address).startswith("tls://"):
+        raise UsageError("--scheduler tls://...: give --tls-ca-file, --tls-cert and --tls-key")
     try:
-        return Client(address, timeout=10)
+        client = Client(address, timeout=timeout, security=security)
     except (OSError, TimeoutError, ValueError) as err:
-        raise UsageError(f"--scheduler: cannot reach a Dask scheduler at {address} ({err.__class__.__name__})") from None
+        reason = (str(err).splitlines() or [""])[0][:200]
+        raise UsageError(f"--scheduler: cannot reach a Dask scheduler at {address} "
+                         f"({err.__class__.__name__}{': ' + reason if reason else ''})") from None
+    try:
+        check_cluster(client, timeout)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def check_cluster(client, timeout):
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise UsageError(f"--scheduler: the Dask cluster has no worker after {timeout:g}s "
+                         "(--connect-timeout)") from None
+    for module in PROJECT_MODULES:
+        probe = f"bool(__import__({module!r}))"
+        for where, run in (("scheduler", lambda: client.run_on_scheduler(eval, probe)),
+                           ("workers", lambda: client.run(eval, probe))):
+            try:
+                run()
+            except Exception as err:  # noqa: BLE001 - whatever the cluster raised, it is the answer
+                raise UsageError(f"--scheduler: the Dask {where} cannot import {module!r} "
+                                 f"({err.__class__.__name__}: {err}); start it in the project folder "
+                                 "with PYTHONPATH=$PWD (see README: Scaling out)") from None
 
 
 def on_dask_worker():

@@ -6,6 +6,8 @@ The method (tune_grid.py, tune_random.py, tune_bayes.py) brings its own flags, t
 trial count, the settings that identify its search, and the search itself: a `Method`.
 """
 
+import asyncio
+import concurrent.futures
 import contextlib
 import sys
 import time
@@ -34,12 +36,13 @@ class Method:
     allow_range: bool                 # takes lo:hi ranges, not only lists
     default_space: object             # (args) -> {name: spec}, before the user's flags
     add_flags: object                 # (parser) -> None
-    check: object                     # (args) -> None; raises UsageError
     count: object                     # (args, dims) -> trainings the search will run
     identity: object                  # (args) -> {setting: value} that define the search (resume)
     search: object                    # (problem, args) -> SearchOutput
     describe: object = field(default=lambda args: {"scoring": "accuracy on the validation split"})
+    check_data: object = field(default=lambda args, train, validation: None)  # raises UsageError
     figures: tuple = ()               # names of the figures its search may draw, besides val_accuracy.png
+    requested: object = None          # (args) -> trainings asked for (more than count: a small space)
 
 
 @dataclass(frozen=True)
@@ -60,16 +63,26 @@ class Setup:
 def tuning_parser(method):
     parser = cli.ArgumentParser(prog=f"{method.script}.py", description=method.description)
     cli.add_run_flags(parser)
-    parser.add_argument("--n-jobs", type=int, default=1, help="trials run in N processes (default: 1)")
-    parser.add_argument("--top", type=int, default=10, help="rows in the ranked table (default: 10)")
-    parser.add_argument("--trial-timeout", type=float, default=None, metavar="SECONDS",
-                        help="stop a trial running longer and record it as 'timeout' (default: none)")
+    parser.add_argument("--n-jobs", type=cli.number(int, 1, 64), default=1,
+                        help="trials run in N processes (default: 1, range [1, 64])")
+    parser.add_argument("--top", type=cli.number(int, 1, 10**4), default=10,
+                        help="rows in the ranked table (default: 10)")
+    parser.add_argument("--trial-timeout", type=cli.number(float, 0, 10**6, low_open=True), default=None,
+                        metavar="SECONDS", help="stop a trial running longer and record it as 'timeout' "
+                                                "(default: none, range (0, 1e6])")
     parser.add_argument("--retry-failed", action="store_true",
                         help="on resume, train failed and timed-out trials again (diverged ones are results)")
     parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
                         help="run the trials on an existing Dask cluster, e.g. tcp://127.0.0.1:8786 "
                              "(see README: Scaling out)")
-    parser.add_argument("--threads-per-trial", type=int, default=None, metavar="N",
+    parser.add_argument("--connect-timeout", type=cli.number(float, 1, 3600), default=30, metavar="SECONDS",
+                        help="with --scheduler: how long to wait for a worker, at start and whenever the "
+                             "cluster has none (default: 30)")
+    for name, what in (("ca-file", "the CA certificate"), ("cert", "this client's certificate"),
+                       ("key", "this client's private key")):
+        parser.add_argument(f"--tls-{name}", metavar="FILE", default=None,
+                            help=f"with --scheduler tls://...: {what} (see README: Scaling out)")
+    parser.add_argument("--threads-per-trial", type=cli.number(int, 1, 256), default=None, metavar="N",
                         help="TensorFlow threads per trial (default: cores / n-jobs for local "
                              "processes; TensorFlow's own choice otherwise)")
     parser.add_argument("--overwrite", action="store_true",
@@ -88,13 +101,8 @@ def prepare(argv, method):
     """Parses and checks every flag; returns the Setup. Reads nothing but a --grid file."""
     args = tuning_parser(method).parse_args(argv)
     cli.check_run_args(args)
-    for name, low in (("n_jobs", 1), ("top", 1), ("threads_per_trial", 1)):
-        value = getattr(args, name)
-        if value is not None and value < low:
-            raise UsageError(f"{cli.flag(name)} must be >= {low}, got {value}")
-    if args.trial_timeout is not None and not args.trial_timeout > 0:
-        raise UsageError(f"--trial-timeout must be > 0, got {args.trial_timeout}")
-    method.check(args)
+    if not args.scheduler and (args.tls_ca_file or args.tls_cert or args.tls_key):
+        raise UsageError("--tls-ca-file, --tls-cert and --tls-key go with --scheduler tls://...")
     overrides = {n: getattr(args, n) for n in HPARAM_NAMES if getattr(args, n) is not None}
     dims, fixed = build_space(method.default_space(args), overrides, method.allow_range)
     if not dims:
@@ -117,7 +125,8 @@ def manifest(setup, method, beans):
 def open_execution(args, stack):
     """Execution (where trials run) and TensorFlow threads per trial."""
     if args.scheduler:
-        client = stack.enter_context(ex.connect(args.scheduler))
+        security = ex.tls_security(args.tls_ca_file, args.tls_cert, args.tls_key)
+        client = stack.enter_context(ex.connect(args.scheduler, args.connect_timeout, security))
         n_jobs = args.n_jobs if args.n_jobs > 1 else max(sum(client.nthreads().values()), 1)
         return ex.Execution(n_jobs, client), args.threads_per_trial
     threads = args.threads_per_trial
@@ -149,6 +158,10 @@ def run(argv, method):
             print(f"{prog}: note: --threads-per-trial {threads} not applied: TensorFlow already runs in "
                   "this process", file=sys.stderr)
         train, validation = beans.train, beans.validation  # decoded here, after every check
+        method.check_data(args, train, validation)
+        if method.requested is not None and setup.total < method.requested(args):
+            print(f"{prog}: note: the space holds fewer configurations than asked for; running "
+                  f"{setup.total} trainings, not {method.requested(args)}", file=sys.stderr)
         store.write_manifest(out, the_manifest)
         cli.print_config(f"{prog}: resolved configuration", {
             "data": beans.source, "train / validation images": f"{len(train)} / {len(validation)}",
@@ -184,13 +197,23 @@ def run(argv, method):
 
 
 def search(prog, method, problem, setup, trial_store):
-    """Runs the method's search; on Ctrl-C, says what is saved and shows it, then re-raises."""
+    """Runs the method's search; on Ctrl-C, says what is saved and shows it, then re-raises.
+
+    On a cluster that loses all its workers, and with them the search's data, Dask cancels the
+    trials: the run ends in one line (what finished is saved)."""
     start = time.perf_counter()
+    client = problem.execution.client
     try:
         with contextlib.ExitStack() as stack:
-            if problem.execution.client is not None:
-                stack.enter_context(ex.Relay(problem.execution, trial_store))
-            output = method.search(problem, setup.args)
+            if client is None:
+                return method.search(problem, setup.args), time.perf_counter() - start
+            stack.enter_context(ex.Relay(problem.execution, trial_store))
+            try:
+                return method.search(problem, setup.args), time.perf_counter() - start
+            except (concurrent.futures.CancelledError, asyncio.CancelledError):  # Dask cancelled the trials
+                raise cli.RunFailed(f"the Dask cluster cancelled the trials: it lost the workers that held "
+                                    f"the search's data; {len(trial_store.rows())} trainings are saved in "
+                                    f"{trial_store.path}: run the same command again to resume") from None
     except KeyboardInterrupt:
         rows = trial_store.rows()
         print(f"\n{prog}: interrupted; {len(rows)} of {setup.total} trainings are saved in "
@@ -198,7 +221,6 @@ def search(prog, method, problem, setup, trial_store):
         if rows:
             print(report.format_trials(trial_store.trials(), setup.names, setup.args.top))
         raise
-    return output, time.perf_counter() - start
 
 
 def announce_resume(prog, out, total, done, retry):

@@ -10,11 +10,14 @@ Results are not returned: every trial's result is in the trial store, and read f
 """
 
 import dataclasses
+import itertools
+import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+import cli
 import common
 
 from .execution import Execution
@@ -133,10 +136,21 @@ def bayes_search(problem, n_calls, n_initial_points):
 
     optimizer = gp_optimizer([d.skopt() for d in problem.dims], min(n_initial_points, n_calls),
                              problem.settings.seed)
+    every = _every_point(problem.dims)
+    if every is not None and len(every) <= n_calls:  # a space this small is searched whole
+        return optimizer.tell(every, evaluate(every))
     with warnings.catch_warnings():
         # "The objective has been evaluated at this point before": answered from the store
         warnings.filterwarnings("ignore", message="The objective has been evaluated")
         return ask_tell(optimizer, evaluate, n_calls, problem.execution.n_jobs)
+
+
+def _every_point(dims):
+    """All points of a finite space, or None."""
+    values = [d.values() for d in dims]
+    if any(v is None for v in values) or math.prod(len(v) for v in values) > 10**4:
+        return None
+    return [list(p) for p in itertools.product(*values)]
 
 
 def _objective(status, val_accuracy):
@@ -145,13 +159,20 @@ def _objective(status, val_accuracy):
 
 def add_cv_flag(parser):
     """--cv K, for the scikit-learn searches."""
-    parser.add_argument("--cv", type=int, default=None, metavar="K",
-                        help="K-fold CV over train+validation instead of the validation split")
+    parser.add_argument("--cv", type=cli.number(int, 2, 100), default=None, metavar="K",
+                        help="K-fold CV over train+validation instead of the validation split (range [2, 100])")
 
 
-def check_cv(args):
-    if args.cv is not None and args.cv < 2:
-        raise common.UsageError(f"--cv must be >= 2, got {args.cv}")
+def check_cv_folds(args, train, validation):
+    """--cv K needs K images of every class in train+validation, and each training fold needs
+    two of every class, so that a tenth can be held out for early stopping."""
+    if not args.cv:
+        return
+    fewest = int(np.bincount(np.concatenate([train.y, validation.y]), minlength=len(common.CLASS_NAMES)).min())
+    if fewest < args.cv or fewest - math.ceil(fewest / args.cv) < 2:
+        raise common.UsageError(f"--cv {args.cv}: the smallest class holds {fewest} images in train+validation; "
+                                f"K-fold needs at least K and 2 left in each training fold (try a smaller --cv "
+                                "or a larger --limit)")
 
 
 def describe_cv(args):

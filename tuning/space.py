@@ -79,6 +79,14 @@ class Dim:
     def is_int(self):
         return hparam_type(self.name) is int
 
+    def values(self):
+        """Every value of a finite dimension (a list, powers of two, an integer range), else None."""
+        if not self.is_range:
+            return list(self.choices)
+        if self.scale == "pow2":
+            return powers_of_two(self.low, self.high)
+        return list(range(int(self.low), int(self.high) + 1)) if self.is_int else None
+
     def spec(self):
         """Exact, JSON-safe description: what identifies this dimension of a search on resume."""
         if not self.is_range:

@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,27 +206,17 @@ def claim(folder):
     """Holds an exclusive lock on `folder` (flock on the folder itself: no lock file to leave
     behind) while the block runs. A folder that this call created is removed again if the block
     fails before anything but the folder exists, so bad input leaves nothing half-written."""
-    folder = Path(folder)
-    created = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
+    with outputs.output_folder(folder) as folder:
         fd = os.open(folder, os.O_RDONLY)
-    except OSError as err:
-        raise UsageError(f"--out: cannot create or open {folder} ({err.strerror})") from None
-    try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f"{folder} is in use by another run; wait for it to finish or choose "
-                             "another --out") from None
-        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(f"{folder} is in use by another run; wait for it to finish or choose "
+                                 "another --out") from None
             yield folder
-        except BaseException:
-            if created and not any(folder.iterdir()):
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
-    finally:
-        os.close(fd)  # releases the lock
+        finally:
+            os.close(fd)  # releases the lock
 
 
 def open_search(folder, manifest, overwrite, figures=()):
