@@ -59,17 +59,15 @@ def test_unreachable_scheduler_is_one_line(data_dir, tmp_path, capsys):
     assert "cannot reach a Dask scheduler at tcp://127.0.0.1:9" in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_worker_killed_mid_trial_costs_only_that_trial(data_dir, tmp_path):
+def search_and_kill_a_busy_worker(argv, n_workers):
+    """Runs tune_grid on a fresh LocalCluster and SIGKILLs a worker 2 s into a trial of 400
+    epochs; returns (the search's exit code, the killed worker's pid)."""
     import os
     import signal
     import threading
     import time
 
-    out = tmp_path / "run"
-    argv = ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,2e-3", "--layers", "1,2",
-            "--image-size", "8", "--epochs", "400", "--patience", "400", "--units", "4", "--batch-size", "4",
-            "--decay", "0"]
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+    with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, worker_dashboard_address=None) as local:
         result = {}
         search = threading.Thread(target=lambda: result.setdefault(
@@ -84,7 +82,18 @@ def test_a_worker_killed_mid_trial_costs_only_that_trial(data_dir, tmp_path):
             pid = client.run(os.getpid, workers=[busy])[busy]
             os.kill(pid, signal.SIGKILL)
         search.join(timeout=300)
-    assert result.get("code") == 0
+    return result.get("code"), pid
+
+
+LONG = ["--image-size", "8", "--epochs", "400", "--patience", "400", "--units", "4", "--batch-size", "4", "--decay", "0"]
+
+
+def test_a_worker_killed_mid_trial_costs_only_that_trial(data_dir, tmp_path):
+    out = tmp_path / "run"
+    code, pid = search_and_kill_a_busy_worker(
+        ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,2e-3", "--layers", "1,2", *LONG],
+        n_workers=2)
+    assert code == 0
     done = rows(out)
     assert len(done) == 4 and all(r["status"] == "ok" for r in done)  # the killed trial ran again elsewhere
     assert str(pid) not in {r["worker"].split(":")[1] for r in done}
@@ -254,30 +263,11 @@ def test_a_tls_cluster_serves_only_holders_of_its_certificates(data_dir, tmp_pat
 
 
 def test_losing_every_worker_ends_the_search_in_one_line(data_dir, tmp_path, capsys):
-    import os
-    import signal
-    import threading
-    import time
-
-    out = tmp_path / "run"
-    argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3",
-            "--image-size", "8", "--epochs", "400", "--patience", "400", "--units", "4", "--batch-size", "4",
-            "--decay", "0"]
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, worker_dashboard_address=None) as local:
-        result = {}
-        search = threading.Thread(target=lambda: result.setdefault(
-            "code", tune_grid.main([*argv, "--scheduler", local.scheduler_address])))
-        search.start()
-        with distributed.Client(local) as client:
-            deadline = time.time() + 120
-            while time.time() < deadline and not any(client.processing().values()):
-                time.sleep(0.2)
-            time.sleep(2)
-            pid = next(iter(client.run(os.getpid).values()))
-            os.kill(pid, signal.SIGKILL)  # the only worker: the data copied to it is gone
-        search.join(timeout=120)
-    assert result.get("code") == 1
+    out = tmp_path / "run"  # the only worker is killed: the data copied to it is gone
+    code, _ = search_and_kill_a_busy_worker(
+        ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *LONG],
+        n_workers=1)
+    assert code == 1
     err = capsys.readouterr().err.strip()
     assert "the Dask cluster cancelled the trials" in err and "run the same command again" in err
     assert len(err.splitlines()) == 1
