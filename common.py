@@ -122,7 +122,7 @@ def _out_of_range(f, value):
 
 
 def hparam_type(name):
-    return {f.name: f.type for f in fields(HParams)}[name]
+    return _FIELDS[name].type
 
 
 # --------------------------------------------------------------------------------------

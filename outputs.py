@@ -36,19 +36,22 @@ def output_folder(path, flag="--out"):
 
     path = Path(path)
     created = not path.exists()
+
+    def remove_if_still_empty():
+        if created and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as err:
-        if created and path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
+        remove_if_still_empty()
         raise UsageError(f"{flag}: cannot write in {path} ({err.strerror or err})") from None
     try:
         yield path
     except BaseException:
-        if created and path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
+        remove_if_still_empty()
         raise
 
 

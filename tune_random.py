@@ -31,12 +31,15 @@ def add_flags(parser):
     searches.add_cv_flag(parser)
 
 
+def requested(args):
+    return args.n_iter * (args.refine + 1) * (args.cv or 1)
+
+
 def count(args, dims):
     """scikit-learn samples a space of lists only without replacement: at most its size."""
-    per_round = args.n_iter
     if all(isinstance(d.scipy(), list) for d in dims):
-        per_round = min(per_round, math.prod(len(d.scipy()) for d in dims))
-    return per_round * (args.refine + 1) * (args.cv or 1)
+        return min(args.n_iter, math.prod(len(d.scipy()) for d in dims)) * (args.refine + 1) * (args.cv or 1)
+    return requested(args)
 
 
 def identity(args):
@@ -66,7 +69,7 @@ def search(problem, args):
 METHOD = Method(
     script="tune_random", description=__doc__.splitlines()[0], allow_range=True,
     default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags, count=count,
-    requested=lambda args: args.n_iter * (args.refine + 1) * (args.cv or 1),
+    requested=requested,
     identity=identity, search=search, describe=searches.describe_cv, check_data=searches.check_cv_folds)
 
 
