@@ -99,6 +99,60 @@ def test_a_worker_killed_mid_trial_costs_only_that_trial(data_dir, tmp_path):
     assert str(pid) not in {r["worker"].split(":")[1] for r in done}
 
 
+def a_cluster_where_two_layers_kill_the_worker(allowed_failures):
+    """A LocalCluster of 2 workers on which any training with layers=2 kills its worker process
+    (a plugin, so that the workers the nannies restart do it too)."""
+    import dask
+
+    class KillOnTwoLayers(distributed.WorkerPlugin):  # defined here: pickled by value
+        def setup(self, worker):
+            import os
+
+            import common
+
+            real = common.train
+
+            def train(hp, *args, **kwargs):
+                if hp.layers == 2:
+                    os._exit(1)
+                return real(hp, *args, **kwargs)
+
+            common.train = train
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
+        local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                         dashboard_address=None, worker_dashboard_address=None)
+    with distributed.Client(local) as client:
+        client.register_plugin(KillOnTwoLayers())
+    return local
+
+
+def run_bounded(main, argv, seconds=240):
+    """main(argv) in a thread; None if it has not returned after `seconds` (a hang)."""
+    import threading
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("code", main(argv)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return result.get("code")
+
+
+@pytest.mark.parametrize("script, argv", [(tune_grid, ["--layers", "1,2,3", "--learning-rate", "1e-3"]),
+                                          (tune_bayes, ["--layers", "1:3", "--learning-rate", "1e-3", "--n-calls", "3"])])
+def test_a_training_that_kills_its_workers_is_recorded_failed(data_dir, tmp_path, capsys, script, argv):
+    out = tmp_path / "run"
+    with a_cluster_where_two_layers_kill_the_worker(allowed_failures=1) as local:
+        code = run_bounded(script.main, ["--data-dir", str(data_dir), "--out", str(out), "--scheduler",
+                                         local.scheduler_address, *argv, *TINY])
+    assert code == 0  # not None: the search did not hang
+    by_layers = {r["layers"]: r for r in rows(out)}
+    assert len(rows(out)) == 3 and set(by_layers) == {"1", "2", "3"}  # each trained once
+    assert by_layers["2"]["status"] == "failed" and "worker died 2 times" in by_layers["2"]["message"]
+    assert by_layers["1"]["status"] == by_layers["3"]["status"] == "ok"
+    assert "layers=2 (fold validation) killed its Dask worker 2 times" in capsys.readouterr().err
+
+
 def test_one_worker_thread_still_runs_every_trial_on_the_cluster(data_dir, tmp_path):
     import os
 
@@ -262,12 +316,38 @@ def test_a_tls_cluster_serves_only_holders_of_its_certificates(data_dir, tmp_pat
     assert not (tmp_path / "none").exists() and not (tmp_path / "other").exists()
 
 
-def test_losing_every_worker_ends_the_search_in_one_line(data_dir, tmp_path, capsys):
-    out = tmp_path / "run"  # the only worker is killed: the data copied to it is gone
-    code, _ = search_and_kill_a_busy_worker(
+def test_a_cluster_whose_only_worker_dies_still_finishes_the_search(data_dir, tmp_path):
+    out = tmp_path / "run"  # the nanny restarts the worker; the data held on it are computed again
+    code, pid = search_and_kill_a_busy_worker(
         ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *LONG],
         n_workers=1)
-    assert code == 1
-    err = capsys.readouterr().err.strip()
-    assert "the Dask cluster cancelled the trials" in err and "run the same command again" in err
-    assert len(err.splitlines()) == 1
+    assert code == 0
+    done = rows(out)
+    assert len(done) == 2 and all(r["status"] == "ok" for r in done)
+    assert str(pid) not in {r["worker"].split(":")[1] for r in done}
+
+
+def test_a_cluster_left_without_workers_ends_the_search_in_one_line(data_dir, tmp_path, capsys):
+    import threading
+    import time
+
+    out = tmp_path / "run"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, worker_dashboard_address=None) as local:
+        result = {}
+        search = threading.Thread(daemon=True, target=lambda: result.setdefault("code", tune_grid.main(
+            ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *LONG,
+             "--scheduler", local.scheduler_address, "--connect-timeout", "3"])))
+        search.start()
+        with distributed.Client(local) as client:
+            deadline = time.time() + 120
+            while time.time() < deadline and not any(client.processing().values()):
+                time.sleep(0.2)
+        stopped = time.time()
+        local.scale(0)  # the worker and its nanny leave for good
+        search.join(timeout=120)
+        waited = time.time() - stopped
+    assert result.get("code") == 1 and 3 <= waited < 30, (result, waited)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the Dask cluster has had no worker for 3s (--connect-timeout)" in err[0], err
+    assert "run the same command again to resume" in err[0]

@@ -9,10 +9,14 @@ import functools
 import os
 import sys
 import threading
+import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 
 from common import UsageError
+
+from .store import trial_key
 
 
 @dataclass
@@ -22,6 +26,7 @@ class Execution:
     n_jobs: int = 1
     client: object = None
     relay: object = None  # the Relay carrying rows from the cluster's workers, while a search runs
+    patience: float = 30  # seconds a cluster may have no worker before its search ends (--connect-timeout)
     _copies: dict = field(default_factory=dict, repr=False)  # {id(data): (data, its future)}
 
     @property
@@ -41,13 +46,13 @@ class Execution:
             self.relay.drain()
 
     def joblib_backend(self, scatter):
-        """For scikit-learn's searches: joblib's Dask backend on a cluster (with `scatter` copied
-        to every worker up front), its default (loky processes) otherwise."""
+        """For scikit-learn's searches: joblib's Dask backend on a cluster (with `scatter` held
+        on the cluster up front), its default (loky processes) otherwise."""
         if self.client is None:
             return contextlib.nullcontext()
         import joblib
 
-        joblib.register_parallel_backend("beans-dask", _ClusterBackend)
+        joblib.register_parallel_backend("beans-dask", functools.partial(_cluster_backend(), self))
         return joblib.parallel_backend("beans-dask", scatter=list(scatter))
 
     def map(self, fn, items, *data):
@@ -62,33 +67,83 @@ class Execution:
 
         return joblib.Parallel(n_jobs=self.n_jobs)(joblib.delayed(fn)(item, *data) for item in items)
 
+    def busy(self):
+        """How many tasks the cluster's workers are running, counting those whose results
+        nobody waits for any more (a search stopped by an error leaves its trials running)."""
+        return sum(self.client.run(_running_tasks).values())
+
     def _on_workers(self, data):
-        """Futures of `data` copied to every worker, once per search: scattering the same data
-        again per batch races with the release of the previous copies ("lost dependencies")."""
-        futures = []
-        for value in data:
-            if id(value) not in self._copies:
-                self._copies[id(value)] = (value, self.client.scatter(value, broadcast=True, hash=False))
-            futures.append(self._copies[id(value)][1])
-        return futures
+        return [self.hold(value) for value in data]
+
+    def abandon(self):
+        """Cancels the data held on the cluster, and with it every trial waiting for a worker."""
+        self.client.cancel([future for _, future in self._copies.values()], force=True)
+
+    def hold(self, value):
+        """A future of `value` on the cluster, made once per search. Not scattered: scattered
+        data that loses every worker holding it is gone for good, and so is the search (a
+        training that kills its worker a few times does that on two workers). This is a task
+        returning `value`, which the scheduler computes again when its holders die."""
+        if id(value) not in self._copies:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Large object", UserWarning)  # it is meant to be in the graph
+                self._copies[id(value)] = (value, self.client.submit(_same, value, pure=False))
+        return self._copies[id(value)][1]
+
+
+def _same(value):
+    return value
 
 
 @functools.cache
 def _cluster_backend():
+    import asyncio
+
     from joblib._dask import DaskDistributedBackend
 
     class ClusterBackend(DaskDistributedBackend):
-        """joblib's Dask backend, except that a cluster of one worker thread still gets the
-        trials: joblib runs whatever it counts as one job sequentially, in the client process."""
+        """joblib's Dask backend, except that
+        - a cluster of one worker thread still gets the trials: joblib runs whatever it counts
+          as one job sequentially, in the client process;
+        - the data are held as tasks (Execution.hold), and nothing is scattered: joblib would
+          scatter the data and every sizeable argument, which a worker's death can lose;
+        - a task that fails on the cluster (KilledWorker) ends the search instead of hanging it."""
+
+        def __init__(self, execution, scatter=(), **kwargs):
+            super().__init__(client=execution.client, **kwargs)
+            self._scatter = list(scatter)
+            self.data_futures = {id(x): execution.hold(x) for x in self._scatter}
+
+        def start_call(self):
+            super().start_call()
+            self.call_data_futures = None  # no automatic scatter of the arguments
+
+        def stop_call(self):
+            self.call_data_futures = {}  # what joblib's stop_call clears
+            super().stop_call()
 
         def effective_n_jobs(self, n_jobs):
             return max(super().effective_n_jobs(n_jobs), 2)
 
+        async def _collect(self):
+            # joblib's own loop sets a failed task's exception (a KilledWorker: its worker died
+            # allowed-failures + 1 times) on a future that nothing waits on, and never tells
+            # Parallel, which then waits forever. Here the failure reaches Parallel's callback,
+            # which raises it in the search.
+            while self._continue:
+                async for future, result in self.waiting_futures:
+                    cf_future = self._results.pop(future)
+                    callback = self._callbacks.pop(future)
+                    if future.status == "error":
+                        _, exc, _ = result
+                        cf_future.set_exception(exc)
+                        callback(exc)
+                    else:
+                        cf_future.set_result(result)
+                        callback(result)
+                await asyncio.sleep(0.01)
+
     return ClusterBackend
-
-
-def _ClusterBackend(**kwargs):  # noqa: N802 - joblib registers a class or a factory
-    return _cluster_backend()(**kwargs)
 
 
 # What the workers unpickle: a cluster whose scheduler or workers cannot import it waits forever.
@@ -154,6 +209,10 @@ def check_cluster(client, timeout):
                                  "with PYTHONPATH=$PWD (see README: Scaling out)") from None
 
 
+def _running_tasks(dask_worker):
+    return len(dask_worker.state.executing) + len(dask_worker.state.long_running)
+
+
 def on_dask_worker():
     if "distributed" not in sys.modules:
         return False
@@ -180,11 +239,20 @@ class QueueSink:
 
         Queue(self.name).put(row)
 
+    @staticmethod
+    def here():
+        from distributed import get_worker
+
+        return get_worker().address
+
 
 class Relay:
     """While a search runs on a cluster, appends the rows that workers send to the client's store
     (which prints their progress lines). A worker's put() returns once the scheduler holds the
-    row, so when a trial's task has returned, its row is in the queue: `drain` fetches it."""
+    row, so when a trial's task has returned, its row is in the queue: `drain` fetches it.
+
+    Workers also say when they start a training: `running` maps a worker's address to the
+    training it runs, which names the training when the cluster reports the worker killed."""
 
     def __init__(self, execution, store):
         from distributed import Queue
@@ -196,13 +264,28 @@ class Relay:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._relay, daemon=True)
+        self.running = {}  # {worker address: its "started" message}
+        self.lost = False  # the cluster had no worker for execution.patience seconds
 
     def _take(self):
         with self.lock:
-            rows = self.queue.get(batch=True) if self.queue.qsize() else []
-            for row in rows:
-                self.store.append(row)
-            return bool(rows)
+            items = self.queue.get(batch=True) if self.queue.qsize() else []
+            for item in items:
+                if "started" in item:  # its key made here: tuples may travel as lists
+                    self.running[item["worker"]] = {**item, "started": trial_key(item["params"], item["fold"])}
+                    continue
+                self.store.append(item)
+                key = trial_key(item["params"], item["fold"])
+                for worker in [w for w, started in self.running.items() if started["started"] == key]:
+                    del self.running[worker]
+            return bool(items)
+
+    def in_flight(self):
+        """The trainings that started on a live worker and have not reported back."""
+        self.drain()
+        live = set(self.execution.client.scheduler_info().get("workers", {}))
+        with self.lock:
+            return {w: s for w, s in self.running.items() if w in live}
 
     def drain(self):
         while self._take():
@@ -210,9 +293,17 @@ class Relay:
 
     def _relay(self):
         # polls rather than blocking in get(timeout=...), whose time-outs the scheduler logs as errors
+        alone_since, checked = None, 0.0
         while not self.stopping.is_set():
             if not self._take():
                 self.stopping.wait(0.2)
+            now = time.monotonic()
+            if now - checked >= 1 and not self.lost:
+                checked = now
+                alone_since = None if self.execution.client.nthreads() else (alone_since or now)
+                if alone_since is not None and now - alone_since >= self.execution.patience:
+                    self.lost = True  # every trial waits for a worker: end the search
+                    self.execution.abandon()
 
     def __enter__(self):
         self.store.sink = QueueSink(self.name)

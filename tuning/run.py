@@ -11,7 +11,7 @@ import concurrent.futures
 import contextlib
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cli
@@ -128,7 +128,7 @@ def open_execution(args, stack):
         security = ex.tls_security(args.tls_ca_file, args.tls_cert, args.tls_key)
         client = stack.enter_context(ex.connect(args.scheduler, args.connect_timeout, security))
         n_jobs = args.n_jobs if args.n_jobs > 1 else max(sum(client.nthreads().values()), 1)
-        return ex.Execution(n_jobs, client), args.threads_per_trial
+        return ex.Execution(n_jobs, client, patience=args.connect_timeout), args.threads_per_trial
     threads = args.threads_per_trial
     if args.n_jobs > 1 and threads is None:
         threads = ex.default_threads(args.n_jobs)
@@ -199,21 +199,28 @@ def run(argv, method):
 def search(prog, method, problem, setup, trial_store):
     """Runs the method's search; on Ctrl-C, says what is saved and shows it, then re-raises.
 
-    On a cluster that loses all its workers, and with them the search's data, Dask cancels the
-    trials: the run ends in one line (what finished is saved)."""
+    On a cluster, a worker that dies is replaced by its nanny and its trials run again (the data
+    are recomputed); a cluster left with no worker for --connect-timeout seconds ends the run in
+    one line (what finished is saved). A training that kills every worker it runs on is recorded
+    failed and the search goes on without it."""
     start = time.perf_counter()
-    client = problem.execution.client
     try:
         with contextlib.ExitStack() as stack:
-            if client is None:
+            if problem.execution.client is None:
                 return method.search(problem, setup.args), time.perf_counter() - start
-            stack.enter_context(ex.Relay(problem.execution, trial_store))
-            try:
-                return method.search(problem, setup.args), time.perf_counter() - start
-            except (concurrent.futures.CancelledError, asyncio.CancelledError):  # Dask cancelled the trials
-                raise cli.RunFailed(f"the Dask cluster cancelled the trials: it lost the workers that held "
-                                    f"the search's data; {len(trial_store.rows())} trainings are saved in "
-                                    f"{trial_store.path}: run the same command again to resume") from None
+            relay = stack.enter_context(ex.Relay(problem.execution, trial_store))
+            while True:
+                try:
+                    return method.search(problem, setup.args), time.perf_counter() - start
+                except (concurrent.futures.CancelledError, asyncio.CancelledError):  # Dask cancelled the trials
+                    why = (f"has had no worker for {problem.execution.patience:g}s (--connect-timeout)" if relay.lost
+                           else "cancelled the trials")
+                    raise cli.RunFailed(f"the Dask cluster {why}; {len(trial_store.rows())} trainings are saved in "
+                                        f"{trial_store.path}: run the same command again to resume") from None
+                except Exception as err:
+                    if type(err).__name__ != "KilledWorker":
+                        raise
+                    problem = record_killer(prog, problem, relay, err)
     except KeyboardInterrupt:
         rows = trial_store.rows()
         print(f"\n{prog}: interrupted; {len(rows)} of {setup.total} trainings are saved in "
@@ -221,6 +228,37 @@ def search(prog, method, problem, setup, trial_store):
         if rows:
             print(report.format_trials(trial_store.trials(), setup.names, setup.args.top))
         raise
+
+
+def record_killer(prog, problem, relay, err):
+    """After distributed's KilledWorker (a training's worker died allowed-failures + 1 times):
+    records that training failed, waits for the trainings still running (so that none is trained
+    twice), and returns the problem to search again, the store answering what is done."""
+    times = getattr(err, "allowed_failures", 0) + 1
+    times = f"{times} time{'s' if times > 1 else ''}"
+    address = getattr(getattr(err, "last_worker", None), "address", None)
+    relay.drain()
+    started = relay.running.pop(address, None) if address else None
+    trial_store = problem.settings.store
+    if started is None or started["started"] in problem.settings.killed:
+        raise cli.RunFailed(f"a training killed every Dask worker it ran on ({times}) and cannot be named; "
+                            f"{len(trial_store.rows())} trainings are saved in {trial_store.path}") from None
+    values = ", ".join(f"{k}={v}" for k, v in started["params"].items())
+    trial_store.record(started["params"], started["fold"], float("nan"), 0.0, status=store.FAILED,
+                       message=f"its Dask worker died {times} while training it (KilledWorker; "
+                               "distributed.scheduler.allowed-failures)", worker=address)
+    print(f"{prog}: the training {values} (fold {started['fold']}) killed its Dask worker {times}: "
+          "recorded failed; the search goes on without it", file=sys.stderr, flush=True)
+    waited = False
+    while running := problem.execution.busy():
+        if not waited:
+            print(f"{prog}: waiting for the {running} trainings still running", file=sys.stderr, flush=True)
+            waited = True
+        time.sleep(0.5)
+    relay.drain()  # the rows of the trainings that just finished
+    settings = replace(problem.settings, done=store.latest_by_key(trial_store.rows()),
+                       killed=problem.settings.killed | {started["started"]})
+    return replace(problem, settings=settings)
 
 
 def announce_resume(prog, out, total, done, retry):

@@ -48,11 +48,15 @@ class TrialSettings:
     timeout: float = None           # seconds; a longer trial is stopped and recorded "timeout"
     done: dict = field(default_factory=dict)  # {trial key: row} of a resumed search
     retry: bool = False             # --retry-failed: train failed and timed-out trials again
+    killed: frozenset = frozenset()  # keys of trainings that killed their Dask workers in this run
 
     def finished(self, params, fold):
         """The stored row of a training not to run again, or None."""
-        row = self.done.get(trial_key(params, fold))
-        return None if row is None or (self.retry and row["status"] in RETRYABLE) else row
+        key = trial_key(params, fold)
+        row = self.done.get(key)
+        if row is None or key in self.killed:
+            return row
+        return None if self.retry and row["status"] in RETRYABLE else row
 
 
 @dataclass
@@ -105,6 +109,7 @@ def run_point(params, base, train, val, settings):
     done = settings.finished(params, "validation")
     if done is not None:
         return reuse(done)
+    settings.store.started(params, "validation")
     outcome = train_trial(dataclasses.replace(base, **{k: plain(v) for k, v in params.items()}),
                           train, val, settings)
     record(settings, params, "validation", outcome)
@@ -169,6 +174,8 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
         except ValueError as err:  # a fold too small to hold out every class
             self.outcome_ = Outcome(float("nan"), FAILED, f"{err.__class__.__name__}: {err}")
         else:
+            if settings.store:
+                settings.store.started(self.params_, self.fold_)
             self.outcome_ = train_trial(self.hparams(), train, val, settings)
         self.model_ = self.outcome_.model
         self.outcome_.model = None

@@ -55,8 +55,7 @@ def sklearn_search(problem, search_cls, space, cv=None, **kwargs):
     validation split, or with `cv` K folds over train+validation. Returns the candidates."""
     from sklearn.model_selection import PredefinedSplit, StratifiedKFold
 
-    X = np.concatenate([problem.train.x, problem.validation.x])
-    y = np.concatenate([problem.train.y, problem.validation.y])
+    X, y = _pooled(problem.train, problem.validation)
     if cv:
         test_fold = np.empty(len(y), int)
         for k, (_, rows) in enumerate(StratifiedKFold(cv, shuffle=True, random_state=problem.settings.seed)
@@ -74,6 +73,17 @@ def sklearn_search(problem, search_cls, space, cv=None, **kwargs):
         search.fit(X, y, test_fold=test_fold, validation=validation)
     problem.execution.drain()
     return [{k: plain(v) for k, v in params.items()} for params in search.cv_results_["params"]]
+
+
+_POOLED = []  # [(train, validation, X, y)]: one copy, whichever rounds or reruns a search makes
+
+
+def _pooled(train, validation):
+    """Train and validation images in one array, as scikit-learn's splitters want them."""
+    if not (_POOLED and _POOLED[0][0] is train and _POOLED[0][1] is validation):
+        _POOLED[:] = [(train, validation, np.concatenate([train.x, validation.x]),
+                       np.concatenate([train.y, validation.y]))]
+    return _POOLED[0][2:]
 
 
 def gp_optimizer(space, n_initial_points, seed):

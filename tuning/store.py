@@ -86,6 +86,13 @@ class TrialStore:
             return None
         return self.append(row)
 
+    def started(self, params, fold):
+        """On a Dask worker, tells the client which training this worker is starting, so that a
+        training that kills its worker can be named and recorded failed (see Relay)."""
+        if self.sink is not None and self.sink.remote():
+            self.sink.put({"started": True, "params": {n: plain(params[n]) for n in self.names},
+                           "fold": str(fold), "worker": self.sink.here()})
+
     def append(self, row):
         values = [*(row["params"][n] for n in self.names), row["fold"],
                   _number(row["val_accuracy"]), row["epochs"], _number(row["fit_seconds"], 2),
