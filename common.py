@@ -352,9 +352,14 @@ class Beans:
 
 
 def make_dataset(split, batch_size, seed=0, training=False, augment=False):
-    """tf.data over in-memory arrays: seeded per-epoch shuffle, batch, augment, prefetch."""
+    """tf.data over in-memory arrays: seeded per-epoch shuffle, batch, augment, prefetch.
+
+    In a trial capped at N threads (--threads-per-trial, or a Dask worker), tf.data gets N
+    threads and no autotuning: its autotuner's background thread made two 1-thread trials
+    side by side each 1.25 times slower than one alone; without it, 1.01 (bench/scale.py)."""
     import tensorflow as tf
 
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
     ds = tf.data.Dataset.from_tensor_slices((split.x, split.y))
     if training:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
@@ -362,8 +367,14 @@ def make_dataset(split, batch_size, seed=0, training=False, augment=False):
     if training and augment:
         augmenter = make_augmenter(seed)
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+                    num_parallel_calls=threads or tf.data.AUTOTUNE)
+    if not threads:
+        return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.threading.private_threadpool_size = threads
+    options.threading.max_intra_op_parallelism = 1
+    return ds.with_options(options).prefetch(1)
 
 
 def make_augmenter(seed):

@@ -54,13 +54,13 @@ def test_bayes_batches_run_on_the_cluster(data_dir, tmp_path, cluster):
 
 def test_unreachable_scheduler_is_one_line(data_dir, tmp_path, capsys):
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"),
-                           "--scheduler", "tcp://127.0.0.1:9", "--layers", "1,2", *TINY]) == 2
+                           "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "2", "--layers", "1,2", *TINY]) == 2
     err = capsys.readouterr().err
     assert "cannot reach a Dask scheduler at tcp://127.0.0.1:9" in err and len(err.strip().splitlines()) == 1
 
 
 def search_and_kill_a_busy_worker(argv, n_workers):
-    """Runs tune_grid on a fresh LocalCluster and SIGKILLs a worker 2 s into a trial of 400
+    """Runs tune_grid on a fresh LocalCluster and SIGKILLs a worker 2 s into a trial of 200
     epochs; returns (the search's exit code, the killed worker's pid)."""
     import os
     import signal
@@ -77,7 +77,7 @@ def search_and_kill_a_busy_worker(argv, n_workers):
             deadline = time.time() + 120
             while time.time() < deadline and not any(client.processing().values()):
                 time.sleep(0.2)
-            time.sleep(2)  # well inside a trial of 400 epochs
+            time.sleep(2)  # well inside a trial of 200 epochs (about 5 s)
             busy = next(address for address, tasks in client.processing().items() if tasks)
             pid = client.run(os.getpid, workers=[busy])[busy]
             os.kill(pid, signal.SIGKILL)
@@ -85,7 +85,7 @@ def search_and_kill_a_busy_worker(argv, n_workers):
     return result.get("code"), pid
 
 
-LONG = ["--image-size", "8", "--epochs", "400", "--patience", "400", "--units", "4", "--batch-size", "4", "--decay", "0"]
+LONG = ["--image-size", "8", "--epochs", "200", "--patience", "200", "--units", "4", "--batch-size", "4", "--decay", "0"]
 
 
 def test_a_worker_killed_mid_trial_costs_only_that_trial(data_dir, tmp_path):
