@@ -62,7 +62,7 @@ def objective_figure(result, names):
 METHOD = Method(
     script="tune_bayes", description=__doc__.splitlines()[0], allow_range=True,
     default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags,
-    count=lambda args, dims: n_calls(args, dims), requested=lambda args: args.n_calls,
+    count=lambda args, dims, base: n_calls(args, dims), requested=lambda args: args.n_calls,
     identity=lambda args: {"n_calls": args.n_calls, "n_initial_points": args.n_initial_points},
     search=search, figures=("convergence.png", "objective.png"))
 

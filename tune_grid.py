@@ -15,13 +15,13 @@ from pathlib import Path
 
 import cli
 from common import HPARAM_NAMES, UsageError
-from tuning import searches
+from tuning import halving, searches
 from tuning.run import Method, run
-from tuning.space import TRIAL_BUDGET
+from tuning.space import TRIAL_DEFAULTS
 
 # Five hyperparameters x two values: 32 trials, about 25 minutes at 64x64 on the 2-core machine.
 DEFAULT_GRID = {
-    **TRIAL_BUDGET,
+    **TRIAL_DEFAULTS,
     "learning_rate": [1e-3, 3e-3],
     "layers": [2, 3],
     "units": [32, 128],
@@ -34,11 +34,12 @@ def add_flags(parser):
     parser.add_argument("--grid", metavar="FILE", default=None,
                         help='JSON grid replacing the default one, e.g. {"units": [32, 64]}')
     searches.add_cv_flag(parser)
+    halving.add_flags(parser)
 
 
 def default_space(args):
     if args is not None and args.grid:
-        return {**TRIAL_BUDGET, **load_grid(args.grid)}
+        return {**TRIAL_DEFAULTS, **load_grid(args.grid)}
     return DEFAULT_GRID
 
 
@@ -66,22 +67,31 @@ def load_grid(path):
     return grid
 
 
-def count(args, dims):
-    return math.prod(len(d.choices) for d in dims) * (args.cv or 1)
+def count(args, dims, base):
+    candidates = math.prod(len(d.choices) for d in dims)
+    if args.halving:
+        return sum(n for _, n in halving.schedule(candidates, args, base.epochs)) * (args.cv or 1)
+    return candidates * (args.cv or 1)
 
 
 def search(problem, args):
     from sklearn.model_selection import GridSearchCV
 
     grid = {d.name: list(d.choices) for d in problem.dims}
-    searches.sklearn_search(problem, GridSearchCV, grid, cv=args.cv)
+    if args.halving:
+        searches.sklearn_search(problem, halving.search_class(grid=True), grid, cv=args.cv,
+                                **halving.options(args, problem.base.epochs))
+    else:
+        searches.sklearn_search(problem, GridSearchCV, grid, cv=args.cv)
     return searches.SearchOutput()
+
 
 
 METHOD = Method(
     script="tune_grid", description=__doc__.splitlines()[0], allow_range=False, default_space=default_space,
-    add_flags=add_flags, count=count, identity=lambda args: {"cv": args.cv},
-    search=search, describe=searches.describe_cv, check_data=searches.check_cv_folds)
+    add_flags=add_flags, count=count, identity=lambda args: {"cv": args.cv, **halving.identity(args)},
+    search=search, describe=searches.describe_cv, check_data=searches.check_cv_folds,
+    check=halving.check, rung=halving.rung)
 
 
 def main(argv=None):

@@ -13,7 +13,7 @@ import math
 import sys
 
 import cli
-from tuning import report, searches
+from tuning import halving, report, searches
 from tuning.run import Method, run
 from tuning.space import DEFAULT_RANGES
 from tuning.store import OK, rank
@@ -29,26 +29,36 @@ def add_flags(parser):
                         help="fraction of a round's trials whose span sets the next ranges (default: 0.3, "
                              "range (0, 1])")
     searches.add_cv_flag(parser)
+    halving.add_flags(parser)
 
 
 def requested(args):
-    return args.n_iter * (args.refine + 1) * (args.cv or 1)
+    return None if args.halving else args.n_iter * (args.refine + 1) * (args.cv or 1)
 
 
-def count(args, dims):
-    """scikit-learn samples a space of lists only without replacement: at most its size."""
+def count(args, dims, base):
+    """scikit-learn samples a space of lists only without replacement: at most its size. With
+    --halving, --n-iter candidates start in rung 0."""
+    candidates = args.n_iter
     if all(isinstance(d.scipy(), list) for d in dims):
-        return min(args.n_iter, math.prod(len(d.scipy()) for d in dims)) * (args.refine + 1) * (args.cv or 1)
-    return requested(args)
+        candidates = min(args.n_iter, math.prod(len(d.scipy()) for d in dims))
+    if args.halving:
+        return sum(n for _, n in halving.schedule(candidates, args, base.epochs)) * (args.cv or 1)
+    return candidates * (args.refine + 1) * (args.cv or 1)
 
 
 def identity(args):
-    return {"n_iter": args.n_iter, "refine": args.refine, "keep": args.keep, "cv": args.cv}
+    return {"n_iter": args.n_iter, "refine": args.refine, "keep": args.keep, "cv": args.cv, **halving.identity(args)}
 
 
 def search(problem, args):
     from sklearn.model_selection import RandomizedSearchCV
 
+    if args.halving:
+        searches.sklearn_search(problem, halving.search_class(grid=False), {d.name: d.scipy() for d in problem.dims},
+                                cv=args.cv, n_candidates=args.n_iter, random_state=problem.settings.seed,
+                                **halving.options(args, problem.base.epochs))
+        return searches.SearchOutput()
     dims, store = list(problem.dims), problem.settings.store
     for round_ in range(args.refine + 1):
         if round_:
@@ -69,8 +79,8 @@ def search(problem, args):
 METHOD = Method(
     script="tune_random", description=__doc__.splitlines()[0], allow_range=True,
     default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags, count=count,
-    requested=requested,
-    identity=identity, search=search, describe=searches.describe_cv, check_data=searches.check_cv_folds)
+    requested=requested, identity=identity, search=search, describe=searches.describe_cv,
+    check_data=searches.check_cv_folds, check=halving.check, rung=halving.rung)
 
 
 def main(argv=None):

@@ -40,15 +40,19 @@ class Progress:
               flush=True)
 
 
-def format_trials(trials, names, top=10):
-    """The ranked table; a std column when configurations were scored on several folds."""
+def format_trials(trials, names, top=10, rung=None):
+    """The ranked table; a std column when configurations were scored on several folds; with
+    successive halving (`rung`: the hyperparameter a rung sets), each training's rung, the
+    highest rung first."""
     cv = any(t.folds > 1 for t in trials)
-    headers = ["rank", *names, "val_acc"] + (["std"] if cv else []) + ["fit_s", "status"]
+    budgets = sorted({t.params[rung] for t in trials}) if rung else []
+    headers = ["rank", *(["rung"] if rung else []), *names, "val_acc"] + (["std"] if cv else []) + ["fit_s", "status"]
     rows = []
-    for i, t in enumerate(rank(trials)[:top], 1):
+    for i, t in enumerate(rank(trials, rung)[:top], 1):
         score = f"{t.val_accuracy:.4f}" if math.isfinite(t.val_accuracy) else "nan"
         std = [f"{t.std:.4f}" if math.isfinite(t.std) else "nan"] if cv else []
-        rows.append([i, *(fmt(t.params.get(n, "")) for n in names), score, *std, f"{t.fit_seconds:.1f}",
+        level = [budgets.index(t.params[rung])] if rung else []
+        rows.append([i, *level, *(fmt(t.params.get(n, "")) for n in names), score, *std, f"{t.fit_seconds:.1f}",
                      t.status if not t.message else f"{t.status}: {t.message[:40]}"])
     return outputs.format_table(headers, rows)
 

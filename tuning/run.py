@@ -36,13 +36,15 @@ class Method:
     allow_range: bool                 # takes lo:hi ranges, not only lists
     default_space: object             # (args) -> {name: spec}, before the user's flags
     add_flags: object                 # (parser) -> None
-    count: object                     # (args, dims) -> trainings the search will run
+    count: object                     # (args, dims, base) -> trainings the search will run
     identity: object                  # (args) -> {setting: value} that define the search (resume)
     search: object                    # (problem, args) -> SearchOutput
     describe: object = field(default=lambda args: {"scoring": "accuracy on the validation split"})
     check_data: object = field(default=lambda args, train, validation: None)  # raises UsageError
     figures: tuple = ()               # names of the figures its search may draw, besides val_accuracy.png
     requested: object = None          # (args) -> trainings asked for (more than count: a small space)
+    check: object = field(default=lambda args, dims, base: None)  # flag combinations; raises UsageError
+    rung: object = field(default=lambda args: None)  # (args) -> the hyperparameter a halving rung sets
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,17 @@ class Setup:
     base: HParams
     total: int
     out: Path
+    rung: str = None  # successive halving: the hyperparameter each rung sets ("epochs")
 
     @property
     def names(self):
         return [d.name for d in self.dims]
+
+    @property
+    def columns(self):
+        """The hyperparameters each training is stored and shown with: the searched ones, and a
+        halving rung's epochs."""
+        return [*self.names, *([self.rung] if self.rung else [])]
 
 
 def tuning_parser(method):
@@ -85,6 +94,9 @@ def tuning_parser(method):
     parser.add_argument("--threads-per-trial", type=cli.number(int, 1, 256), default=None, metavar="N",
                         help="TensorFlow threads per trial (default: cores / n-jobs for local "
                              "processes; TensorFlow's own choice otherwise)")
+    parser.add_argument("--final-epochs", type=cli.number(int, 1, 1000), default=None, metavar="N",
+                        help="train the best configuration for N epochs at the end (default: the trials' "
+                             "epochs); trials only rank configurations, the final model may train longer")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh, whatever the --out folder holds")
     method.add_flags(parser)
@@ -107,8 +119,10 @@ def prepare(argv, method):
     dims, fixed = build_space(method.default_space(args), overrides, method.allow_range)
     if not dims:
         raise UsageError("nothing to search: every hyperparameter has a single value")
+    base = HParams(**fixed)
+    method.check(args, dims, base)
     out = Path(args.out) if args.out else cli.default_out(method.script)
-    return Setup(args, tuple(dims), HParams(**fixed), method.count(args, dims), out)
+    return Setup(args, tuple(dims), base, method.count(args, dims, base), out, method.rung(args))
 
 
 def manifest(setup, method, beans):
@@ -139,14 +153,14 @@ def run(argv, method):
     """The whole run of a tuning script: flags, search, table, final model, files."""
     prog = f"{method.script}.py"
     setup = prepare(argv, method)
-    args, out, names = setup.args, setup.out, setup.names
+    args, out, names, columns = setup.args, setup.out, setup.names, setup.columns
     beans = common.Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
     with contextlib.ExitStack() as stack:
         execution, threads = open_execution(args, stack)
         stack.enter_context(store.claim(out))
         the_manifest = manifest(setup, method, beans)
         resumed = store.open_search(out, the_manifest, args.overwrite, ("val_accuracy.png", *method.figures))
-        trial_store = store.TrialStore(out / store.RESULTS, names)
+        trial_store = store.TrialStore(out / store.RESULTS, columns)
         done = trial_store.rows() if resumed else []
         finished = store.read_best(out) if resumed else None
         if finished is not None:
@@ -159,9 +173,10 @@ def run(argv, method):
                   "this process", file=sys.stderr)
         train, validation = beans.train, beans.validation  # decoded here, after every check
         method.check_data(args, train, validation)
-        if method.requested is not None and setup.total < method.requested(args):
+        wanted = method.requested(args) if method.requested else None
+        if wanted is not None and setup.total < wanted:
             print(f"{prog}: note: the space holds fewer configurations than asked for; running "
-                  f"{setup.total} trainings, not {method.requested(args)}", file=sys.stderr)
+                  f"{setup.total} trainings, not {wanted}", file=sys.stderr)
         store.write_manifest(out, the_manifest)
         cli.print_config(f"{prog}: resolved configuration", {
             "data": beans.source, "train / validation images": f"{len(train)} / {len(validation)}",
@@ -175,7 +190,7 @@ def run(argv, method):
                                  store.latest_by_key(done), args.retry_failed)
         retried = announce_resume(prog, out, setup.total, done, args.retry_failed)
         trial_store.create()
-        trial_store.on_record = report.Progress(names, setup.total + retried, done_before=len(done))
+        trial_store.on_record = report.Progress(columns, setup.total + retried, done_before=len(done))
         problem = Problem(train, validation, setup.dims, setup.base, settings, execution)
         output, seconds = search(prog, method, problem, setup, trial_store)
     trials = trial_store.trials()
@@ -183,12 +198,13 @@ def run(argv, method):
     print(f"\n{prog}: {len(trials)} configurations, {len(trial_store.rows())} trainings in "
           f"{report.duration(seconds)} (sum of fit times {report.duration(fit_total)}"
           f"{', this run and before' if done else ''})")
-    print(report.format_trials(trials, names, args.top))
-    ok = [t for t in store.rank(trials) if t.status == store.OK]
+    print(report.format_trials(trials, columns, args.top, rung=setup.rung))
+    ok = [t for t in store.rank(trials, setup.rung) if t.status == store.OK]
     if not ok:
         raise cli.RunFailed(f"every trial failed; see {out / store.RESULTS} for their messages "
                             "(--retry-failed trains failed and timed-out trials again)")
-    summary = final_model(out, beans, setup.base, ok[0], names, args.seed, len(trials), seconds, method.script)
+    summary = final_model(out, beans, setup.base, ok[0], columns, args.seed, len(trials), seconds, method.script,
+                          args.final_epochs)
     print()
     print(format_best(summary))
     draw_figures(prog, out, {"val_accuracy.png": lambda: report.plot_scores(trials, setup.dims), **output.figures})
@@ -226,7 +242,7 @@ def search(prog, method, problem, setup, trial_store):
         print(f"\n{prog}: interrupted; {len(rows)} of {setup.total} trainings are saved in "
               f"{trial_store.path}. Run the same command again to resume.")
         if rows:
-            print(report.format_trials(trial_store.trials(), setup.names, setup.args.top))
+            print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung))
         raise
 
 
@@ -280,7 +296,7 @@ def show_finished(prog, setup, trial_store, summary):
     """A finished search is not run again: its stored results are shown, the test split is not read."""
     print(f"{prog}: {setup.out} holds this search, finished; its stored results follow. The test "
           "split is not read again (--overwrite starts afresh).")
-    print(report.format_trials(trial_store.trials(), setup.names, setup.args.top))
+    print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung))
     print()
     print(format_best(summary))
     return summary

@@ -10,6 +10,7 @@ Results are not returned: every trial's result is in the trial store, and read f
 """
 
 import dataclasses
+import inspect
 import itertools
 import math
 import warnings
@@ -51,8 +52,9 @@ class SearchOutput:
 
 
 def sklearn_search(problem, search_cls, space, cv=None, **kwargs):
-    """Runs `search_cls` (GridSearchCV, RandomizedSearchCV) over the train split, scored on the
-    validation split, or with `cv` K folds over train+validation. Returns the candidates."""
+    """Runs `search_cls` (GridSearchCV, RandomizedSearchCV or their halving kin) over the train
+    split, scored on the validation split, or with `cv` K folds over train+validation. Returns
+    the candidates (with a halving search, every rung's)."""
     from sklearn.model_selection import PredefinedSplit, StratifiedKFold
 
     X, y = _pooled(problem.train, problem.validation)
@@ -66,8 +68,12 @@ def sklearn_search(problem, search_cls, space, cv=None, **kwargs):
         test_fold = np.r_[np.full(len(problem.train), -1), np.zeros(len(problem.validation), int)]
         validation = Holdout(problem.validation.x, problem.validation.y)
     estimator = BeansClassifier(**problem.base.to_dict(), trials=problem.settings)
+    accepted = inspect.signature(search_cls).parameters
+    extra = {"pre_dispatch": "n_jobs"} if "pre_dispatch" in accepted else {}
+    if "return_train_score" in accepted:
+        extra["return_train_score"] = False  # never score a trial on its own training images
     search = search_cls(estimator, space, scoring=None, cv=PredefinedSplit(test_fold), refit=False,
-                        n_jobs=problem.execution.n_jobs, error_score=np.nan, pre_dispatch="n_jobs", **kwargs)
+                        n_jobs=problem.execution.n_jobs, error_score=np.nan, **extra, **kwargs)
     with warnings.catch_warnings(), problem.execution.joblib_backend(scatter=[X, y]):
         warnings.simplefilter("ignore")  # failed trials are in the table, not in a warning wall
         search.fit(X, y, test_fold=test_fold, validation=validation)

@@ -65,8 +65,14 @@ class TrialStore:
         self.sink = sink
 
     @property
+    def trained(self):
+        """The column of epochs actually trained: "epochs", or "epochs_run" where a search sets
+        epochs itself (successive halving: a rung's budget) and "epochs" is a hyperparameter column."""
+        return "epochs_run" if "epochs" in self.names else "epochs"
+
+    @property
     def header(self):
-        return ["trial", *self.names, "fold", "val_accuracy", "epochs", "fit_seconds", "cpu_seconds",
+        return ["trial", *self.names, "fold", "val_accuracy", self.trained, "fit_seconds", "cpu_seconds",
                 "status", "message", "worker"]
 
     def create(self):
@@ -125,12 +131,12 @@ class TrialStore:
         with open(self.path, encoding="utf-8", errors="replace") as handle:
             rows = self._parse(handle.read())
         for row in rows:
-            row["params"] = {n: coerce(n, row[n]) for n in self.names}
+            row["params"] = {n: coerce(n, v) for n, v in row["params"].items()}
         return rows
 
     def _parse(self, text):
         try:
-            return _parse_rows(text, self.header)
+            return _parse_rows(text, self.header, self.names, self.trained)
         except ValueError as err:
             raise UsageError(f"{self.path}: {err}; move the file away or pass --overwrite") from None
 
@@ -160,9 +166,15 @@ def _aggregate(params, rows):
     return Trial(params, float(np.mean(scores)), std, fits, OK, "", len(rows))
 
 
-def rank(trials):
-    """Best first; trials without a score last."""
-    return sorted(trials, key=lambda t: -t.val_accuracy if math.isfinite(t.val_accuracy) else math.inf)
+def rank(trials, rung=None):
+    """Best first; trials without a score last. With `rung` (the hyperparameter a successive-
+    halving rung sets, "epochs"), the highest rung first: a score after 3 epochs does not
+    compete with one after 27 (scikit-learn's halving picks its best in the last rung too)."""
+    def key(t):
+        score = -t.val_accuracy if math.isfinite(t.val_accuracy) else math.inf
+        return (-t.params[rung], score) if rung else score
+
+    return sorted(trials, key=key)
 
 
 def _number(value, digits=None):
@@ -179,7 +191,7 @@ def _csv_line(values):
     return buffer.getvalue()
 
 
-def _parse_rows(text, header):
+def _parse_rows(text, header, names, trained="epochs"):
     """Typed rows of results.csv; ValueError names the first line that is not a row."""
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
@@ -194,7 +206,8 @@ def _parse_rows(text, header):
         try:
             for name in ("val_accuracy", "fit_seconds", "cpu_seconds"):
                 row[name] = float(row[name])
-            row["epochs"] = int(row["epochs"])
+            row["params"] = {n: row[n] for n in names}  # text; rows() types them
+            row["epochs"] = int(row[trained])
             if row["status"] not in (OK, DIVERGED, FAILED, TIMEOUT) or None in row.values():
                 raise ValueError
         except (TypeError, ValueError):

@@ -1,0 +1,124 @@
+"""Successive halving (--halving): epochs as scikit-learn's resource, every rung in the store,
+resume mid-rung, the table's rungs, the flags' checks, and --final-epochs."""
+
+import csv
+import dataclasses
+import inspect
+import json
+from collections import Counter
+
+import pytest
+
+import common
+import tune_grid
+import tune_random
+from tuning import halving
+
+TINY = ["--image-size", "8", "--units", "4", "--batch-size", "4", "--decay", "0"]
+
+
+def results(out):
+    with (out / "results.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def scored(monkeypatch):
+    """common.train made instant and predictable: scored layers/10 + units/1000, plus the epochs
+    asked for / 10^4 (so that a longer rung scores a little higher, as it would). Only the final
+    model (the one call that logs its epochs) really trains, for 1 epoch, to have a model to
+    save. Returns the epochs each call asked for."""
+    real, asked = common.train, []
+
+    def train(hp, *args, **kwargs):
+        asked.append(hp.epochs)
+        score = hp.layers / 10 + hp.units / 1000 + hp.epochs / 1e4
+        if kwargs.get("log") is None:  # a trial
+            return common.TrainResult(None, {}, score, hp.epochs, 0.0)
+        result = real(dataclasses.replace(hp, epochs=1), *args, **kwargs)
+        return dataclasses.replace(result, val_accuracy=score, epochs=hp.epochs)
+
+    monkeypatch.setattr(common, "train", train)
+    return asked
+
+
+def grid_argv(data_dir, out, *extra):
+    return ["--data-dir", str(data_dir), "--out", str(out), "--halving", "--min-epochs", "1", "--factor", "3",
+            "--epochs", "9", "--patience", "9", "--layers", "1,2,3", "--learning-rate", "1e-3", *TINY,
+            "--units", "4,8,16", *extra]
+
+
+def test_scikit_learn_halving_still_takes_a_custom_resource():
+    # scikit-learn PR #34253 proposes dropping custom resources; --halving rests on them.
+    for grid in (True, False):
+        cls = halving.search_class(grid)
+        assert "resource" in inspect.signature(cls).parameters, f"{cls.__name__} lost `resource`"
+
+
+def test_schedule_is_scikit_learns():
+    from argparse import Namespace
+
+    flags = Namespace(halving=True, min_epochs=1, factor=3)
+    assert halving.schedule(9, flags, 9) == [(1, 9), (3, 3), (9, 1)]
+    assert halving.schedule(10, flags, 27) == [(1, 10), (3, 4), (9, 2), (27, 1)][:3]  # 1 + floor(log3 10) = 3 rungs
+    assert halving.schedule(4, Namespace(halving=True, min_epochs=1, factor=2), 4) == [(1, 4), (2, 2), (4, 1)]
+
+
+def test_halving_grid_trains_each_rung_for_its_epochs(data_dir, tmp_path, capsys, scored):
+    out = tmp_path / "run"
+    assert tune_grid.main(grid_argv(data_dir, out)) == 0
+    rows = results(out)
+    assert "epochs" in rows[0] and "epochs_run" in rows[0]  # the rung's budget, and what ran
+    assert Counter(int(r["epochs"]) for r in rows) == {1: 9, 3: 3, 9: 1}
+    assert scored[:13] == [int(r["epochs"]) for r in rows]  # each training got its rung's epochs
+    promoted = {(r["layers"], r["units"]) for r in rows if r["epochs"] == "3"}
+    assert promoted == {("3", "16"), ("3", "8"), ("3", "4")}  # the best third of rung 0
+    top = [r for r in rows if r["epochs"] == "9"]
+    assert [(r["layers"], r["units"]) for r in top] == [("3", "16")]
+    best = json.loads((out / "best.json").read_text())
+    assert best["params"] == {"layers": 3, "units": 16, "epochs": 9}
+    printed = capsys.readouterr().out
+    table = printed[printed.index("rank  rung"):].splitlines()
+    assert table[2].split()[:5] == ["1", "2", "3", "16", "9"]  # rank 1 is the top rung's trial
+    assert table[3].split()[1] == "1"  # then rung 1
+
+
+def test_halving_resumes_mid_rung(data_dir, tmp_path, capsys, scored):
+    out = tmp_path / "run"
+    assert tune_grid.main(grid_argv(data_dir, out)) == 0
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(lines[:11]))  # header, rung 0, one of rung 1
+    (out / "best.json").unlink()
+    scored.clear()
+    assert tune_grid.main(grid_argv(data_dir, out)) == 0
+    assert scored[:3] == [3, 3, 9]  # the two missing trainings of rung 1, then rung 2
+    assert len(scored) == 4  # and the final model
+    assert Counter(int(r["epochs"]) for r in results(out)) == {1: 9, 3: 3, 9: 1}
+    assert json.loads((out / "best.json").read_text())["params"] == {"layers": 3, "units": 16, "epochs": 9}
+
+
+def test_halving_random_search_and_final_epochs(data_dir, tmp_path, scored):
+    out = tmp_path / "run"
+    assert tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--halving", "--n-iter", "4",
+                             "--min-epochs", "1", "--factor", "2", "--epochs", "4", "--layers", "1:3",
+                             "--learning-rate", "1e-3", *TINY, "--final-epochs", "7"]) == 0
+    assert Counter(int(r["epochs"]) for r in results(out)) == {1: 4, 2: 2, 4: 1}
+    assert scored[-1] == 7  # the final model trained for --final-epochs
+    best = json.loads((out / "best.json").read_text())
+    assert best["hparams"]["epochs"] == 7 and best["params"]["epochs"] == 4
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    (tune_grid, ["--min-epochs", "2"], "--min-epochs and --factor go with --halving"),
+    (tune_random, ["--factor", "2"], "--min-epochs and --factor go with --halving"),
+    (tune_random, ["--halving", "--epochs", "2:8"], "give --epochs one value"),
+    (tune_grid, ["--halving", "--epochs", "4", "--min-epochs", "5"], "--min-epochs 5 is above --epochs 4"),
+    (tune_random, ["--halving", "--refine", "1"], "--halving and --refine do not combine"),
+    (tune_grid, ["--halving", "--factor", "1"], "--factor"),
+])
+def test_halving_flags_are_checked_before_any_work(data_dir, tmp_path, capsys, script, argv, message):
+    out = tmp_path / "run"
+    assert script.main(["--data-dir", str(data_dir), "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
