@@ -77,7 +77,8 @@ def number(kind, low, high, low_open=False):
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a finite number'}, "
                                              f"got {text!r}") from None
         if value < low or value > high or (low_open and value == low):
-            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low:g}, {high:g}], got {text}")
+            shown = (str(int(b)) if kind is int else f"{b:g}" for b in (low, high))
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{', '.join(shown)}], got {text}")
         return value
 
     parse.__name__ = kind.__name__
