@@ -354,7 +354,7 @@ class Beans:
 def make_dataset(split, batch_size, seed=0, training=False, augment=False):
     """tf.data over in-memory arrays: seeded per-epoch shuffle, batch, augment, prefetch.
 
-    In a trial capped at N threads (--threads-per-trial, or a Dask worker), tf.data gets N
+    In a trial capped at N threads (--threads-per-trial, or local --n-jobs), tf.data gets N
     threads and no autotuning: its autotuner's background thread made two 1-thread trials
     side by side each 1.25 times slower than one alone; without it, 1.01 (bench/scale.py)."""
     import tensorflow as tf

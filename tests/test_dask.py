@@ -9,7 +9,9 @@ import tune_grid
 
 distributed = pytest.importorskip("distributed")
 
-TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--batch-size", "4", "--decay", "0"]
+# The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
+# these tests are about the search machinery, which the cheaper baseline model exercises as well.
+TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--batch-size", "4", "--decay", "0", "--batch-norm", "false"]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,7 @@ def search_and_kill_a_busy_worker(argv, n_workers):
     return result.get("code"), pid
 
 
-LONG = ["--image-size", "8", "--epochs", "200", "--patience", "200", "--units", "4", "--batch-size", "4", "--decay", "0"]
+LONG = [*TINY, "--epochs", "200", "--patience", "200"]
 
 
 def test_a_worker_killed_mid_trial_costs_only_that_trial(data_dir, tmp_path):
@@ -351,3 +353,41 @@ def test_a_cluster_left_without_workers_ends_the_search_in_one_line(data_dir, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the Dask cluster has had no worker for 3s (--connect-timeout)" in err[0], err
     assert "run the same command again to resume" in err[0]
+
+
+def test_the_relay_keeps_the_first_row_of_a_training_run_twice(tmp_path):
+    """When a worker dies, Dask recomputes the finished tasks whose results it held: their rows
+    arrive a second time, and only the first stands (unless the first failed: --retry-failed)."""
+    from tuning.execution import Relay
+    from tuning.store import TrialStore
+
+    class FakeQueue:
+        def __init__(self):
+            self.items = []
+
+        def qsize(self):
+            return len(self.items)
+
+        def get(self, batch=True):
+            items, self.items = self.items, []
+            return items
+
+    store = TrialStore(tmp_path / "results.csv", ["layers"])
+    store.create()
+    relay = Relay.__new__(Relay)  # no cluster: only the queue matters here
+    relay.store, relay.queue, relay.running, relay.dropped = store, FakeQueue(), {}, 0
+    relay.lock = __import__("threading").Lock()
+
+    def row(layers, score, status="ok"):
+        return {"params": {"layers": layers}, "fold": "validation", "val_accuracy": score, "epochs": 1,
+                "fit_seconds": 1.0, "cpu_seconds": 1.0, "status": status, "message": "", "worker": "w:1"}
+
+    relay.queue.items = [{"started": True, "params": {"layers": 1}, "fold": "validation", "worker": "tcp://a",
+                          "thread": 7}, row(1, 0.5), row(2, float("nan"), "failed")]
+    relay.drain()
+    assert relay.running == {}  # the row ended what the start began
+    relay.queue.items = [row(1, 0.9), row(2, 0.7)]  # 1 recomputed; 2 trained again after failing
+    relay.drain()
+    kept = [(r["params"]["layers"], r["val_accuracy"], r["status"]) for r in store.rows()]
+    assert kept[0] == (1, 0.5, "ok") and kept[2] == (2, 0.7, "ok") and len(kept) == 3
+    assert relay.dropped == 1

@@ -14,7 +14,7 @@ import tune_grid
 import tune_random
 from tuning import halving
 
-TINY = ["--image-size", "8", "--units", "4", "--batch-size", "4", "--decay", "0"]
+TINY = ["--image-size", "8", "--units", "4", "--batch-size", "4", "--decay", "0", "--batch-norm", "false"]
 
 
 def results(out):

@@ -15,7 +15,9 @@ import tune_random
 from tuning import runner, searches, store
 from tuning.space import build_space, parse_dim
 
-TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--batch-size", "4", "--decay", "0"]
+# The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
+# these tests are about the search machinery, which the cheaper baseline model exercises as well.
+TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--batch-size", "4", "--decay", "0", "--batch-norm", "false"]
 
 
 def results(out):
@@ -187,6 +189,26 @@ def test_two_by_two_grid_runs_four_trials_ranked(data_dir, tmp_path, capsys):
     assert 0 <= best["test_accuracy"] <= 1
     assert {p.name for p in out.iterdir()} == {"search.json", "results.csv", "best.json", "model.keras",
                                               "val_accuracy.png"}
+
+
+@pytest.mark.parametrize("flags, searched, fixed", [
+    ([], None, True),                                # the course project: tune the BN model
+    (["--batch-norm", "false"], None, False),        # the baseline, when asked
+    (["--batch-norm", "false,true"], ["False", "True"], None),  # both, as a searched choice
+])
+def test_the_searches_tune_the_bn_model_by_default(data_dir, tmp_path, flags, searched, fixed):
+    out = tmp_path / "run"
+    no_bn = [a for a in TINY if a not in ("--batch-norm", "false")]
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1", "--learning-rate",
+                           "1e-3,1e-2", *no_bn, *flags]) == 0
+    manifest = json.loads((out / "search.json").read_text())
+    rows = results(out)
+    if searched:
+        assert sorted({r["batch_norm"] for r in rows}) == searched and len(rows) == 4
+    else:
+        assert manifest["fixed"]["batch_norm"] is fixed and "batch_norm" not in rows[0]
+    best = json.loads((out / "best.json").read_text())
+    assert best["hparams"]["batch_norm"] is (fixed if fixed is not None else best["params"]["batch_norm"])
 
 
 def test_failed_trial_is_recorded_and_sorted_last(data_dir, tmp_path, capsys, monkeypatch):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from common import UsageError
 
-from .store import trial_key
+from .store import RETRYABLE, trial_key
 
 
 @dataclass
@@ -66,11 +66,6 @@ class Execution:
         import joblib
 
         return joblib.Parallel(n_jobs=self.n_jobs)(joblib.delayed(fn)(item, *data) for item in items)
-
-    def busy(self):
-        """How many tasks the cluster's workers are running, counting those whose results
-        nobody waits for any more (a search stopped by an error leaves its trials running)."""
-        return sum(self.client.run(_running_tasks).values())
 
     def _on_workers(self, data):
         return [self.hold(value) for value in data]
@@ -209,10 +204,6 @@ def check_cluster(client, timeout):
                                  "with PYTHONPATH=$PWD (see README: Scaling out)") from None
 
 
-def _running_tasks(dask_worker):
-    return len(dask_worker.state.executing) + len(dask_worker.state.long_running)
-
-
 def on_dask_worker():
     if "distributed" not in sys.modules:
         return False
@@ -241,9 +232,10 @@ class QueueSink:
 
     @staticmethod
     def here():
+        """(this worker's address, this thread): where a training runs."""
         from distributed import get_worker
 
-        return get_worker().address
+        return get_worker().address, threading.get_ident()
 
 
 class Relay:
@@ -251,41 +243,57 @@ class Relay:
     (which prints their progress lines). A worker's put() returns once the scheduler holds the
     row, so when a trial's task has returned, its row is in the queue: `drain` fetches it.
 
-    Workers also say when they start a training: `running` maps a worker's address to the
-    training it runs, which names the training when the cluster reports the worker killed."""
+    Workers also say when they start a training: `running` maps (worker address, thread) to the
+    training running there, which names the training when the cluster reports a worker killed.
 
-    def __init__(self, execution, store):
+    A row for a training whose result the store already holds is dropped: when a worker dies,
+    Dask recomputes the finished tasks whose results it held, and those would train again."""
+
+    def __init__(self, execution, store, retry=False):
         from distributed import Queue
 
         self.execution = execution
         self.store = store
+        self.retry = retry  # --retry-failed: a failed or timed-out training may get a new row
         self.name = f"beans-tune-{uuid.uuid4().hex}"
         self.queue = Queue(self.name, client=execution.client)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._relay, daemon=True)
-        self.running = {}  # {worker address: its "started" message}
+        self.running = {}  # {(worker address, thread id): its "started" message}
+        self.dropped = 0   # rows of trainings run twice
         self.lost = False  # the cluster had no worker for execution.patience seconds
 
     def _take(self):
         with self.lock:
             items = self.queue.get(batch=True) if self.queue.qsize() else []
+            held = self.store.latest() if items else {}
             for item in items:
-                if "started" in item:  # its key made here: tuples may travel as lists
-                    self.running[item["worker"]] = {**item, "started": trial_key(item["params"], item["fold"])}
+                key = trial_key(item["params"], item["fold"])  # made here: tuples may travel as lists
+                if "started" in item:
+                    self.running[(item["worker"], item.get("thread"))] = {**item, "started": key}
+                    continue
+                for place in [p for p, started in self.running.items() if started["started"] == key]:
+                    del self.running[place]
+                if key in held and held[key]["status"] not in RETRYABLE:
+                    self.dropped += 1  # a recomputed task: the first result stands
                     continue
                 self.store.append(item)
-                key = trial_key(item["params"], item["fold"])
-                for worker in [w for w, started in self.running.items() if started["started"] == key]:
-                    del self.running[worker]
+                held[key] = item
             return bool(items)
 
-    def in_flight(self):
-        """The trainings that started on a live worker and have not reported back."""
+    def killed(self, address):
+        """The "started" messages of trainings that were running on the worker at `address`."""
         self.drain()
-        live = set(self.execution.client.scheduler_info().get("workers", {}))
         with self.lock:
-            return {w: s for w, s in self.running.items() if w in live}
+            return [self.running.pop(place) for place in [p for p in self.running if p[0] == address]]
+
+    def in_flight(self):
+        """How many trainings this search started on a live worker and has no row for."""
+        self.drain()
+        live = set(self.execution.client.nthreads())
+        with self.lock:
+            return sum(place[0] in live for place in self.running)
 
     def drain(self):
         while self._take():

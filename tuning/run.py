@@ -224,7 +224,7 @@ def search(prog, method, problem, setup, trial_store):
         with contextlib.ExitStack() as stack:
             if problem.execution.client is None:
                 return method.search(problem, setup.args), time.perf_counter() - start
-            relay = stack.enter_context(ex.Relay(problem.execution, trial_store))
+            relay = stack.enter_context(ex.Relay(problem.execution, trial_store, problem.settings.retry))
             while True:
                 try:
                     return method.search(problem, setup.args), time.perf_counter() - start
@@ -248,17 +248,20 @@ def search(prog, method, problem, setup, trial_store):
 
 def record_killer(prog, problem, relay, err):
     """After distributed's KilledWorker (a training's worker died allowed-failures + 1 times):
-    records that training failed, waits for the trainings still running (so that none is trained
-    twice), and returns the problem to search again, the store answering what is done."""
+    records that training failed, waits for this search's trainings still running (so that none
+    is trained twice) and for a worker, and returns the problem to search again, the store
+    answering what is done."""
     times = getattr(err, "allowed_failures", 0) + 1
     times = f"{times} time{'s' if times > 1 else ''}"
     address = getattr(getattr(err, "last_worker", None), "address", None)
-    relay.drain()
-    started = relay.running.pop(address, None) if address else None
     trial_store = problem.settings.store
-    if started is None or started["started"] in problem.settings.killed:
-        raise cli.RunFailed(f"a training killed every Dask worker it ran on ({times}) and cannot be named; "
-                            f"{len(trial_store.rows())} trainings are saved in {trial_store.path}") from None
+    suspects = relay.killed(address) if address else []
+    if len(suspects) != 1 or suspects[0]["started"] in problem.settings.killed:
+        why = "and cannot be named" if not suspects else f"while {len(suspects)} trainings ran there"
+        raise cli.RunFailed(f"a training killed every Dask worker it ran on ({times}) {why}; "
+                            f"{len(trial_store.rows())} trainings are saved in {trial_store.path}: run the same "
+                            "command again to resume (with one thread per worker, a killer can be named)") from None
+    started = suspects[0]
     values = ", ".join(f"{k}={v}" for k, v in started["params"].items())
     trial_store.record(started["params"], started["fold"], float("nan"), 0.0, status=store.FAILED,
                        message=f"its Dask worker died {times} while training it (KilledWorker; "
@@ -266,12 +269,18 @@ def record_killer(prog, problem, relay, err):
     print(f"{prog}: the training {values} (fold {started['fold']}) killed its Dask worker {times}: "
           "recorded failed; the search goes on without it", file=sys.stderr, flush=True)
     waited = False
-    while running := problem.execution.busy():
+    while running := relay.in_flight():
         if not waited:
-            print(f"{prog}: waiting for the {running} trainings still running", file=sys.stderr, flush=True)
+            print(f"{prog}: waiting for {running} training{'s' if running > 1 else ''} still running",
+                  file=sys.stderr, flush=True)
             waited = True
         time.sleep(0.5)
-    relay.drain()  # the rows of the trainings that just finished
+    try:  # a nanny restarting the only worker: joblib would give up on an empty cluster after 10 s
+        problem.execution.client.wait_for_workers(1, timeout=problem.execution.patience)
+    except TimeoutError:
+        raise cli.RunFailed(f"the Dask cluster has had no worker for {problem.execution.patience:g}s "
+                            f"(--connect-timeout); {len(trial_store.rows())} trainings are saved in "
+                            f"{trial_store.path}: run the same command again to resume") from None
     settings = replace(problem.settings, done=store.latest_by_key(trial_store.rows()),
                        killed=problem.settings.killed | {started["started"]})
     return replace(problem, settings=settings)

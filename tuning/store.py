@@ -96,8 +96,9 @@ class TrialStore:
         """On a Dask worker, tells the client which training this worker is starting, so that a
         training that kills its worker can be named and recorded failed (see Relay)."""
         if self.sink is not None and self.sink.remote():
+            worker, thread = self.sink.here()
             self.sink.put({"started": True, "params": {n: plain(params[n]) for n in self.names},
-                           "fold": str(fold), "worker": self.sink.here()})
+                           "fold": str(fold), "worker": worker, "thread": thread})
 
     def append(self, row):
         values = [*(row["params"][n] for n in self.names), row["fold"],
