@@ -374,20 +374,29 @@ def test_the_relay_keeps_the_first_row_of_a_training_run_twice(tmp_path):
 
     store = TrialStore(tmp_path / "results.csv", ["layers"])
     store.create()
-    relay = Relay.__new__(Relay)  # no cluster: only the queue matters here
-    relay.store, relay.queue, relay.running, relay.dropped = store, FakeQueue(), {}, 0
-    relay.lock = __import__("threading").Lock()
+    store.record({"layers": 3}, "validation", float("nan"), 1.0, status="failed", message="an earlier run")
+
+    def relay(retry):
+        made = Relay.__new__(Relay)  # no cluster: only the queue matters here
+        made.store, made.queue, made.running, made.dropped, made.appended = store, FakeQueue(), {}, 0, set()
+        made.lock, made.retry = __import__("threading").Lock(), retry
+        return made
 
     def row(layers, score, status="ok"):
         return {"params": {"layers": layers}, "fold": "validation", "val_accuracy": score, "epochs": 1,
                 "fit_seconds": 1.0, "cpu_seconds": 1.0, "status": status, "message": "", "worker": "w:1"}
 
-    relay.queue.items = [{"started": True, "params": {"layers": 1}, "fold": "validation", "worker": "tcp://a",
-                          "thread": 7}, row(1, 0.5), row(2, float("nan"), "failed")]
-    relay.drain()
-    assert relay.running == {}  # the row ended what the start began
-    relay.queue.items = [row(1, 0.9), row(2, 0.7)]  # 1 recomputed; 2 trained again after failing
-    relay.drain()
+    run = relay(retry=False)
+    run.queue.items = [{"started": True, "params": {"layers": 1}, "fold": "validation", "worker": "tcp://a",
+                        "thread": 7}, row(1, 0.5), row(2, float("nan"), "failed")]
+    run.drain()
+    assert run.running == {}  # the row ended what the start began
+    run.queue.items = [row(1, 0.9), row(2, 0.7), row(3, 0.6)]  # all three recomputed or trained twice
+    run.drain()
     kept = [(r["params"]["layers"], r["val_accuracy"], r["status"]) for r in store.rows()]
-    assert kept[0] == (1, 0.5, "ok") and kept[2] == (2, 0.7, "ok") and len(kept) == 3
-    assert relay.dropped == 1
+    assert [k[0] for k in kept] == [3, 1, 2] and kept[1] == (1, 0.5, "ok") and run.dropped == 3
+    again = relay(retry=True)  # --retry-failed: an earlier failure may get its new result, once
+    again.queue.items = [row(3, 0.6), row(3, 0.8), row(1, 0.9)]
+    again.drain()
+    kept = [(r["params"]["layers"], r["val_accuracy"], r["status"]) for r in store.rows()]
+    assert kept[3:] == [(3, 0.6, "ok")] and again.dropped == 2

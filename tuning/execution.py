@@ -80,9 +80,9 @@ class Execution:
         training that kills its worker a few times does that on two workers). This is a task
         returning `value`, which the scheduler computes again when its holders die."""
         if id(value) not in self._copies:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "Large object", UserWarning)  # it is meant to be in the graph
-                self._copies[id(value)] = (value, self.client.submit(_same, value, pure=False))
+            # it is meant to be in the graph; the warning comes from the client's event loop thread
+            warnings.filterwarnings("ignore", "Large object of size", UserWarning)
+            self._copies[id(value)] = (value, self.client.submit(_same, value, pure=False))
         return self._copies[id(value)][1]
 
 
@@ -246,8 +246,9 @@ class Relay:
     Workers also say when they start a training: `running` maps (worker address, thread) to the
     training running there, which names the training when the cluster reports a worker killed.
 
-    A row for a training whose result the store already holds is dropped: when a worker dies,
-    Dask recomputes the finished tasks whose results it held, and those would train again."""
+    A row for a training whose result the store already holds is dropped (a failed or timed-out
+    one from an earlier run excepted, with --retry-failed): when a worker dies, Dask recomputes
+    the finished tasks whose results it held, and those would train again."""
 
     def __init__(self, execution, store, retry=False):
         from distributed import Queue
@@ -262,6 +263,7 @@ class Relay:
         self.thread = threading.Thread(target=self._relay, daemon=True)
         self.running = {}  # {(worker address, thread id): its "started" message}
         self.dropped = 0   # rows of trainings run twice
+        self.appended = set()  # keys of the rows this relay appended
         self.lost = False  # the cluster had no worker for execution.patience seconds
 
     def _take(self):
@@ -275,11 +277,11 @@ class Relay:
                     continue
                 for place in [p for p, started in self.running.items() if started["started"] == key]:
                     del self.running[place]
-                if key in held and held[key]["status"] not in RETRYABLE:
+                if key in self.appended or (key in held and not (self.retry and held[key]["status"] in RETRYABLE)):
                     self.dropped += 1  # a recomputed task: the first result stands
                     continue
                 self.store.append(item)
-                held[key] = item
+                self.appended.add(key)
             return bool(items)
 
     def killed(self, address):
