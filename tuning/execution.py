@@ -81,7 +81,7 @@ class Execution:
         returning `value`, which the scheduler computes again when its holders die."""
         if id(value) not in self._copies:
             # it is meant to be in the graph; the warning comes from the client's event loop thread
-            warnings.filterwarnings("ignore", "Large object of size", UserWarning)
+            warnings.filterwarnings("ignore", "(Sending large graph|Large object) of size", UserWarning)
             self._copies[id(value)] = (value, self.client.submit(_same, value, pure=False))
         return self._copies[id(value)][1]
 
