@@ -78,6 +78,7 @@ def test_halving_grid_trains_each_rung_for_its_epochs(data_dir, tmp_path, capsys
     best = json.loads((out / "best.json").read_text())
     assert best["params"] == {"layers": 3, "units": 16, "epochs": 9}
     printed = capsys.readouterr().out
+    assert "9 configurations, 13 trainings in" in printed  # 9 + 3 + 1 over three rungs
     table = printed[printed.index("rank  rung"):].splitlines()
     assert table[2].split()[:5] == ["1", "2", "3", "16", "9"]  # rank 1 is the top rung's trial
     assert table[3].split()[1] == "1"  # then rung 1

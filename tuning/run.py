@@ -195,7 +195,8 @@ def run(argv, method):
         output, seconds = search(prog, method, problem, setup, trial_store)
     trials = trial_store.trials()
     fit_total = sum(r["fit_seconds"] for r in trial_store.rows())
-    print(f"\n{prog}: {len(trials)} configurations, {len(trial_store.rows())} trainings in "
+    configurations = len({tuple(sorted((k, v) for k, v in t.params.items() if k != setup.rung)) for t in trials})
+    print(f"\n{prog}: {configurations} configurations, {len(trial_store.rows())} trainings in "
           f"{report.duration(seconds)} (sum of fit times {report.duration(fit_total)}"
           f"{', this run and before' if done else ''})")
     print(report.format_trials(trials, columns, args.top, rung=setup.rung))
