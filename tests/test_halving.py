@@ -62,6 +62,22 @@ def test_schedule_is_scikit_learns():
     assert halving.schedule(9, flags, 9) == [(1, 9), (3, 3), (9, 1)]
     assert halving.schedule(10, flags, 27) == [(1, 10), (3, 4), (9, 2), (27, 1)][:3]  # 1 + floor(log3 10) = 3 rungs
     assert halving.schedule(4, Namespace(halving=True, min_epochs=1, factor=2), 4) == [(1, 4), (2, 2), (4, 1)]
+    # without --min-epochs, scikit-learn's "exhaust": the last rung trains (close to) --epochs,
+    # however few the candidates (a fixed first rung of 1 would stop 2 candidates at 1 epoch)
+    default = Namespace(halving=True, min_epochs=None, factor=None)
+    assert halving.schedule(9, default, 9) == [(1, 9), (3, 3), (9, 1)]
+    assert halving.schedule(2, default, 9) == [(9, 2)]
+    # too many candidates for 20 epochs at factor 3: it stops at 9 with 4 left, as scikit-learn does
+    assert halving.schedule(32, default, 20) == [(1, 32), (3, 11), (9, 4)]
+
+
+def test_the_default_first_rung_lets_the_last_reach_the_epochs(data_dir, tmp_path, scored):
+    out = tmp_path / "run"
+    argv = grid_argv(data_dir, out)
+    at = argv.index("--min-epochs")
+    del argv[at:at + 2]
+    assert tune_grid.main(argv) == 0
+    assert Counter(int(r["epochs"]) for r in results(out)) == {1: 9, 3: 3, 9: 1}
 
 
 def test_halving_grid_trains_each_rung_for_its_epochs(data_dir, tmp_path, capsys, scored):

@@ -23,18 +23,31 @@ def add_flags(parser):
     parser.add_argument("--halving", action="store_true",
                         help="successive halving: rungs of growing epochs, the best 1/factor promoted")
     parser.add_argument("--min-epochs", type=cli.number(int, 1, 1000), default=None, metavar="N",
-                        help=f"with --halving: epochs of the first rung (default: {MIN_EPOCHS}, range [1, 1000])")
+                        help="with --halving: epochs of the first rung (default: as many as lets the last rung "
+                             "train close to --epochs, scikit-learn's 'exhaust'; range [1, 1000])")
     parser.add_argument("--factor", type=cli.number(int, 2, 100), default=None,
                         help="with --halving: candidates kept 1/factor and epochs times factor per rung "
                              f"(default: {FACTOR}, range [2, 100])")
 
 
-MIN_EPOCHS, FACTOR = 3, 3
+FACTOR = 3
 
 
 def settings(args):
-    """(min epochs, factor) with their defaults."""
-    return args.min_epochs or MIN_EPOCHS, args.factor or FACTOR
+    """(min epochs or "exhaust", factor) with their defaults. "exhaust" is scikit-learn's choice
+    of the first rung's epochs that brings the last rung as close to --epochs as the factor
+    allows: with a fixed first rung, few candidates would stop the search rungs below --epochs."""
+    return args.min_epochs or "exhaust", args.factor or FACTOR
+
+
+def first_rung(candidates, args, epochs):
+    """The first rung's epochs, as scikit-learn resolves "exhaust" for a resource other than
+    n_samples (starting from 1)."""
+    min_epochs, factor = settings(args)
+    if min_epochs != "exhaust":
+        return min_epochs
+    required = 1 + math.floor(math.log(candidates, factor))
+    return max(1, epochs // factor ** (required - 1))
 
 
 def rung(args):
@@ -50,15 +63,16 @@ def check(args, dims, base):
         return
     if any(d.name == RESOURCE for d in dims):
         raise UsageError("--halving sets the epochs of each rung: give --epochs one value (the top rung's)")
-    if settings(args)[0] > base.epochs:
-        raise UsageError(f"--min-epochs {settings(args)[0]} is above --epochs {base.epochs} (the top rung)")
+    if args.min_epochs and args.min_epochs > base.epochs:
+        raise UsageError(f"--min-epochs {args.min_epochs} is above --epochs {base.epochs} (the top rung)")
     if getattr(args, "refine", 0):
         raise UsageError("--halving and --refine do not combine: halving already narrows the candidates")
 
 
 def schedule(candidates, args, epochs):
     """[(rung epochs, candidates trained)] as scikit-learn's halving runs it (not aggressive)."""
-    min_epochs, factor = settings(args)
+    factor = settings(args)[1]
+    min_epochs = first_rung(candidates, args, epochs)
     required = 1 + math.floor(math.log(candidates, factor))
     possible = 1 + math.floor(math.log(epochs // min_epochs, factor))
     rungs, n = [], candidates
