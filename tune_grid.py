@@ -70,7 +70,7 @@ def load_grid(path):
 def count(args, dims, base):
     candidates = math.prod(len(d.choices) for d in dims)
     if args.halving:
-        return sum(n for _, n in halving.schedule(candidates, args, base.epochs)) * (args.cv or 1)
+        return halving.trainings(candidates, args, base.epochs) * (args.cv or 1)
     return candidates * (args.cv or 1)
 
 

@@ -43,7 +43,7 @@ def count(args, dims, base):
     if all(isinstance(d.scipy(), list) for d in dims):
         candidates = min(args.n_iter, math.prod(len(d.scipy()) for d in dims))
     if args.halving:
-        return sum(n for _, n in halving.schedule(candidates, args, base.epochs)) * (args.cv or 1)
+        return halving.trainings(candidates, args, base.epochs) * (args.cv or 1)
     return candidates * (args.refine + 1) * (args.cv or 1)
 
 

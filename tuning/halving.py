@@ -82,6 +82,11 @@ def schedule(candidates, args, epochs):
     return rungs
 
 
+def trainings(candidates, args, epochs):
+    """How many trainings the schedule runs (per fold)."""
+    return sum(n for _, n in schedule(candidates, args, epochs))
+
+
 def search_class(grid):
     """HalvingGridSearchCV or HalvingRandomSearchCV, checked to take a custom `resource`:
     scikit-learn pull request #34253 proposes dropping it, and then --halving cannot work."""
