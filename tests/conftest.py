@@ -1,5 +1,7 @@
-"""Shared fixtures: tiny generated beans-like image folders (no real data, no network)."""
+"""Shared fixtures: tiny generated beans-like image folders (no real data, no network), and
+instant trainings with predictable scores."""
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -43,6 +45,28 @@ def make_image_folder(root, per_class=4, size=12, seed=0, splits=("train", "vali
 @pytest.fixture
 def data_dir(tmp_path):
     return make_image_folder(tmp_path / "beans")
+
+
+@pytest.fixture
+def scored(monkeypatch):
+    """common.train made instant and predictable: scored layers/10 + units/1000, plus the epochs
+    asked for / 10^4 (so that a longer rung scores a little higher, as it would). Only the final
+    model (the one call that logs its epochs) really trains, for 1 epoch, to have a model to
+    save. Returns the epochs each call asked for."""
+    import common
+
+    real, asked = common.train, []
+
+    def train(hp, *args, **kwargs):
+        asked.append(hp.epochs)
+        score = hp.layers / 10 + hp.units / 1000 + hp.epochs / 1e4
+        if kwargs.get("log") is None:  # a trial
+            return common.TrainResult(None, {}, score, hp.epochs, 0.0)
+        result = real(dataclasses.replace(hp, epochs=1), *args, **kwargs)
+        return dataclasses.replace(result, val_accuracy=score, epochs=hp.epochs)
+
+    monkeypatch.setattr(common, "train", train)
+    return asked
 
 
 def real_data_dir():

@@ -2,14 +2,12 @@
 resume mid-rung, the table's rungs, the flags' checks, and --final-epochs."""
 
 import csv
-import dataclasses
 import inspect
 import json
 from collections import Counter
 
 import pytest
 
-import common
 import tune_grid
 import tune_random
 from tuning import halving
@@ -20,26 +18,6 @@ TINY = ["--image-size", "8", "--units", "4", "--batch-size", "4", "--decay", "0"
 def results(out):
     with (out / "results.csv").open() as handle:
         return list(csv.DictReader(handle))
-
-
-@pytest.fixture
-def scored(monkeypatch):
-    """common.train made instant and predictable: scored layers/10 + units/1000, plus the epochs
-    asked for / 10^4 (so that a longer rung scores a little higher, as it would). Only the final
-    model (the one call that logs its epochs) really trains, for 1 epoch, to have a model to
-    save. Returns the epochs each call asked for."""
-    real, asked = common.train, []
-
-    def train(hp, *args, **kwargs):
-        asked.append(hp.epochs)
-        score = hp.layers / 10 + hp.units / 1000 + hp.epochs / 1e4
-        if kwargs.get("log") is None:  # a trial
-            return common.TrainResult(None, {}, score, hp.epochs, 0.0)
-        result = real(dataclasses.replace(hp, epochs=1), *args, **kwargs)
-        return dataclasses.replace(result, val_accuracy=score, epochs=hp.epochs)
-
-    monkeypatch.setattr(common, "train", train)
-    return asked
 
 
 def grid_argv(data_dir, out, *extra):

@@ -1,0 +1,232 @@
+"""Benchmark (not a test): which search method wins at equal cost, over several seeds.
+
+Grid search, random search, Bayesian optimization (GP + EI) and successive halving over random
+candidates tune the BN model over the same space with the same budget, counted in training
+epochs. Each trial trains a fixed number of epochs (no early stopping), so a method's cost is the
+sum of the epochs its trainings ran, read from its results.csv. For each method the bench prints
+the median and range over seeds of the best validation accuracy found after 25%, 50% and 100% of
+the budget, and the test accuracy of the method's final model; it draws best-so-far validation
+accuracy against epochs spent, one line per method (median) with a min-max band over seeds.
+
+    python bench/methods.py --data-dir ../shared/beans                    # 32x32, 3 seeds
+    python bench/methods.py --data-dir ../shared/beans --image-size 64    # the full-fidelity run
+
+Every search runs through its own script (tune_grid.py, tune_random.py, tune_bayes.py) into
+OUT/<method>-seed<N>/, so an interrupted bench resumes where it stopped: finished searches are
+read back, not run again. Each script's own output goes to OUT/<method>-seed<N>.log.
+"""
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cli  # noqa: E402
+import outputs  # noqa: E402
+import tune_bayes  # noqa: E402
+import tune_grid  # noqa: E402
+import tune_random  # noqa: E402
+
+# The space every method searches: the searches' default ranges for the four hyperparameters
+# that matter most here; batch size is fixed so that an epoch costs the same in every trial.
+SPACE = {"learning_rate": (1e-4, 1e-1, "log"), "decay": (1e-3, 1.0, "log"),
+         "layers": (1, 4, "int"), "units": (16, 256, "log-int")}
+FIXED = {"batch_size": 32, "batch_norm": "true"}
+FRACTIONS = (0.25, 0.5, 1.0)
+METHODS = ("grid", "random", "bayes", "halving")
+
+
+def grid_levels(low, high, scale):
+    """Two grid values per hyperparameter: the range's quartiles on the scale it is sampled on
+    (2^4 = 16 configurations for the four hyperparameters)."""
+    if scale == "int":
+        return [round(low + (high - low) * q) for q in (0.25, 0.75)]
+    lo, hi = math.log10(low), math.log10(high)
+    values = [10 ** (lo + (hi - lo) * q) for q in (0.25, 0.75)]
+    return [round(v) for v in values] if scale == "log-int" else [float(f"{v:.2g}") for v in values]
+
+
+def budget(trials, epochs):
+    """Epochs every method may spend: `trials` full trainings of `epochs` epochs."""
+    return trials * epochs
+
+
+def halving_cost(candidates, epochs, factor=3):
+    """Epochs scikit-learn's successive halving spends from 1 epoch up to `epochs`: each rung
+    keeps ceil(1/factor) of the candidates and trains them factor times longer."""
+    rungs = min(1 + math.floor(math.log(epochs, factor) + 1e-9), 1 + math.floor(math.log(candidates, factor) + 1e-9))
+    cost, left = 0, candidates
+    for rung in range(rungs):
+        cost += left * factor ** rung
+        left = math.ceil(left / factor)
+    return cost
+
+
+def halving_candidates(total, epochs, factor=3):
+    """The most random candidates whose halving, from 1 epoch, spends no more than `total` epochs."""
+    candidates = factor
+    while halving_cost(candidates + 1, epochs, factor) <= total:
+        candidates += 1
+    return candidates
+
+
+def method_argv(method, args, seed, out):
+    """(script module, argv) of one method's search."""
+    trials = args.trials
+    ranges = {name: f"{low:g}:{high:g}" for name, (low, high, _) in SPACE.items()}
+    common = ["--image-size", str(args.image_size), "--seed", str(seed), "--out", str(out),
+              "--epochs", str(args.epochs), "--patience", str(args.epochs),
+              *[x for k, v in FIXED.items() for x in (cli.flag(k), str(v))],
+              *(["--data-dir", args.data_dir] if args.data_dir else [])]
+    if method == "grid":
+        levels = {name: ",".join(f"{v:g}" for v in grid_levels(*spec)) for name, spec in SPACE.items()}
+        return tune_grid, [*common, *[x for k, v in levels.items() for x in (cli.flag(k), v)]]
+    searched = [x for k, v in ranges.items() for x in (cli.flag(k), v)]
+    if method == "random":
+        return tune_random, [*common, *searched, "--n-iter", str(trials)]
+    if method == "bayes":
+        return tune_bayes, [*common, *searched, "--n-calls", str(trials), "--n-initial-points", "5"]
+    candidates = halving_candidates(budget(trials, args.epochs), args.epochs)
+    return tune_random, [*common, *searched, "--halving", "--n-iter", str(candidates), "--min-epochs", "1",
+                         "--factor", "3"]
+
+
+def read_curve(out):
+    """[(epochs spent so far, best validation accuracy so far)] in the order trainings finished,
+    from results.csv (the epochs a training ran: `epochs_run` under halving, else `epochs`)."""
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    spent, best, curve = 0, 0.0, []
+    for row in rows:
+        spent += int(float(row.get("epochs_run") or row["epochs"]))
+        score = float(row["val_accuracy"]) if row["status"] == "ok" else 0.0
+        best = max(best, score)
+        curve.append((spent, best))
+    return curve
+
+
+def best_at(curve, epochs):
+    """Best validation accuracy among the trainings finished within `epochs` epochs spent."""
+    return max((b for spent, b in curve if spent <= epochs), default=float("nan"))
+
+
+def spread(values):
+    """'median [min-max]' over seeds."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+
+
+def run_one(method, args, seed, folder):
+    """Runs (or reads back) one method's search; returns its record."""
+    out = folder / f"{method}-seed{seed}"
+    script, argv = method_argv(method, args, seed, out)
+    start = time.perf_counter()
+    with open(folder / f"{method}-seed{seed}.log", "a") as log, contextlib.redirect_stdout(log):
+        code = script.main(argv)
+    if code:
+        raise SystemExit(f"methods.py: {method} seed {seed} ended with exit code {code}; see {out}.log")
+    best = json.loads((out / "best.json").read_text())
+    curve = read_curve(out)
+    return {"method": method, "seed": seed, "curve": curve, "epochs": curve[-1][0], "trainings": len(curve),
+            "test_accuracy": best["test_accuracy"], "search_seconds": best["search_seconds"],
+            "bench_seconds": time.perf_counter() - start}
+
+
+def table(records, total):
+    headers = ["method", "trainings", "epochs spent", *[f"best val @{f:.0%}" for f in FRACTIONS],
+               "test of final model", "search wall s"]
+    rows = []
+    for method in METHODS:
+        mine = [r for r in records if r["method"] == method]
+        if not mine:
+            continue
+        rows.append([method, spread([r["trainings"] for r in mine]).replace(".000", ""),
+                     spread([r["epochs"] for r in mine]).replace(".000", ""),
+                     *[spread([best_at(r["curve"], f * total) for r in mine]) for f in FRACTIONS],
+                     spread([r["test_accuracy"] for r in mine]),
+                     f"{statistics.median(r['search_seconds'] for r in mine):.0f}"])
+    return outputs.format_table(headers, rows)
+
+
+def figure(records, total, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    xs = list(range(1, total + 1))
+    for method in METHODS:
+        mine = [r for r in records if r["method"] == method]
+        if not mine:
+            continue
+        ys = [[best_at(r["curve"], x) for x in xs] for r in mine]
+        columns = list(zip(*ys))
+        valid = [i for i, c in enumerate(columns) if not any(math.isnan(v) for v in c)]
+        x = [xs[i] for i in valid]
+        median = [statistics.median(columns[i]) for i in valid]
+        line, = ax.plot(x, median, label=f"{method} (median of {len(mine)} seeds)")
+        ax.fill_between(x, [min(columns[i]) for i in valid], [max(columns[i]) for i in valid],
+                        color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set_xlabel("training epochs spent")
+    ax.set_ylabel("best validation accuracy so far")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=32)
+    parser.add_argument("--seeds", type=cli.number(int, 1, 100), default=3, help="seeds 0..N-1 (default: 3)")
+    parser.add_argument("--trials", type=cli.number(int, 2, 1000), default=16,
+                        help="full trainings the budget pays for (default: 16, the grid's size)")
+    parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=9,
+                        help="epochs of a full training, the top rung of halving (default: 9)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
+    parser.add_argument("--out", default=None, help="default: runs/bench-methods-<image size>px")
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    if unknown := set(methods) - set(METHODS):
+        parser.error(f"--methods: unknown {', '.join(sorted(unknown))}")
+    folder = Path(args.out or f"runs/bench-methods-{args.image_size}px")
+    folder.mkdir(parents=True, exist_ok=True)
+    total = budget(args.trials, args.epochs)
+    print(f"methods.py: budget {total} epochs per search ({args.trials} trainings x {args.epochs} epochs; "
+          f"halving: {halving_candidates(total, args.epochs)} candidates from 1 epoch), "
+          f"{args.image_size}x{args.image_size}, seeds 0-{args.seeds - 1}, into {folder}/", flush=True)
+    start = time.perf_counter()
+    records = []
+    for seed in range(args.seeds):
+        for method in methods:
+            record = run_one(method, args, seed, folder)
+            records.append(record)
+            print(f"  {method:8s} seed {seed}: best val {record['curve'][-1][1]:.4f}  test "
+                  f"{record['test_accuracy']:.4f}  {record['trainings']} trainings, {record['epochs']} epochs, "
+                  f"search {record['search_seconds']:.0f}s  (elapsed {time.perf_counter() - start:.0f}s)",
+                  flush=True)
+    text = table(records, total)
+    print()
+    print(text)
+    outputs.write_text(folder / "methods.txt", text + "\n")
+    outputs.write_json(folder / "methods.json", records)
+    outputs.save_figure(folder / "methods.png", figure(
+        records, total, f"beans, BN model, {args.image_size}x{args.image_size}: best validation accuracy "
+                        f"vs epochs spent ({args.seeds} seeds)"))
+    print(f"\nwrote {folder}/methods.txt, methods.json, methods.png  ({time.perf_counter() - start:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()

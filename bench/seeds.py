@@ -1,0 +1,103 @@
+"""Benchmark (not a test): one command over several seeds, the median and range of what it reports.
+
+A single seed's accuracy on beans moves by points (133 validation and 128 test images; early
+stopping on a noisy validation curve), so the README states each default command's accuracy as
+the median [min-max] over seeds measured with this script:
+
+    python bench/seeds.py --seeds 3 -- train_bn.py --data-dir ../shared/beans --compare
+    python bench/seeds.py --seeds 3 -- tune_random.py --data-dir ../shared/beans
+
+Each seed runs the script (in this process) with `--seed N --out OUT/seedN`; a seed whose
+folder already holds its results is read back, so an interrupted bench resumes. The script's
+own output goes to OUT/seedN.log.
+"""
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cli  # noqa: E402
+import outputs  # noqa: E402
+
+SCRIPTS = ("train_baseline", "train_bn", "tune_grid", "tune_random", "tune_bayes")
+
+
+def results(folder):
+    """{model: {val_accuracy, test_accuracy, epochs, seconds}} from what the script wrote, or None."""
+    if (folder / "best.json").exists():  # a search: its final model
+        best = json.loads((folder / "best.json").read_text())
+        return {"best": {"val_accuracy": best["final_val_accuracy"], "test_accuracy": best["test_accuracy"],
+                         "epochs": best["final_epochs"], "seconds": best["search_seconds"]}}
+    found = {}
+    for metrics in sorted([folder / "metrics.json", *folder.glob("*/metrics.json")]):
+        if metrics.exists():
+            m = json.loads(metrics.read_text())
+            found[m["model"]] = {"val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"],
+                                 "epochs": m["epochs"], "seconds": m["train_seconds"]}
+    return found or None
+
+
+def spread(values, digits=4):
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     usage="%(prog)s [--seeds N] [--out DIR] -- SCRIPT.py [its flags]")
+    parser.add_argument("--seeds", type=cli.number(int, 1, 100), default=3, help="seeds 0..N-1 (default: 3)")
+    parser.add_argument("--first-seed", type=cli.number(int, 0, 10**6), default=0)
+    parser.add_argument("--out", default=None, help="default: runs/bench-seeds-<script>")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    script = Path(command[0]).stem if command else None
+    if script not in SCRIPTS:
+        parser.error(f"give one of {', '.join(s + '.py' for s in SCRIPTS)} after --")
+    if any(flag in command for flag in ("--seed", "--out")):
+        parser.error("--seed and --out are set per seed by this bench")
+    module = __import__(script)
+    folder = Path(args.out or f"runs/bench-seeds-{script}")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"seeds.py: {' '.join(command)}  (seeds {args.first_seed}-{args.first_seed + args.seeds - 1}, "
+          f"into {folder}/)", flush=True)
+    per_seed = {}
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        out = folder / f"seed{seed}"
+        found = results(out) if out.exists() else None
+        if found is None:
+            start = time.perf_counter()
+            with open(folder / f"seed{seed}.log", "w") as log, contextlib.redirect_stdout(log):
+                code = module.main([*command[1:], "--seed", str(seed), "--out", str(out)])
+            if code:
+                raise SystemExit(f"seeds.py: seed {seed} ended with exit code {code}; see {folder}/seed{seed}.log")
+            found = results(out)
+            wall = time.perf_counter() - start
+        else:
+            wall = float("nan")
+        per_seed[seed] = found
+        print(f"  seed {seed}: " + "  ".join(
+            f"{model} val {r['val_accuracy']:.4f} test {r['test_accuracy']:.4f}"
+            + (f" epochs {r['epochs']}" if "epochs" in r else "") for model, r in found.items())
+              + f"  (wall {wall:.0f}s)", flush=True)
+    rows = []
+    for model in next(iter(per_seed.values())):
+        runs = [per_seed[s][model] for s in per_seed]
+        rows.append([model, len(runs), spread([r["val_accuracy"] for r in runs]),
+                     spread([r["test_accuracy"] for r in runs]),
+                     spread([r["epochs"] for r in runs], 0) if "epochs" in runs[0] else "-",
+                     spread([r["seconds"] for r in runs], 0)])
+    text = outputs.format_table(["model", "seeds", "val_accuracy median [min-max]", "test_accuracy",
+                                 "epochs", "train or search s"], rows)
+    print()
+    print(text)
+    outputs.write_text(folder / "seeds.txt", " ".join(command) + "\n\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()

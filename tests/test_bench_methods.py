@@ -1,0 +1,70 @@
+"""bench/methods.py: every method gets the same epoch budget over the same space, the curves and
+the table come from each search's results.csv, and an interrupted bench resumes. Trainings are
+instant (the `scored` fixture), so this checks the bench's bookkeeping, not its figures."""
+
+import csv
+import importlib.util
+import json
+import math
+
+import pytest
+
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("bench_methods", ROOT / "bench" / "methods.py")
+methods = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(methods)
+
+
+def test_halving_gets_the_most_candidates_its_budget_pays_for():
+    # 1, 3, 9 epochs; each rung keeps ceil(n/3): 45 + 15*3 + 5*9 = 135 <= 144 < 46 + 16*3 + 6*9
+    assert methods.halving_cost(45, 9) == 135
+    assert methods.halving_cost(46, 9) == 148
+    assert methods.halving_candidates(144, 9) == 45
+
+
+def test_the_grid_takes_each_ranges_quartiles_on_its_sampling_scale():
+    assert methods.grid_levels(1e-4, 1e-1, "log") == [pytest.approx(10 ** -3.25, rel=0.02),
+                                                       pytest.approx(10 ** -1.75, rel=0.02)]
+    assert methods.grid_levels(1, 4, "int") == [2, 3]
+    assert methods.grid_levels(16, 256, "log-int") == [32, 128]
+
+
+def test_best_at_counts_only_trainings_finished_within_the_budget():
+    curve = [(9, 0.5), (18, 0.7), (27, 0.7), (36, 0.9)]
+    assert methods.best_at(curve, 20) == 0.7
+    assert methods.best_at(curve, 36) == 0.9
+    assert math.isnan(methods.best_at(curve, 5))
+
+
+def test_every_method_spends_the_same_budget_and_a_rerun_trains_nothing(data_dir, tmp_path, scored, capsys):
+    out = tmp_path / "bench"
+    argv = ["--data-dir", str(data_dir), "--image-size", "8", "--seeds", "2", "--trials", "16", "--epochs", "9",
+            "--out", str(out)]
+    methods.main(argv)
+    records = json.loads((out / "methods.json").read_text())
+    assert sorted((r["method"], r["seed"]) for r in records) == sorted(
+        (m, s) for m in methods.METHODS for s in (0, 1))
+    for record in records:
+        with open(out / f"{record['method']}-seed{record['seed']}" / "results.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        spent = [int(r.get("epochs_run") or r["epochs"]) for r in rows]
+        assert record["epochs"] == sum(spent) <= 144
+        assert record["trainings"] == len(rows)
+        if record["method"] == "halving":
+            assert sorted(spent) == [1] * 45 + [3] * 15 + [9] * 5
+        else:
+            assert spent == [9] * 16
+        bests = [b for _, b in record["curve"]]
+        assert bests == sorted(bests), "best-so-far never decreases"
+    grid = json.loads((out / "grid-seed0" / "search.json").read_text())["space"]
+    assert set(grid) == set(methods.SPACE)
+    table = (out / "methods.txt").read_text()
+    for method in methods.METHODS:
+        assert method in table
+    assert (out / "methods.png").stat().st_size > 0
+    asked = len(scored)
+    capsys.readouterr()
+    methods.main(argv)
+    assert len(scored) == asked, "a finished bench is read back, not trained again"
+    assert (out / "methods.txt").read_text() == table
