@@ -103,6 +103,24 @@ def test_halving_random_search_and_final_epochs(data_dir, tmp_path, scored):
     assert best["hparams"]["epochs"] == 7 and best["params"]["epochs"] == 4
 
 
+@pytest.mark.parametrize("argv, trial, final", [
+    ([], (20, 5), (40, 8)),                                   # the searches' budget; the training scripts' for the model kept
+    (["--epochs", "3"], (3, 5), (3, 8)),                      # a budget the user set is kept
+    (["--patience", "2"], (20, 2), (40, 2)),
+    (["--final-epochs", "6"], (20, 5), (6, 8)),
+    (["--epochs", "3", "--patience", "2", "--final-epochs", "6"], (3, 2), (6, 2)),
+])
+def test_the_final_model_trains_on_the_training_scripts_budget_unless_told(data_dir, tmp_path, scored, argv,
+                                                                          trial, final):
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate",
+                           "1e-3", *TINY, *argv]) == 0
+    assert scored == [trial[0], trial[0], final[0]]
+    best = json.loads((out / "best.json").read_text())
+    assert (best["hparams"]["epochs"], best["hparams"]["patience"]) == final
+    assert {(int(r["epochs"])) for r in results(out)} <= {trial[0]}
+
+
 @pytest.mark.parametrize("script, argv, message", [
     (tune_grid, ["--min-epochs", "2"], "--min-epochs and --factor go with --halving"),
     (tune_random, ["--factor", "2"], "--min-epochs and --factor go with --halving"),

@@ -11,15 +11,16 @@ from .space import fmt, plain
 from .store import BEST, MODEL
 
 
-def final_model(out, beans, base, best, names, seed, trials, search_seconds, script, epochs=None):
-    """Returns the contents of best.json, after writing it. `epochs` (--final-epochs) replaces
-    the trials' epoch budget: the search only ranked configurations."""
+def final_model(out, beans, base, best, names, seed, trials, search_seconds, script, final=None):
+    """Returns the contents of best.json, after writing it. `final` ({"epochs": N, "patience":
+    P}) replaces the trials' budget: the search only ranked configurations."""
     hp = dataclasses.replace(base, **{k: plain(v) for k, v in best.params.items()})
-    if epochs:
-        hp = dataclasses.replace(hp, epochs=epochs)
+    trial_budget = f"{hp.epochs} epochs, patience {hp.patience}"
+    hp = dataclasses.replace(hp, **(final or {}))
+    longer = f"{hp.epochs} epochs, patience {hp.patience}"
     print(f"\nbest: {' '.join(f'{n}={fmt(best.params[n])}' for n in names)}  "
           f"(val_acc {best.val_accuracy:.4f}); retraining on the train split"
-          + (f" for up to {epochs} epochs (--final-epochs)" if epochs else ""), flush=True)
+          + (f" for up to {longer} (the trial had {trial_budget})" if longer != trial_budget else ""), flush=True)
     final = common.train(hp, beans.train, beans.validation, seed=seed, log=lambda line: print(line, flush=True))
     test_accuracy = common.evaluate(final.model, beans.test)  # the test split's one reading
     outputs.save_model(out / MODEL, final.model)

@@ -24,7 +24,7 @@ from . import report, store
 from .final import final_model, format_best
 from .runner import TrialSettings, limit_threads
 from .searches import Problem
-from .space import build_space
+from .space import TRIAL_DEFAULTS, build_space
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class Setup:
     total: int
     out: Path
     rung: str = None  # successive halving: the hyperparameter each rung sets ("epochs")
+    final: dict = field(default_factory=dict)  # what the final model trains with beyond the best trial's values
 
     @property
     def names(self):
@@ -122,7 +123,22 @@ def prepare(argv, method):
     base = HParams(**fixed)
     method.check(args, dims, base)
     out = Path(args.out) if args.out else cli.default_out(method.script)
-    return Setup(args, tuple(dims), base, method.count(args, dims, base), out, method.rung(args))
+    return Setup(args, tuple(dims), base, method.count(args, dims, base), out, method.rung(args),
+                 final_budget(args, method.default_space(args), overrides, dims))
+
+
+def final_budget(args, space, overrides, dims):
+    """The final model's epochs and patience. Trials train on the searches' shorter budget
+    (TRIAL_DEFAULTS) to rank configurations; unless a flag set the budget, the model you keep
+    trains on the training scripts' (HParams: 40 epochs, patience 8), as train_bn.py would.
+    --final-epochs sets its epochs whatever the trials had."""
+    searched = {d.name for d in dims}
+    final = {name: getattr(HParams(), name) for name, value in TRIAL_DEFAULTS.items()
+             if name in ("epochs", "patience") and name not in overrides and name not in searched
+             and space.get(name) == value}
+    if args.final_epochs:
+        final["epochs"] = args.final_epochs
+    return final
 
 
 def manifest(setup, method, beans):
@@ -205,7 +221,7 @@ def run(argv, method):
         raise cli.RunFailed(f"every trial failed; see {out / store.RESULTS} for their messages "
                             "(--retry-failed trains failed and timed-out trials again)")
     summary = final_model(out, beans, setup.base, ok[0], columns, args.seed, len(trials), seconds, method.script,
-                          args.final_epochs)
+                          setup.final)
     print()
     print(format_best(summary))
     draw_figures(prog, out, {"val_accuracy.png": lambda: report.plot_scores(trials, setup.dims), **output.figures})

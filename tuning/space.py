@@ -21,7 +21,8 @@ POWERS_OF_TWO = {"batch_size"}
 # course project: add BN, then tune it); --batch-norm false tunes the baseline, and
 # --batch-norm false,true searches over both. Trials train on half the training scripts' epoch
 # budget: a search ranks configurations, and 20 epochs (patience 5) ranks them at a quarter of
-# the cost per trial or less; --final-epochs gives the best one a longer final training.
+# the cost per trial or less. The model kept trains on the training scripts' budget (40 epochs,
+# patience 8) unless a flag sets the budget (tuning.run.final_budget; --final-epochs).
 TRIAL_DEFAULTS = {"batch_norm": True, "epochs": 20, "patience": 5}
 # Ranges for random and Bayesian search (lo:hi). Adam diverges above ~0.1 on this network,
 # so learning rates stop there rather than at the lecture's 1.
