@@ -77,14 +77,14 @@ def main(argv=None):
             if code:
                 raise SystemExit(f"seeds.py: seed {seed} ended with exit code {code}; see {folder}/seed{seed}.log")
             found = results(out)
-            wall = time.perf_counter() - start
+            note = f"wall {time.perf_counter() - start:.0f}s"
         else:
-            wall = float("nan")
+            note = "read back"
         per_seed[seed] = found
         print(f"  seed {seed}: " + "  ".join(
             f"{model} val {r['val_accuracy']:.4f} test {r['test_accuracy']:.4f}"
             + (f" epochs {r['epochs']}" if "epochs" in r else "") for model, r in found.items())
-              + f"  (wall {wall:.0f}s)", flush=True)
+              + f"  ({note})", flush=True)
     rows = []
     for model in next(iter(per_seed.values())):
         runs = [per_seed[s][model] for s in per_seed]

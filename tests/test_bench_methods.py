@@ -68,3 +68,34 @@ def test_every_method_spends_the_same_budget_and_a_rerun_trains_nothing(data_dir
     methods.main(argv)
     assert len(scored) == asked, "a finished bench is read back, not trained again"
     assert (out / "methods.txt").read_text() == table
+
+
+seeds_spec = importlib.util.spec_from_file_location("bench_seeds", ROOT / "bench" / "seeds.py")
+seeds = importlib.util.module_from_spec(seeds_spec)
+seeds_spec.loader.exec_module(seeds)
+
+
+def test_seeds_runs_a_command_per_seed_and_resumes(data_dir, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    argv = ["--seeds", "2", "--out", str(out), "--", "train_bn.py", "--data-dir", str(data_dir), "--image-size", "8",
+            "--epochs", "1", "--units", "4", "--compare"]
+    seeds.main(argv)
+    for seed in (0, 1):
+        for model in ("baseline", "bn"):
+            metrics = json.loads((out / f"seed{seed}" / model / "metrics.json").read_text())
+            assert metrics["seed"] == seed
+    table = (out / "seeds.txt").read_text()
+    assert "baseline" in table and "bn" in table and "--compare" in table
+    capsys.readouterr()
+    stamp = (out / "seed0" / "bn" / "metrics.json").stat().st_mtime_ns
+    seeds.main(argv)
+    assert (out / "seed0" / "bn" / "metrics.json").stat().st_mtime_ns == stamp, "finished seeds are read back"
+    assert "(read back)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["--", "train_bn.py", "--seed", "3"], ["--", "nothing.py"], []])
+def test_seeds_refuses_what_it_cannot_run(tmp_path, command):
+    with pytest.raises(SystemExit) as stop:
+        seeds.main(["--out", str(tmp_path / "s"), *command])
+    assert stop.value.code == 2
+    assert not (tmp_path / "s").exists()
