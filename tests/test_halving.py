@@ -103,6 +103,18 @@ def test_halving_random_search_and_final_epochs(data_dir, tmp_path, scored):
     assert best["hparams"]["epochs"] == 7 and best["params"]["epochs"] == 4
 
 
+def test_a_candidate_drawn_twice_is_trained_once(data_dir, tmp_path, scored):
+    # integer ranges are sampled with replacement: 6 draws from 4 configurations repeat some
+    out = tmp_path / "run"
+    assert tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--halving", "--n-iter", "6",
+                             "--min-epochs", "1", "--factor", "2", "--epochs", "2", "--layers", "1:2",
+                             "--learning-rate", "1e-3", *TINY, "--units", "4,8"]) == 0
+    rows = results(out)
+    keys = [(r["layers"], r["units"], r["epochs"]) for r in rows]
+    assert len(keys) == len(set(keys)) < 6 + 3, "each configuration is trained once per rung"
+    assert len(scored) == len(rows) + 1  # and the final model
+
+
 @pytest.mark.parametrize("argv, trial, final", [
     ([], (20, 5), (40, 8)),                                   # the searches' budget; the training scripts' for the model kept
     (["--epochs", "3"], (3, 5), (3, 8)),                      # a budget the user set is kept

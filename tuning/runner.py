@@ -10,6 +10,7 @@ tenth of the training fold with --cv) and is scored by its accuracy on the valid
 import contextlib
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -51,12 +52,22 @@ class TrialSettings:
     killed: frozenset = frozenset()  # keys of trainings that killed their Dask workers in this run
 
     def finished(self, params, fold):
-        """The stored row of a training not to run again, or None."""
+        """The stored row of a training not to run again, or None: one from before this run
+        (resume), or one this run wrote (a candidate drawn twice: random halving samples integer
+        ranges with replacement)."""
         key = trial_key(params, fold)
         row = self.done.get(key)
-        if row is None or key in self.killed:
+        if key in self.killed or (row is not None and not (self.retry and row["status"] in RETRYABLE)):
             return row
-        return None if self.retry and row["status"] in RETRYABLE else row
+        return self.written_since(key, row)
+
+    def written_since(self, key, before):
+        """The last row of `key` that this run appended (after `before`, a row retried), or None."""
+        if self.store is None or not os.path.exists(self.store.path):
+            return None  # a Dask worker on another machine: the relay drops a second row
+        after = int(before["trial"]) if before is not None else 0
+        rows = [r for r in self.store.rows() if trial_key(r["params"], r["fold"]) == key and int(r["trial"]) > after]
+        return rows[-1] if rows else None
 
 
 @dataclass
