@@ -92,15 +92,21 @@ def test_halving_resumes_mid_rung(data_dir, tmp_path, capsys, scored):
     assert json.loads((out / "best.json").read_text())["params"] == {"layers": 3, "units": 16, "epochs": 9}
 
 
-def test_halving_random_search_and_final_epochs(data_dir, tmp_path, scored):
+def test_halving_random_search_and_final_epochs(data_dir, tmp_path, scored, capsys):
     out = tmp_path / "run"
-    assert tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--halving", "--n-iter", "4",
-                             "--min-epochs", "1", "--factor", "2", "--epochs", "4", "--layers", "1:3",
-                             "--learning-rate", "1e-3", *TINY, "--final-epochs", "7"]) == 0
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--halving", "--n-iter", "4", "--min-epochs", "1",
+            "--factor", "2", "--epochs", "4", "--layers", "1:3", *TINY, "--learning-rate", "1e-4:1e-2",
+            "--final-epochs", "7"]
+    assert tune_random.main(argv) == 0
     assert Counter(int(r["epochs"]) for r in results(out)) == {1: 4, 2: 2, 4: 1}
     assert scored[-1] == 7  # the final model trained for --final-epochs
     best = json.loads((out / "best.json").read_text())
     assert best["hparams"]["epochs"] == 7 and best["params"]["epochs"] == 4
+    capsys.readouterr()
+    assert tune_random.main([*argv[:-1], "9"]) == 0  # finished: not trained again, and it says so
+    assert capsys.readouterr().err.strip() == ("tune_random.py: note: --final-epochs 9 not applied: the finished "
+                                               "search's model trained for up to 7 epochs")
+    assert scored[-1] == 7
 
 
 def test_a_candidate_drawn_twice_is_trained_once(data_dir, tmp_path, scored):

@@ -322,6 +322,10 @@ def show_finished(prog, setup, trial_store, summary):
     """A finished search is not run again: its stored results are shown, the test split is not read."""
     print(f"{prog}: {setup.out} holds this search, finished; its stored results follow. The test "
           "split is not read again (--overwrite starts afresh).")
+    trained = summary.get("hparams", {}).get("epochs")
+    if setup.args.final_epochs and setup.args.final_epochs != trained:
+        print(f"{prog}: note: --final-epochs {setup.args.final_epochs} not applied: the finished search's model "
+              f"trained for up to {trained} epochs", file=sys.stderr)
     print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung))
     print()
     print(format_best(summary))
