@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import cli  # noqa: E402
 import outputs  # noqa: E402
 
 # One training in a fresh process: op determinism and thread pools are set before TensorFlow
@@ -48,17 +49,22 @@ print(json.dumps({{"loss": [float(v) for v in result.history["loss"]],
 def train_once(args, deterministic, threads):
     code = CHILD.format(root=str(ROOT), threads=threads, deterministic=deterministic, data_dir=args.data_dir,
                         image_size=args.image_size, epochs=args.epochs)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"determinism.py: a training failed: {last}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=64)
+    parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=5)
+    parser.add_argument("--repeats", type=cli.number(int, 1, 100), default=2)
     args = parser.parse_args(argv)
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        parser.error(f"--data-dir: {args.data_dir} is not a folder")
     settings = [(False, 0, args.repeats), (True, 0, args.repeats), (False, 1, 1), (True, 1, 1)]
     reference, rows = None, []
     for deterministic, threads, repeats in settings:

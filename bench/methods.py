@@ -39,6 +39,7 @@ import tune_random  # noqa: E402
 SPACE = {"learning_rate": (1e-4, 1e-1, "log"), "decay": (1e-3, 1.0, "log"),
          "layers": (1, 4, "int"), "units": (16, 256, "log-int")}
 FIXED = {"batch_size": 32, "batch_norm": "true"}
+TRIALS = 2 ** len(SPACE)  # the grid's size: the budget pays for this many full trainings
 FRACTIONS = (0.25, 0.5, 1.0)
 METHODS = ("grid", "random", "bayes", "halving")
 
@@ -53,9 +54,9 @@ def grid_levels(low, high, scale):
     return [round(v) for v in values] if scale == "log-int" else [float(f"{v:.2g}") for v in values]
 
 
-def budget(trials, epochs):
-    """Epochs every method may spend: `trials` full trainings of `epochs` epochs."""
-    return trials * epochs
+def budget(epochs):
+    """Epochs every method may spend: as many full trainings of `epochs` epochs as the grid has."""
+    return TRIALS * epochs
 
 
 def halving_cost(candidates, epochs, factor=3):
@@ -71,18 +72,19 @@ def halving_cost(candidates, epochs, factor=3):
 
 def halving_candidates(total, epochs, factor=3):
     """The most random candidates whose halving, from 1 epoch, spends no more than `total` epochs."""
-    candidates = factor
+    candidates = 1
     while halving_cost(candidates + 1, epochs, factor) <= total:
         candidates += 1
     return candidates
 
 
 def method_argv(method, args, seed, out):
-    """(script module, argv) of one method's search."""
-    trials = args.trials
+    """(script module, argv) of one method's search. Every trial trains `epochs` epochs (patience
+    = epochs: no early stopping), and so does every method's final model."""
+    trials = TRIALS
     ranges = {name: f"{low:g}:{high:g}" for name, (low, high, _) in SPACE.items()}
     common = ["--image-size", str(args.image_size), "--seed", str(seed), "--out", str(out),
-              "--epochs", str(args.epochs), "--patience", str(args.epochs),
+              "--epochs", str(args.epochs), "--patience", str(args.epochs), "--final-epochs", str(args.epochs),
               *[x for k, v in FIXED.items() for x in (cli.flag(k), str(v))],
               *(["--data-dir", args.data_dir] if args.data_dir else [])]
     if method == "grid":
@@ -93,7 +95,7 @@ def method_argv(method, args, seed, out):
         return tune_random, [*common, *searched, "--n-iter", str(trials)]
     if method == "bayes":
         return tune_bayes, [*common, *searched, "--n-calls", str(trials), "--n-initial-points", "5"]
-    candidates = halving_candidates(budget(trials, args.epochs), args.epochs)
+    candidates = halving_candidates(budget(args.epochs), args.epochs)
     return tune_random, [*common, *searched, "--halving", "--n-iter", str(candidates), "--min-epochs", "1",
                          "--factor", "3"]
 
@@ -191,20 +193,25 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=32)
     parser.add_argument("--seeds", type=cli.number(int, 1, 100), default=3, help="seeds 0..N-1 (default: 3)")
-    parser.add_argument("--trials", type=cli.number(int, 2, 1000), default=16,
-                        help="full trainings the budget pays for (default: 16, the grid's size)")
-    parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=9,
-                        help="epochs of a full training, the top rung of halving (default: 9)")
+    parser.add_argument("--epochs", type=cli.number(int, 1, 81), default=9,
+                        help=f"epochs of a full training and of halving's top rung, a power of 3 (default: 9); "
+                             f"the budget is {TRIALS} full trainings, the grid's size")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
     parser.add_argument("--out", default=None, help="default: runs/bench-methods-<image size>px")
     args = parser.parse_args(argv)
-    methods = args.methods.split(",")
+    methods = list(dict.fromkeys(args.methods.split(",")))
     if unknown := set(methods) - set(METHODS):
         parser.error(f"--methods: unknown {', '.join(sorted(unknown))}")
+    if 3 ** round(math.log(args.epochs, 3)) != args.epochs:
+        parser.error(f"--epochs: halving's rungs run 1, 3, 9, 27, 81 epochs; give one of them, not {args.epochs}")
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        parser.error(f"--data-dir: {args.data_dir} is not a folder")
     folder = Path(args.out or f"runs/bench-methods-{args.image_size}px")
+    if folder.exists() and not folder.is_dir():
+        parser.error(f"--out: {folder} is a file")
     folder.mkdir(parents=True, exist_ok=True)
-    total = budget(args.trials, args.epochs)
-    print(f"methods.py: budget {total} epochs per search ({args.trials} trainings x {args.epochs} epochs; "
+    total = budget(args.epochs)
+    print(f"methods.py: budget {total} epochs per search ({TRIALS} trainings x {args.epochs} epochs; "
           f"halving: {halving_candidates(total, args.epochs)} candidates from 1 epoch), "
           f"{args.image_size}x{args.image_size}, seeds 0-{args.seeds - 1}, into {folder}/", flush=True)
     start = time.perf_counter()

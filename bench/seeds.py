@@ -14,6 +14,7 @@ own output goes to OUT/seedN.log.
 
 import argparse
 import contextlib
+import hashlib
 import json
 import statistics
 import sys
@@ -26,6 +27,15 @@ import cli  # noqa: E402
 import outputs  # noqa: E402
 
 SCRIPTS = ("train_baseline", "train_bn", "tune_grid", "tune_random", "tune_bayes")
+
+
+def expected_models(script, command):
+    """The models a finished run of the command has results for."""
+    if script.startswith("tune_"):
+        return {"best"}
+    if script == "train_bn":
+        return {"baseline", "bn"} if "--compare" in command else {"bn"}
+    return {"baseline"}
 
 
 def results(folder):
@@ -52,31 +62,43 @@ def main(argv=None):
                                      usage="%(prog)s [--seeds N] [--out DIR] -- SCRIPT.py [its flags]")
     parser.add_argument("--seeds", type=cli.number(int, 1, 100), default=3, help="seeds 0..N-1 (default: 3)")
     parser.add_argument("--first-seed", type=cli.number(int, 0, 10**6), default=0)
-    parser.add_argument("--out", default=None, help="default: runs/bench-seeds-<script>")
+    parser.add_argument("--out", default=None, help="default: runs/bench-seeds-<script>-<hash of the command>")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     script = Path(command[0]).stem if command else None
     if script not in SCRIPTS:
         parser.error(f"give one of {', '.join(s + '.py' for s in SCRIPTS)} after --")
-    if any(flag in command for flag in ("--seed", "--out")):
+    if any(arg.split("=")[0] in ("--seed", "--out") for arg in command):
         parser.error("--seed and --out are set per seed by this bench")
     module = __import__(script)
-    folder = Path(args.out or f"runs/bench-seeds-{script}")
+    digest = hashlib.sha256(json.dumps(command).encode()).hexdigest()[:8]
+    folder = Path(args.out or f"runs/bench-seeds-{script}-{digest}")
+    if folder.exists() and not folder.is_dir():
+        parser.error(f"--out: {folder} is a file")
+    recorded = folder / "command.json"
+    if recorded.exists() and json.loads(recorded.read_text()) != command:
+        parser.error(f"--out: {folder} holds the results of another command: "
+                     f"{' '.join(json.loads(recorded.read_text()))}")
     folder.mkdir(parents=True, exist_ok=True)
+    outputs.write_json(recorded, command)
+    wanted = expected_models(script, command)
     print(f"seeds.py: {' '.join(command)}  (seeds {args.first_seed}-{args.first_seed + args.seeds - 1}, "
           f"into {folder}/)", flush=True)
     per_seed = {}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         out = folder / f"seed{seed}"
         found = results(out) if out.exists() else None
-        if found is None:
+        if found is None or set(found) != wanted:  # not run, or cut short: run it (a search resumes)
             start = time.perf_counter()
             with open(folder / f"seed{seed}.log", "w") as log, contextlib.redirect_stdout(log):
                 code = module.main([*command[1:], "--seed", str(seed), "--out", str(out)])
             if code:
                 raise SystemExit(f"seeds.py: seed {seed} ended with exit code {code}; see {folder}/seed{seed}.log")
             found = results(out)
+            if found is None or set(found) != wanted:
+                raise SystemExit(f"seeds.py: seed {seed} wrote no results for {', '.join(sorted(wanted))}; see "
+                                 f"{folder}/seed{seed}.log")
             note = f"wall {time.perf_counter() - start:.0f}s"
         else:
             note = "read back"
