@@ -134,9 +134,8 @@ def final_budget(args, space, overrides, dims):
     trains on the training scripts' (HParams: 40 epochs, patience 8), as train_bn.py would.
     --final-epochs sets its epochs whatever the trials had."""
     searched = {d.name for d in dims}
-    final = {name: getattr(HParams(), name) for name, value in TRIAL_DEFAULTS.items()
-             if name in ("epochs", "patience") and name not in overrides and name not in searched
-             and space.get(name) == value}
+    final = {name: getattr(HParams(), name) for name in ("epochs", "patience")
+             if name not in overrides and name not in searched and space.get(name) == TRIAL_DEFAULTS[name]}
     if args.final_epochs:
         final["epochs"] = args.final_epochs
     return final
