@@ -82,6 +82,7 @@ class Outcome:
     epochs: int = 0
     model: object = None
     reused: bool = False
+    history: dict = None  # per-epoch curves (common.TrainResult.history), stored beside the row
 
 
 def train_trial(hp, train, val, settings):
@@ -97,16 +98,16 @@ def train_trial(hp, train, val, settings):
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu  # model building included
     if result.status == "timeout":
         return Outcome(float("nan"), TIMEOUT, f"stopped after {settings.timeout:g}s (--trial-timeout), "
-                       f"epoch {result.epochs}", seconds, cpu, result.epochs)
+                       f"epoch {result.epochs}", seconds, cpu, result.epochs, history=result.history)
     if result.status == "nan":
         return Outcome(float("nan"), DIVERGED, f"loss became NaN (epoch {result.epochs})", seconds, cpu,
-                       result.epochs)
-    return Outcome(result.val_accuracy, OK, "", seconds, cpu, result.epochs, result.model)
+                       result.epochs, history=result.history)
+    return Outcome(result.val_accuracy, OK, "", seconds, cpu, result.epochs, result.model, history=result.history)
 
 
 def record(settings, params, fold, outcome):
     settings.store.record(params, fold, outcome.val_accuracy, outcome.seconds, outcome.cpu_seconds,
-                          outcome.epochs, outcome.status, outcome.message)
+                          outcome.epochs, outcome.status, outcome.message, history=outcome.history)
 
 
 def reuse(row):

@@ -2,7 +2,8 @@
 appended and never rewritten. It is the one source of every result: the progress lines, the
 ranked table, resume, the plots and the final model all read it.
 
-Beside it: `search.json`, the manifest that says which search the folder holds (compared exactly
+Beside it: `histories.jsonl`, each training's per-epoch curves (one JSON line per trial number,
+written under the same lock; --tensorboard draws them), `search.json`, the manifest that says which search the folder holds (compared exactly
 on resume), and a lock that keeps a second run out of a folder that a run is using.
 """
 
@@ -13,6 +14,7 @@ import io
 import json
 import math
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from common import UsageError
 from .space import coerce, plain
 
 RESULTS, MANIFEST, BEST, MODEL = "results.csv", "search.json", "best.json", "model.keras"
+HISTORIES, BOARD = "histories.jsonl", "tensorboard"
 
 # A trial's status. "diverged" (the loss became NaN) is a result: that configuration does not
 # train. "failed" (an exception) and "timeout" (--trial-timeout) say nothing about the
@@ -79,14 +82,21 @@ class TrialStore:
         if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
             outputs.write_text(self.path, _csv_line(self.header))
 
+    @property
+    def histories_path(self):
+        return os.path.join(os.path.dirname(self.path), HISTORIES)
+
     def record(self, params, fold, val_accuracy, fit_seconds, cpu_seconds=float("nan"), epochs=0,
-               status=OK, message="", worker=None):
-        """Appends one finished training; returns its trial number (None when sent to the client)."""
+               status=OK, message="", worker=None, history=None):
+        """Appends one finished training (and its per-epoch `history`, when it has one); returns
+        its trial number (None when sent to the client)."""
         row = {"params": {n: plain(params[n]) for n in self.names}, "fold": str(fold),
                "val_accuracy": float(val_accuracy), "epochs": int(epochs), "fit_seconds": float(fit_seconds),
                "cpu_seconds": float(cpu_seconds), "status": status,
                "message": " ".join(str(message).split())[:300],
                "worker": worker or f"{socket.gethostname()}:{os.getpid()}"}
+        if history:
+            row["history"] = {k: [float(v) for v in values] for k, values in history.items()}
         if self.sink is not None and self.sink.remote():
             self.sink.put(row)
             return None
@@ -117,6 +127,10 @@ class TrialStore:
                 handle.write(_csv_line([number, *values]).encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
+                if row.get("history"):  # under the same lock: trial numbers stay in step
+                    line = json.dumps({"trial": number, "history": row["history"]}, allow_nan=True)
+                    with open(self.histories_path, "a", encoding="utf-8") as histories:
+                        histories.write(line + "\n")
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         if self.on_record is not None:
@@ -140,6 +154,18 @@ class TrialStore:
             return _parse_rows(text, self.header, self.names, self.trained)
         except ValueError as err:
             raise UsageError(f"{self.path}: {err}; move the file away or pass --overwrite") from None
+
+    def histories(self):
+        """{trial number: per-epoch history} from histories.jsonl (a line cut by a crash is skipped)."""
+        found = {}
+        with contextlib.suppress(FileNotFoundError), open(self.histories_path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                    found[int(entry["trial"])] = entry["history"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return found
 
     def latest(self):
         """{trial key: row}, the last row of each training (a retried trial's new row wins)."""
@@ -248,8 +274,9 @@ def open_search(folder, manifest, overwrite, figures=()):
     search writes; nothing else in the folder is touched)."""
     folder = Path(folder)
     if overwrite and ((folder / MANIFEST).exists() or (folder / RESULTS).exists()):
-        for name in (MANIFEST, RESULTS, BEST, MODEL, *figures):
+        for name in (MANIFEST, RESULTS, HISTORIES, BEST, MODEL, *figures):
             (folder / name).unlink(missing_ok=True)
+        shutil.rmtree(folder / BOARD, ignore_errors=True)
     manifest_path, results_path = folder / MANIFEST, folder / RESULTS
     if not manifest_path.exists() and not results_path.exists():
         return False
