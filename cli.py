@@ -125,9 +125,17 @@ def add_run_flags(parser, image_size=64):
                         help="seed of every random choice (default: 0, range [0, 2**32 - 1], numpy's)")
     parser.add_argument("--out", default=None,
                         help="output folder (default: runs/<script>-<UTC time>/)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard event files under OUT/tensorboard/ (epoch curves; a "
+                             "search's trials as an HParams experiment): tensorboard --logdir OUT/tensorboard")
 
 
 def check_run_args(args):
+    if getattr(args, "tensorboard", False):
+        try:
+            import tensorboard.plugins.hparams.api  # noqa: F401
+        except ImportError:
+            raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
     if args.out is not None and not args.out.strip():
         raise UsageError("--out must name a folder, got an empty string")
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():

@@ -10,6 +10,7 @@ from pathlib import Path
 import cli
 import common
 import outputs
+import tensorboard_log
 
 
 def training_parser(prog, description, compare=False):
@@ -65,6 +66,8 @@ def train_and_report(args, script, hp, runs, beans, out, compare):
             "epochs": result.epochs, "train_seconds": round(result.seconds, 2), "status": result.status,
         })
         outputs.write_history_csv(folder / "history.csv", result.history)
+        if args.tensorboard:
+            tensorboard_log.write_curves(out / tensorboard_log.FOLDER / name, result.history)
         outputs.save_model(folder / "model.keras", result.model)
         rows.append((name, f"{result.val_accuracy:.4f}", f"{result.test_accuracy:.4f}", result.epochs,
                      f"{result.seconds:.1f}"))

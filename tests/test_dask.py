@@ -400,3 +400,18 @@ def test_the_relay_keeps_the_first_row_of_a_training_run_twice(tmp_path):
     again.drain()
     kept = [(r["params"]["layers"], r["val_accuracy"], r["status"]) for r in store.rows()]
     assert kept[3:] == [(3, 0.6, "ok")] and again.dropped == 2
+
+
+def test_trials_on_workers_reach_tensorboard_through_the_client(data_dir, tmp_path, cluster):
+    import os
+
+    from test_tensorboard import scalars, writer_pids
+
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,1e-2",
+                           "--layers", "1", "--scheduler", cluster.scheduler_address, "--tensorboard", *TINY]) == 0
+    assert str(os.getpid()) not in {r["worker"].split(":")[-1] for r in rows(out)}  # trained on workers
+    for number in (1, 2):
+        run = out / "tensorboard" / f"trial-{number:04d}"
+        assert writer_pids(run) == {os.getpid()}  # the client wrote the events
+        assert [step for step, _ in scalars(run)["loss"]] == [1]

@@ -9,6 +9,7 @@ trial count, the settings that identify its search, and the search itself: a `Me
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from pathlib import Path
 import cli
 import common
 import outputs
+import tensorboard_log
 from common import HPARAM_NAMES, HParams, UsageError
 
 from . import execution as ex
@@ -179,10 +181,13 @@ def run(argv, method):
         trial_store = store.TrialStore(out / store.RESULTS, columns)
         done = trial_store.rows() if resumed else []
         finished = store.read_best(out) if resumed else None
+        board = Board(out / store.BOARD, setup.dims, [setup.rung] if setup.rung else []) if args.tensorboard else None
         if finished is not None:
             if args.retry_failed:
                 raise UsageError(f"{out} holds a finished search, whose test score is final: --retry-failed "
                                  "applies to an unfinished one (--overwrite starts afresh)")
+            if board:  # a search finished without --tensorboard gets its experiment now
+                board.sync(trial_store)
             return show_finished(prog, setup, trial_store, finished)
         if threads and execution.in_this_process and not limit_threads(threads):
             print(f"{prog}: note: --threads-per-trial {threads} not applied: TensorFlow already runs in "
@@ -207,8 +212,13 @@ def run(argv, method):
         retried = announce_resume(prog, out, setup.total, done, args.retry_failed)
         trial_store.create()
         trial_store.on_record = report.Progress(columns, setup.total + retried, done_before=len(done))
+        if board:  # each training's session as its row is appended; sync() catches the rest
+            board.sync(trial_store)
+            trial_store.on_record = board.follow(trial_store.on_record)
         problem = Problem(train, validation, setup.dims, setup.base, settings, execution)
         output, seconds = search(prog, method, problem, setup, trial_store)
+    if board:
+        board.sync(trial_store)  # trainings appended by other processes (--n-jobs)
     trials = trial_store.trials()
     fit_total = sum(r["fit_seconds"] for r in trial_store.rows())
     configurations = len({tuple(sorted((k, v) for k, v in t.params.items() if k != setup.rung)) for t in trials})
@@ -221,7 +231,7 @@ def run(argv, method):
         raise cli.RunFailed(f"every trial failed; see {out / store.RESULTS} for their messages "
                             "(--retry-failed trains failed and timed-out trials again)")
     summary = final_model(out, beans, setup.base, ok[0], columns, args.seed, len(trials), seconds, method.script,
-                          setup.final)
+                          setup.final, board=board.folder if board else None)
     print()
     print(format_best(summary))
     draw_figures(prog, out, {"val_accuracy.png": lambda: report.plot_scores(trials, setup.dims), **output.figures})
@@ -301,6 +311,50 @@ def record_killer(prog, problem, relay, err):
     settings = replace(problem.settings, done=store.latest_by_key(trial_store.rows()),
                        killed=problem.settings.killed | {started["started"]})
     return replace(problem, settings=settings)
+
+
+@dataclass(frozen=True)
+class Board:
+    """--tensorboard: the search as an HParams experiment under `folder` (tensorboard_log)."""
+
+    folder: Path
+    dims: tuple
+    extra: list
+
+    def sync(self, trial_store):
+        """Writes the experiment and a session for every stored training that has none yet."""
+        guarded(tensorboard_log.write_search, self.folder, self.dims, self.extra, trial_store.rows(),
+                trial_store.histories())
+
+    def follow(self, progress):
+        """An on_record callback: the progress line, then the new training's session."""
+        return Following(self.folder, progress)
+
+
+@dataclass(frozen=True)
+class Following:
+    """Board.follow's callback, a plain object: the store travels to trial processes with it.
+    Only the process that started the search writes events; rows that trial processes append
+    themselves (--n-jobs) get their sessions from Board.sync when the search returns."""
+
+    folder: Path
+    progress: object
+    pid: int = field(default_factory=os.getpid)
+
+    def __call__(self, number, row, best):
+        self.progress(number, row, best)
+        if os.getpid() == self.pid:
+            guarded(tensorboard_log.write_session, self.folder, number, row, row.get("history"))
+
+
+def guarded(write, *args):
+    """TensorBoard files never cost a search its results: a failure is a warning line (the
+    next sync writes what is missing)."""
+    try:
+        write(*args)
+    except Exception as err:  # noqa: BLE001
+        print(f"warning: TensorBoard events not written ({err.__class__.__name__}: {err})", file=sys.stderr,
+              flush=True)
 
 
 def announce_resume(prog, out, total, done, retry):

@@ -1,0 +1,136 @@
+"""TensorBoard event files (--tensorboard): epoch curves of a training, and a search as an
+experiment of the HParams dashboard, one session per training.
+
+    tensorboard --logdir runs/tune_random-.../tensorboard --host 127.0.0.1
+
+Events are written from what the project already keeps (a training's per-epoch history, the
+trial store's rows), after the fact, by the process that holds them: a trial trained in another
+process or on a Dask worker sends its history back with its row, so every file is written on
+the machine that started the search.
+
+Layout under OUT/tensorboard/: the experiment's config in the folder itself, and one run folder
+per training (trial-0001, ...: hyperparameters, curves, final score and status) or per model of
+a training script (bn, baseline). A run folder is written whole into a temporary name and then
+renamed, so an interrupted write leaves no half session, and a resumed search writes only the
+trainings that have no folder yet.
+"""
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# The searches' score, written once per session (step = epochs trained): the metric of the
+# HParams dashboard. Per-epoch curves use Keras's names (loss, accuracy, val_loss, val_accuracy, lr).
+SCORE = "score/val_accuracy"
+FOLDER = "tensorboard"
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _write_run(folder, write):
+    """Calls write(writer) with a summary writer on a temporary folder, then renames it to `folder`."""
+    tf = _tf()
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        writer = tf.summary.create_file_writer(str(staging))
+        with writer.as_default():
+            write()
+        writer.close()
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _curves(history):
+    tf = _tf()
+    for name, values in history.items():
+        for epoch, value in enumerate(values, 1):
+            if value is not None and math.isfinite(value):
+                tf.summary.scalar(name, value, step=epoch)
+
+
+def write_curves(folder, history):
+    """One training's per-epoch curves (common.TrainResult.history) as run `folder`."""
+    if Path(folder).exists():
+        shutil.rmtree(folder)  # a training script's --out is overwritten whole
+    _write_run(folder, lambda: _curves(history))
+
+
+def domain(dim):
+    """The HParams dashboard's domain of a searched hyperparameter (tuning.space.Dim)."""
+    from tensorboard.plugins.hparams import api as hp
+
+    values = dim.values()
+    if values is not None:
+        return hp.Discrete(values)
+    return hp.RealInterval(float(dim.low), float(dim.high))
+
+
+def write_experiment(logdir, dims, extra=()):
+    """The experiment: the searched hyperparameters with their domains (plus `extra` names
+    without one, such as a halving rung's epochs) and the score as its metric."""
+    from tensorboard.plugins.hparams import api as hp
+
+    tf = _tf()
+    logdir = Path(logdir)
+    if any(logdir.glob("events.out.tfevents.*")):
+        return  # a resumed search: the same experiment (search.json matched)
+    hparams = [hp.HParam(d.name, domain(d)) for d in dims] + [hp.HParam(name) for name in extra]
+    metrics = [hp.Metric(SCORE, display_name="validation accuracy (the search's score)"),
+               hp.Metric("val_accuracy", display_name="val_accuracy (last epoch)"),
+               hp.Metric("loss", display_name="training loss (last epoch)")]
+    logdir.mkdir(parents=True, exist_ok=True)
+    writer = tf.summary.create_file_writer(str(logdir))
+    with writer.as_default():
+        hp.hparams_config(hparams=hparams, metrics=metrics)
+    writer.close()
+
+
+# The dashboard knows success and failure: a diverged, failed or timed-out trial is a failure
+# there (results.csv says which).
+STATUSES = {"ok": "STATUS_SUCCESS", "diverged": "STATUS_FAILURE", "failed": "STATUS_FAILURE",
+            "timeout": "STATUS_FAILURE"}
+
+
+def session_name(number):
+    return f"trial-{int(number):04d}"
+
+
+def write_session(logdir, number, row, history=None):
+    """One training of a search (a row of results.csv, trial `number`) as a session."""
+    from tensorboard.plugins.hparams import api as hp
+    from tensorboard.plugins.hparams import api_pb2, summary
+
+    tf = _tf()
+    folder = Path(logdir) / session_name(number)
+    if folder.exists():
+        return False
+    params = {k: (v.item() if hasattr(v, "item") else v) for k, v in row["params"].items()}
+    group = ",".join(f"{k}={params[k]!r}" for k in sorted(params))  # a configuration's folds: one group
+
+    def write():
+        hp.hparams(params, trial_id=group)
+        _curves(history or {})
+        if row["status"] == "ok" and math.isfinite(row["val_accuracy"]):
+            tf.summary.scalar(SCORE, row["val_accuracy"], step=max(int(row["epochs"]), 1))
+        end = summary.session_end_pb(api_pb2.Status.Value(STATUSES.get(row["status"], "STATUS_UNKNOWN")))
+        tf.summary.experimental.write_raw_pb(end.SerializeToString(), step=0)
+
+    _write_run(folder, write)
+    return True
+
+
+def write_search(logdir, dims, extra, rows, histories):
+    """Every training of `rows` (results.csv, in order: row i is trial i + 1) that has no session
+    yet; `histories` maps trial numbers to per-epoch histories. Returns how many were written."""
+    write_experiment(logdir, dims, extra)
+    return sum(write_session(logdir, number, row, histories.get(number))
+               for number, row in enumerate(rows, 1))
