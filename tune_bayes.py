@@ -20,10 +20,10 @@ from tuning.space import DEFAULT_RANGES
 
 
 def add_flags(parser):
-    parser.add_argument("--n-calls", type=cli.number(int, 1, 10**4), default=15,
-                        help="points evaluated in all (default: 15, ~9 minutes at 64x64)")
-    parser.add_argument("--n-initial-points", type=cli.number(int, 1, 10**4), default=5,
-                        help="random points before the GP takes over (default: 5)")
+    parser.add_argument("--n-calls", type=cli.number(int, 1, 10**4), default=12,
+                        help="points evaluated in all (default: 12, ~15 minutes at 64x64)")
+    parser.add_argument("--n-initial-points", type=cli.number(int, 1, 10**4), default=4,
+                        help="random points before the GP takes over (default: 4)")
 
 
 def n_calls(args, dims):
