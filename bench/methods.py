@@ -14,6 +14,12 @@ accuracy against epochs spent, one line per method (median) with a min-max band 
 Every search runs through its own script (tune_grid.py, tune_random.py, tune_bayes.py) into
 OUT/<method>-seed<N>/, so an interrupted bench resumes where it stopped: finished searches are
 read back, not run again. Each script's own output goes to OUT/<method>-seed<N>.log.
+
+With --jobs N (default 2) N searches run at once, each in a fresh process with cores/N
+TensorFlow threads (a search's trials at 32x32 are too small to keep two threads busy, and one
+long-lived process slowed down search after search: halving took 332, 435 and 559 s for its
+three seeds when every search ran in the bench's own process). Wall times are then measured
+under that sharing, the same for every method. --jobs 1 runs every search in this process.
 """
 
 import argparse
@@ -21,9 +27,12 @@ import contextlib
 import csv
 import json
 import math
+import os
 import statistics
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -132,8 +141,14 @@ def run_one(method, args, seed, folder):
     out = folder / f"{method}-seed{seed}"
     script, argv = method_argv(method, args, seed, out)
     start = time.perf_counter()
-    with open(folder / f"{method}-seed{seed}.log", "a") as log, contextlib.redirect_stdout(log):
-        code = script.main(argv)
+    with open(folder / f"{method}-seed{seed}.log", "a") as log:
+        if args.jobs == 1:
+            with contextlib.redirect_stdout(log):
+                code = script.main(argv)
+        else:  # a fresh process, its share of the cores
+            threads = max(1, (os.cpu_count() or 1) // args.jobs)
+            code = subprocess.run([sys.executable, script.__file__, *argv, "--threads-per-trial", str(threads)],
+                                  stdout=log, stderr=subprocess.STDOUT).returncode
     if code:
         raise SystemExit(f"methods.py: {method} seed {seed} ended with exit code {code}; see {out}.log")
     best = json.loads((out / "best.json").read_text())
@@ -197,6 +212,8 @@ def main(argv=None):
                         help=f"epochs of a full training and of halving's top rung, a power of 3 (default: 9); "
                              f"the budget is {TRIALS} full trainings, the grid's size")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
+    parser.add_argument("--jobs", type=cli.number(int, 1, 64), default=2,
+                        help="searches at once, each in its own process (default: 2; 1: all in this process)")
     parser.add_argument("--out", default=None, help="default: runs/bench-methods-<image size>px")
     args = parser.parse_args(argv)
     methods = list(dict.fromkeys(args.methods.split(",")))
@@ -215,15 +232,21 @@ def main(argv=None):
           f"halving: {halving_candidates(total, args.epochs)} candidates from 1 epoch), "
           f"{args.image_size}x{args.image_size}, seeds 0-{args.seeds - 1}, into {folder}/", flush=True)
     start = time.perf_counter()
-    records = []
-    for seed in range(args.seeds):
-        for method in methods:
-            record = run_one(method, args, seed, folder)
-            records.append(record)
-            print(f"  {method:8s} seed {seed}: best val {record['curve'][-1][1]:.4f}  test "
-                  f"{record['test_accuracy']:.4f}  {record['trainings']} trainings, {record['epochs']} epochs, "
-                  f"search {record['search_seconds']:.0f}s  (elapsed {time.perf_counter() - start:.0f}s)",
-                  flush=True)
+
+    def one(job):
+        method, seed = job
+        record = run_one(method, args, seed, folder)
+        print(f"  {method:8s} seed {seed}: best val {record['curve'][-1][1]:.4f}  test "
+              f"{record['test_accuracy']:.4f}  {record['trainings']} trainings, {record['epochs']} epochs, "
+              f"search {record['search_seconds']:.0f}s  (elapsed {time.perf_counter() - start:.0f}s)", flush=True)
+        return record
+
+    jobs = [(method, seed) for seed in range(args.seeds) for method in methods]
+    if args.jobs == 1:
+        records = [one(job) for job in jobs]
+    else:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            records = list(pool.map(one, jobs))
     text = table(records, total)
     print()
     print(text)

@@ -39,7 +39,8 @@ def test_best_at_counts_only_trainings_finished_within_the_budget():
 
 def test_every_method_spends_the_same_budget_and_a_rerun_trains_nothing(data_dir, tmp_path, scored, capsys):
     out = tmp_path / "bench"
-    argv = ["--data-dir", str(data_dir), "--image-size", "8", "--seeds", "2", "--epochs", "9", "--out", str(out)]
+    argv = ["--data-dir", str(data_dir), "--image-size", "8", "--seeds", "2", "--epochs", "9", "--out", str(out),
+            "--jobs", "1"]
     methods.main(argv)
     records = json.loads((out / "methods.json").read_text())
     assert sorted((r["method"], r["seed"]) for r in records) == sorted(
@@ -113,3 +114,21 @@ def test_seeds_refuses_what_it_cannot_run(tmp_path, command):
         seeds.main(["--out", str(tmp_path / "s"), *command])
     assert stop.value.code == 2
     assert not (tmp_path / "s").exists()
+
+
+def test_with_two_jobs_each_search_runs_in_a_fresh_process_of_its_own(data_dir, tmp_path):
+    import os
+
+    out = tmp_path / "bench"
+    methods.main(["--data-dir", str(data_dir), "--image-size", "8", "--seeds", "2", "--epochs", "1",
+                  "--methods", "random", "--jobs", "2", "--out", str(out)])
+    workers = []
+    for seed in (0, 1):
+        with open(out / f"random-seed{seed}" / "results.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        assert len(rows) == methods.TRIALS and all(r["status"] == "ok" for r in rows)
+        workers.append({r["worker"].split(":")[-1] for r in rows})
+        threads = max(1, (os.cpu_count() or 1) // 2)  # the cores shared out between the two searches
+        assert f"({threads} threads each)" in (out / f"random-seed{seed}.log").read_text()
+    assert all(len(w) == 1 for w in workers) and workers[0] != workers[1]
+    assert str(os.getpid()) not in workers[0] | workers[1]
