@@ -122,10 +122,10 @@ def test_a_candidate_drawn_twice_is_trained_once(data_dir, tmp_path, scored):
 
 
 @pytest.mark.parametrize("argv, trial, final", [
-    ([], (20, 5), (40, 8)),                                   # the searches' budget; the training scripts' for the model kept
-    (["--epochs", "3"], (3, 5), (3, 8)),                      # a budget the user set is kept
+    ([], (20, 10), (40, 10)),                                 # the training scripts' epochs, the trial's patience
+    (["--epochs", "3"], (3, 10), (3, 10)),                    # a budget the user set is kept
     (["--patience", "2"], (20, 2), (40, 2)),
-    (["--final-epochs", "6"], (20, 5), (6, 8)),
+    (["--final-epochs", "6"], (20, 10), (6, 10)),
     (["--epochs", "3", "--patience", "2", "--final-epochs", "6"], (3, 2), (6, 2)),
 ])
 def test_the_final_model_trains_on_the_training_scripts_budget_unless_told(data_dir, tmp_path, scored, argv,
@@ -137,6 +137,8 @@ def test_the_final_model_trains_on_the_training_scripts_budget_unless_told(data_
     best = json.loads((out / "best.json").read_text())
     assert (best["hparams"]["epochs"], best["hparams"]["patience"]) == final
     assert {(int(r["epochs"])) for r in results(out)} <= {trial[0]}
+    manifest = json.loads((out / "search.json").read_text())
+    assert (manifest["fixed"]["epochs"], manifest["fixed"]["patience"]) == trial
 
 
 @pytest.mark.parametrize("script, argv, message", [
