@@ -99,7 +99,7 @@ def tuning_parser(method):
                              "processes; TensorFlow's own choice otherwise)")
     parser.add_argument("--final-epochs", type=cli.number(int, 1, 1000), default=None, metavar="N",
                         help="train the best configuration for up to N epochs at the end (default: 40, "
-                             "patience 8, as the training scripts, unless --epochs is given); trials only rank "
+                             "as the training scripts, unless --epochs is given); trials only rank "
                              "configurations, the final model may train longer")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh, whatever the --out folder holds")

@@ -22,8 +22,8 @@ POWERS_OF_TWO = {"batch_size"}
 # --batch-norm false,true searches over both. Trials train on half the training scripts' epoch
 # budget, 20 epochs, with patience 10: a search ranks configurations, and BN's validation
 # accuracy swings for an epoch or two, so patience 5 stopped 9 of 10 trials of a measured search
-# before BN peaks (epochs 15-28). The model kept trains on the training scripts' budget (40
-# epochs, patience 8) unless a flag sets the budget (tuning.run.final_budget; --final-epochs).
+# before BN peaks (epochs 15-28). The model kept trains on the training scripts' 40 epochs with
+# the trial's patience unless a flag sets the budget (tuning.run.final_budget; --final-epochs).
 TRIAL_DEFAULTS = {"batch_norm": True, "epochs": 20, "patience": 10}
 # Ranges for random and Bayesian search (lo:hi), chosen for the BN model from measured trials
 # (README, "Defaults"): learning rates above 1e-2 and batches of 128 never reached the best
