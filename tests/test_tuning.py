@@ -187,7 +187,7 @@ def test_two_by_two_grid_runs_four_trials_ranked(data_dir, tmp_path, capsys):
     best = json.loads((out / "best.json").read_text())
     assert best["val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in rows), abs=1e-6)
     assert 0 <= best["test_accuracy"] <= 1
-    assert {p.name for p in out.iterdir()} == {"search.json", "results.csv", "best.json", "model.keras",
+    assert {p.name for p in out.iterdir()} == {"search.json", "results.csv", "histories.jsonl", "best.json", "model.keras",
                                               "val_accuracy.png"}
 
 
@@ -334,7 +334,7 @@ def test_bayes_end_to_end_writes_every_file(data_dir, tmp_path, capsys):
                             "--n-initial-points", "2", "--layers", "1:2", "--learning-rate", "1e-4:1e-1",
                             *TINY]) == 0
     assert len(results(out)) == 3
-    assert {p.name for p in out.iterdir()} == {"search.json", "results.csv", "best.json", "model.keras",
+    assert {p.name for p in out.iterdir()} == {"search.json", "results.csv", "histories.jsonl", "best.json", "model.keras",
                                               "val_accuracy.png", "convergence.png", "objective.png"}
     assert "trial 3/3" in capsys.readouterr().out
 
