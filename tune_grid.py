@@ -35,6 +35,9 @@ def add_flags(parser):
     parser.add_argument("--grid", metavar="FILE", default=None,
                         help='JSON grid replacing the default one, e.g. {"units": [32, 64]}')
     searches.add_cv_flag(parser)
+    parser.add_argument("--repeats", type=cli.number(int, 1, 100), default=1, metavar="R",
+                        help="train each configuration R times (seeds SEED to SEED+R-1) and rank it by the mean "
+                             "(default: 1, range [1, 100]); the table shows the std, the figure the range")
     halving.add_flags(parser)
 
 
@@ -72,13 +75,34 @@ def count(args, dims, base):
     candidates = math.prod(len(d.choices) for d in dims)
     if args.halving:
         return halving.trainings(candidates, args, base.epochs) * (args.cv or 1)
-    return candidates * (args.cv or 1)
+    return candidates * (args.cv or 1) * args.repeats
+
+
+def check(args, dims, base):
+    halving.check(args, dims, base)
+    if args.repeats > 1 and (args.cv or args.halving):
+        raise UsageError("--repeats goes without --cv and --halving (each repeat is scored on the validation split)")
+
+
+def describe(args):
+    scoring = searches.describe_cv(args)
+    if args.repeats > 1:
+        scoring["scoring"] += f", mean of {args.repeats} trainings (seeds {args.seed}-{args.seed + args.repeats - 1})"
+    return scoring
+
+
+def identity(args):
+    """What identifies a grid search besides its space (resume); --repeats only when used, so that
+    searches run before it existed still resume."""
+    return {"cv": args.cv, **halving.identity(args), **({"repeats": args.repeats} if args.repeats > 1 else {})}
 
 
 def search(problem, args):
     from sklearn.model_selection import GridSearchCV
 
     grid = {d.name: list(d.choices) for d in problem.dims}
+    if args.repeats > 1:  # a dimension of the grid that the store keeps as the fold, not a hyperparameter
+        grid["seed"] = list(range(problem.settings.seed, problem.settings.seed + args.repeats))
     if args.halving:
         searches.sklearn_search(problem, halving.search_class(grid=True), grid, cv=args.cv,
                                 **halving.options(args, problem.base.epochs))
@@ -90,9 +114,9 @@ def search(problem, args):
 
 METHOD = Method(
     script="tune_grid", description=__doc__.splitlines()[0], allow_range=False, default_space=default_space,
-    add_flags=add_flags, count=count, identity=lambda args: {"cv": args.cv, **halving.identity(args)},
-    search=search, describe=searches.describe_cv, check_data=searches.check_cv_folds,
-    check=halving.check, rung=halving.rung)
+    add_flags=add_flags, count=count, identity=identity,
+    search=search, describe=describe, check_data=searches.check_cv_folds,
+    check=check, rung=halving.rung)
 
 
 def main(argv=None):

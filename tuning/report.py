@@ -4,6 +4,8 @@ of validation accuracy against each searched hyperparameter."""
 import math
 import time
 
+import numpy as np
+
 import outputs
 
 from .space import fmt, plain
@@ -57,32 +59,66 @@ def format_trials(trials, names, top=10, rung=None):
     return outputs.format_table(headers, rows)
 
 
+def series_dim(dims):
+    """The hyperparameter whose values get a line each in the figure: the first searched one with
+    a few non-numeric choices (batch_norm, optimizer, augment), or None."""
+    for dim in dims:
+        if not dim.is_range and 1 < len(dim.choices) <= 8 and all(
+                isinstance(v, (bool, np.bool_, str)) for v in dim.choices):
+            return dim
+    return None
+
+
 def plot_scores(trials, dims):
-    """Validation accuracy against each searched hyperparameter; log axes where sampled in log."""
+    """Validation accuracy against each searched hyperparameter; log axes where sampled in log.
+
+    With a searched categorical hyperparameter (series_dim: --batch-norm false,true), each of
+    its values is a series of its own colour, drawn as a line through its configurations where
+    they differ only along the panel's axis, with the min-max range over repeats (--repeats) as a
+    band; a configuration trained several times shows its mean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ok = [t for t in trials if math.isfinite(t.val_accuracy)]
-    cols = min(3, len(dims))
-    rows = math.ceil(len(dims) / cols)
+    split = series_dim(dims)
+    panels = [d for d in dims if d is not split] or list(dims)
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     best = rank(ok)[0] if ok else None
-    for ax, dim in zip(axes.flat, dims):
+    groups = ([(f"{split.name}={fmt(v)}", [t for t in ok if plain(t.params[split.name]) == plain(v)])
+               for v in split.choices] if split is not None and split in dims and panels != [split] else [(None, ok)])
+    for ax, dim in zip(axes.flat, panels):
         flip = (lambda v: 1 - v) if dim.scale == "1-log" else (lambda v: v)
-        xs = [flip(plain(t.params[dim.name])) for t in ok]
-        xs = [x if isinstance(x, str) else float(x) for x in xs]
-        ax.scatter(xs, [t.val_accuracy for t in ok], alpha=0.7)
+
+        def x_of(t):
+            x = flip(plain(t.params[dim.name]))
+            return x if isinstance(x, str) else float(x)
+
+        for colour, (label, members) in enumerate(groups):
+            xs = [x_of(t) for t in members]
+            if label is not None and members and len(set(xs)) == len(xs) and not any(isinstance(x, str) for x in xs):
+                line = sorted(members, key=x_of)  # one configuration per x: a curve
+                ax.plot([x_of(t) for t in line], [t.val_accuracy for t in line], marker="o", color=f"C{colour}",
+                        label=label)
+                if any(t.folds > 1 for t in line):
+                    ax.fill_between([x_of(t) for t in line], [t.low for t in line], [t.high for t in line],
+                                    color=f"C{colour}", alpha=0.2, linewidth=0)
+            else:
+                ax.scatter(xs, [t.val_accuracy for t in members], alpha=0.7, color=f"C{colour}", label=label)
         if best is not None:
-            ax.scatter([flip(plain(best.params[dim.name]))], [best.val_accuracy], color="C3", marker="*",
-                       s=160, label="best")
+            ax.scatter([x_of(best)], [best.val_accuracy], color="C3", marker="*", s=160, label="best", zorder=3)
+        xs = [x_of(t) for t in ok]
         if dim.scale in ("log", "1-log", "pow2") and xs and all(isinstance(v, float) and v > 0 for v in xs):
             ax.set_xscale("log", base=2 if dim.scale == "pow2" else 10)
         ax.set_xlabel(f"1 - {dim.name}" if dim.scale == "1-log" else dim.name)
-        ax.set_ylabel("validation accuracy")
+        ax.set_ylabel("validation accuracy" + (" (mean, min-max band)" if any(t.folds > 1 for t in ok) else ""))
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(dims):]:
+        if groups[0][0] is not None:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
     return fig

@@ -149,7 +149,7 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, learning_rate=None, momentum=None, beta_1=None, beta_2=None, epsilon=None,
                  layers=None, units=None, decay=None, batch_size=None, optimizer=None, epochs=None,
-                 patience=None, batch_norm=None, bn_momentum=None, augment=None, trials=None):
+                 patience=None, batch_norm=None, bn_momentum=None, augment=None, seed=None, trials=None):
         self.learning_rate = learning_rate
         self.momentum = momentum
         self.beta_1 = beta_1
@@ -165,6 +165,7 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
         self.batch_norm = batch_norm
         self.bn_momentum = bn_momentum
         self.augment = augment
+        self.seed = seed      # a repeat's seed (tune_grid.py --repeats); None: the search's seed
         self.trials = trials  # TrialSettings
 
     def hparams(self):
@@ -174,6 +175,9 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
         settings = self.trials or TrialSettings(store=None)
         fold_index = _held_out_fold(test_fold)
         self.fold_ = "validation" if validation is not None else f"cv{fold_index + 1}"
+        if self.seed is not None:  # one repeat of the configuration: its own seed, its own row
+            settings = dataclasses.replace(settings, seed=int(self.seed))
+            self.fold_ = f"seed{int(self.seed)}"
         self.classes_ = np.arange(len(common.CLASS_NAMES))
         self.params_ = {n: getattr(self, n) for n in (settings.store.names if settings.store else ())}
         self.validation_ = validation

@@ -52,6 +52,8 @@ class Trial:
     status: str = OK
     message: str = ""
     folds: int = 1
+    low: float = math.nan   # min and max over folds (repeats); NaN unless every fold is "ok"
+    high: float = math.nan
 
 
 class TrialStore:
@@ -190,7 +192,7 @@ def _aggregate(params, rows):
     if bad is not None:
         return Trial(params, float("nan"), float("nan"), fits, bad["status"], bad["message"], len(rows))
     std = float(np.std(scores)) if len(scores) > 1 else float("nan")
-    return Trial(params, float(np.mean(scores)), std, fits, OK, "", len(rows))
+    return Trial(params, float(np.mean(scores)), std, fits, OK, "", len(rows), float(min(scores)), float(max(scores)))
 
 
 def rank(trials, rung=None):
