@@ -58,3 +58,37 @@ def test_the_learning_rate_study_reports_intervals_and_epochs_to_the_threshold(d
     saved = json.loads((out / "study.json").read_text())
     assert saved["models"]["bn"]["interval"] == [0.001, 0.1]
     assert (out / "convergence.png").stat().st_size > 0 and (out / "grid" / "val_accuracy.png").exists()
+
+
+inference_spec = importlib.util.spec_from_file_location("bn_inference", ROOT / "studies" / "bn_inference.py")
+inference = importlib.util.module_from_spec(inference_spec)
+inference_spec.loader.exec_module(inference)
+
+
+def test_batch_statistics_leave_the_moving_averages_as_they_were(data_dir):
+    import numpy as np
+
+    beans = common.Beans(data_dir, image_size=8)
+    hp = common.HParams(batch_norm=True, layers=1, units=4, epochs=1, batch_size=4)
+    model = common.train(hp, beans.train, beans.validation, log=None).model
+    before = [w.copy() for w in model.get_weights()]
+    accuracy = inference.batch_stat_accuracy(model, beans.validation, 3, seed=0)
+    assert 0 <= accuracy <= 1
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_moving_averages_equal_to_the_data_statistics_have_no_error(data_dir):
+    import keras
+    import numpy as np
+
+    beans = common.Beans(data_dir, image_size=8)
+    model = common.build_model(common.HParams(batch_norm=True, layers=2, units=4), image_size=8)
+    assert inference.moving_average_error(model, beans.train)[0] > 0.01  # fresh: moving mean 0, variance 1
+    for layer in [x for x in model.layers if isinstance(x, keras.layers.BatchNormalization)]:  # in order
+        values = keras.Model(model.inputs, layer.input).predict(beans.train.x, verbose=0)
+        axes = tuple(range(values.ndim - 1))
+        layer.moving_mean.assign(values.mean(axis=axes))
+        layer.moving_variance.assign(values.var(axis=axes))
+    mean_error, var_error = inference.moving_average_error(model, beans.train)
+    assert mean_error == pytest.approx(0, abs=1e-4) and var_error == pytest.approx(0, abs=1e-4)
+    assert np.isfinite(mean_error)

@@ -1,0 +1,161 @@
+"""Study: at test time BN uses moving averages of mu and sigma^2 from training (issue 11, claim 4).
+
+In training, BatchNormalization normalizes each mini-batch with that batch's own mean and
+variance; at inference it uses moving averages kept during training (Keras: moving = momentum *
+moving + (1 - momentum) * batch), so a prediction does not depend on which other images share
+its batch. This trains the BN model at several BN momenta (several seeds each, a fixed number of
+epochs, the best epoch's weights kept) and evaluates it on the validation split
+
+- with its moving averages (inference mode, how every script here evaluates), and
+- with each batch's own statistics (training-mode BN), for batches of several sizes;
+
+it also measures how far the moving averages are from the statistics of the whole training set
+under the final weights (|moving mean - mean| / std, and |log(moving variance / variance)|,
+averaged over channels and BN layers), and how much the validation accuracy swings from epoch to
+epoch in the second half of training (what bench/bn_momentum.py measured before; folded in here).
+
+    python studies/bn_inference.py --data-dir ../shared/beans
+
+Writes OUT/table.txt, OUT/study.json and OUT/inference.png.
+"""
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+import cli  # noqa: E402
+import common  # noqa: E402
+import outputs  # noqa: E402
+
+
+def batch_stat_accuracy(model, split, batch_size, seed):
+    """Validation accuracy with BN normalizing each batch by its own statistics (training mode).
+    The moving averages that training mode updates are put back afterwards."""
+    saved = model.get_weights()
+    order = np.random.default_rng(seed).permutation(len(split))
+    correct = 0
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        probabilities = np.asarray(model(split.x[rows], training=True))
+        correct += int((probabilities.argmax(axis=1) == split.y[rows]).sum())
+    model.set_weights(saved)
+    return correct / len(split)
+
+
+def moving_average_error(model, split):
+    """(mean |moving mean - mean| / std, mean |log(moving var / var)|) over the channels of every
+    BN layer, the statistics taken over all of `split` under the model's weights."""
+    import keras
+
+    bn_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    probe = keras.Model(model.inputs, [layer.input for layer in bn_layers])
+    activations = probe.predict(split.x, batch_size=128, verbose=0)
+    mean_errors, var_errors = [], []
+    for layer, values in zip(bn_layers, activations):
+        axes = tuple(range(values.ndim - 1))
+        mean, var = values.mean(axis=axes), values.var(axis=axes)
+        moving_mean = np.asarray(layer.moving_mean)
+        moving_var = np.asarray(layer.moving_variance)
+        mean_errors.append(np.mean(np.abs(moving_mean - mean) / np.sqrt(var + layer.epsilon)))
+        var_errors.append(np.mean(np.abs(np.log((moving_var + layer.epsilon) / (var + layer.epsilon)))))
+    return float(np.mean(mean_errors)), float(np.mean(var_errors))
+
+
+def swing(history):
+    """Mean |epoch-to-epoch change| of validation accuracy over the second half of training."""
+    values = np.array(history["val_accuracy"])
+    return float(np.abs(np.diff(values[len(values) // 2:])).mean()) if len(values) > 2 else float("nan")
+
+
+def measure(beans, momentum, seed, epochs, batch_sizes):
+    hp = common.HParams(batch_norm=True, bn_momentum=momentum, epochs=epochs, patience=epochs)
+    result = common.train(hp, beans.train, beans.validation, seed=seed, log=None)
+    record = {"momentum": momentum, "seed": seed, "moving": common.evaluate(result.model, beans.validation),
+              "swing": swing(result.history)}
+    for size in batch_sizes:
+        record[f"batch{size}"] = batch_stat_accuracy(result.model, beans.validation, size, seed)
+    record["mean_error"], record["var_error"] = moving_average_error(result.model, beans.train)
+    return record
+
+
+def median_range(values):
+    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+
+
+def table(records, batch_sizes):
+    headers = ["bn_momentum", "val_acc, moving averages", *[f"batch statistics, batch {b}" for b in batch_sizes],
+               "|moving mean - mean| / std", "|log(moving var / var)|", "epoch-to-epoch |d val_acc|"]
+    rows = []
+    for momentum in dict.fromkeys(r["momentum"] for r in records):
+        mine = [r for r in records if r["momentum"] == momentum]
+        rows.append([f"{momentum:g}", median_range([r["moving"] for r in mine]),
+                     *[median_range([r[f"batch{b}"] for r in mine]) for b in batch_sizes],
+                     median_range([r["mean_error"] for r in mine]), median_range([r["var_error"] for r in mine]),
+                     median_range([r["swing"] for r in mine])])
+    return outputs.format_table(headers, rows)
+
+
+def figure(records, batch_sizes, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    momenta = list(dict.fromkeys(r["momentum"] for r in records))
+    for colour, momentum in enumerate(momenta):
+        mine = [r for r in records if r["momentum"] == momentum]
+        ys = [statistics.median(r[f"batch{b}"] for r in mine) for b in batch_sizes]
+        ax.plot(batch_sizes, ys, marker="o", color=f"C{colour}", label=f"batch statistics, momentum {momentum:g}")
+        ax.axhline(statistics.median(r["moving"] for r in mine), color=f"C{colour}", linestyle="--",
+                   label=f"moving averages, momentum {momentum:g}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("evaluation batch size (validation images normalized together)")
+    ax.set_ylabel("validation accuracy (median over seeds)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=32)
+    parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=20)
+    parser.add_argument("--seeds", type=cli.number(int, 1, 20), default=3)
+    parser.add_argument("--momenta", type=lambda t: tuple(float(v) for v in t.split(",")), default=(0.99, 0.9, 0.6))
+    parser.add_argument("--batch-sizes", type=lambda t: tuple(int(v) for v in t.split(",")), default=(4, 16, 64, 133))
+    parser.add_argument("--out", default="runs/study-bn-inference")
+    args = parser.parse_args(argv)
+    if any(not 0 <= m < 1 for m in args.momenta) or any(b < 1 for b in args.batch_sizes):
+        parser.error("--momenta in [0, 1), --batch-sizes >= 1")
+    beans = common.Beans(args.data_dir, image_size=args.image_size)
+    folder = Path(args.out)
+    records = []
+    for momentum in args.momenta:
+        for seed in range(args.seeds):
+            record = measure(beans, momentum, seed, args.epochs, args.batch_sizes)
+            records.append(record)
+            print(f"momentum {momentum:g} seed {seed}: moving {record['moving']:.3f}  "
+                  + "  ".join(f"batch {b} {record[f'batch{b}']:.3f}" for b in args.batch_sizes)
+                  + f"  mean error {record['mean_error']:.3f}  swing {record['swing']:.3f}", flush=True)
+    text = table(records, args.batch_sizes)
+    print("\n" + text)
+    outputs.write_text(folder / "table.txt", text + "\n")
+    outputs.write_json(folder / "study.json", {"args": vars(args), "records": records})
+    outputs.save_figure(folder / "inference.png", figure(
+        records, args.batch_sizes, f"beans, BN model, {args.image_size}x{args.image_size}, {args.epochs} epochs: "
+                                   f"moving averages vs batch statistics ({args.seeds} seeds)"))
+    print(f"\nwrote {folder}/table.txt, study.json, inference.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
