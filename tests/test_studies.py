@@ -92,3 +92,31 @@ def test_moving_averages_equal_to_the_data_statistics_have_no_error(data_dir):
     mean_error, var_error = inference.moving_average_error(model, beans.train)
     assert mean_error == pytest.approx(0, abs=1e-4) and var_error == pytest.approx(0, abs=1e-4)
     assert np.isfinite(mean_error)
+
+
+batch_spec = importlib.util.spec_from_file_location("bn_batch_size", ROOT / "studies" / "bn_batch_size.py")
+batch_study = importlib.util.module_from_spec(batch_spec)
+batch_spec.loader.exec_module(batch_study)
+
+
+def test_the_gap_is_read_at_the_epoch_of_best_validation_accuracy(data_dir, tmp_path, monkeypatch, capsys):
+    real = common.train
+
+    def train(hp, *args, seed=0, **kwargs):  # BN's gap grows with the batch; the baseline's is 0.2
+        if kwargs.get("log") is not None:
+            return real(hp.__class__(**{**hp.to_dict(), "epochs": 1}), *args, seed=seed, **kwargs)
+        val = [0.5, 0.8, 0.7]  # best at epoch 2
+        gap = hp.batch_size / 100 if hp.batch_norm else 0.2
+        train_acc = [0.6, 0.8 + gap + seed / 100, 0.99]
+        return common.TrainResult(None, {"val_accuracy": val, "accuracy": train_acc}, 0.8, 3, 0.0)
+
+    monkeypatch.setattr(common, "train", train)
+    out = tmp_path / "study"
+    assert batch_study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "3", "--seeds", "2",
+                             "--batch-sizes", "4,16", "--out", str(out)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()}
+    # columns: size, steps, then train, val, gap (median [min-max]) for the baseline, then for BN
+    assert rows["4"][1] == "259" and rows["16"][1] == "65"
+    assert rows["4"][6:8] == ["0.205", "[0.200-0.210]"] and rows["16"][6:8] == ["0.205", "[0.200-0.210]"]
+    assert rows["4"][12:14] == ["0.045", "[0.040-0.050]"] and rows["16"][12:14] == ["0.165", "[0.160-0.170]"]
+    assert (out / "gap.png").stat().st_size > 0

@@ -1,0 +1,140 @@
+"""Study: does BN regularize through mini-batch noise, less so with larger batches? (issue 11, claim 3)
+
+BN normalizes each image with the statistics of the batch it happens to be in, so an image's
+activations carry noise from its batch-mates; the lecture presents this as a slight
+regularization that weakens as batches grow (Ioffe & Szegedy 2015 remove dropout from BN-Inception
+for this reason). Here a grid search trains the BN model and the baseline at batch sizes 16 to
+256, several seeds each, a fixed number of epochs (patience = epochs), and the study reads each
+training's per-epoch history: training accuracy (Keras's running accuracy over the epoch, BN in
+training mode) minus validation accuracy, at the epoch of best validation accuracy. A larger
+batch also means fewer steps per epoch (65 at 16, 5 at 256): the epochs are fixed, the steps
+are not, and the table shows both.
+
+    python studies/bn_batch_size.py --data-dir ../shared/beans
+
+Writes OUT/table.txt, OUT/study.json and OUT/gap.png; the grid search's own
+OUT/grid/val_accuracy.png shows validation accuracy per batch size (one line per model).
+"""
+
+import argparse
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cli  # noqa: E402
+import outputs  # noqa: E402
+import tune_grid  # noqa: E402
+from tuning.store import OK, TrialStore  # noqa: E402
+
+BATCH_SIZES = (16, 32, 64, 128, 256)
+MODELS = {False: "baseline", True: "bn"}
+TRAIN_IMAGES = 1034
+
+
+def grid_argv(args, out):
+    """Only BN and the batch size vary; the rest at the BN model's defaults (3 blocks, no decay)."""
+    return ["--batch-norm", "false,true", "--batch-size", ",".join(str(b) for b in args.batch_sizes),
+            "--repeats", str(args.seeds), "--learning-rate", "1e-3", "--layers", "3", "--decay", "0",
+            "--epochs", str(args.epochs), "--patience", str(args.epochs), "--image-size", str(args.image_size),
+            "--out", str(out), *(["--data-dir", args.data_dir] if args.data_dir else [])]
+
+
+def gap_at_best(history):
+    """(training accuracy, validation accuracy) at the epoch of best validation accuracy."""
+    val, train = history.get("val_accuracy", []), history.get("accuracy", [])
+    if not val or len(train) != len(val):
+        return None
+    best = max(range(len(val)), key=lambda i: val[i])
+    return train[best], val[best]
+
+
+def summarize(out):
+    """{model: {batch size: [(train acc, val acc) per seed]}} from the grid search's store."""
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    store = TrialStore(out / "results.csv", header[1:header.index("fold")])
+    histories = store.histories()
+    found = {model: {} for model in MODELS.values()}
+    for number, row in enumerate(store.rows(), 1):
+        pair = gap_at_best(histories.get(number, {})) if row["status"] == OK else None
+        if pair is not None:
+            model = MODELS[bool(row["params"]["batch_norm"])]
+            found[model].setdefault(int(row["params"]["batch_size"]), []).append(pair)
+    return found
+
+
+def median_range(values):
+    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+
+
+def table(found):
+    sizes = sorted({b for per in found.values() for b in per})
+    rows = []
+    for size in sizes:
+        row = [size, math.ceil(TRAIN_IMAGES / size)]
+        for model in MODELS.values():
+            pairs = found[model].get(size, [])
+            row += ([median_range([t for t, _ in pairs]), median_range([v for _, v in pairs]),
+                     median_range([t - v for t, v in pairs])] if pairs else ["-", "-", "-"])
+        rows.append(row)
+    headers = ["batch size", f"steps/epoch ({TRAIN_IMAGES:,} images)"] + [f"{m} {what}" for m in MODELS.values()
+                                               for what in ("train acc", "val acc", "gap")]
+    return outputs.format_table(headers, rows)
+
+
+def figure(found, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for colour, model in enumerate(MODELS.values()):
+        sizes = sorted(found[model])
+        gaps = [[t - v for t, v in found[model][b]] for b in sizes]
+        ax.plot(sizes, [statistics.median(g) for g in gaps], marker="o", color=f"C{colour}", label=model)
+        ax.fill_between(sizes, [min(g) for g in gaps], [max(g) for g in gaps], color=f"C{colour}", alpha=0.2,
+                        linewidth=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("mini-batch size")
+    ax.set_ylabel("train - validation accuracy at the best epoch")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=32)
+    parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=15)
+    parser.add_argument("--seeds", type=cli.number(int, 1, 20), default=3)
+    parser.add_argument("--batch-sizes", type=lambda t: tuple(int(v) for v in t.split(",")), default=BATCH_SIZES)
+    parser.add_argument("--out", default="runs/study-bn-batch-size")
+    args = parser.parse_args(argv)
+    if len(args.batch_sizes) < 2 or any(not 1 <= b <= 1024 for b in args.batch_sizes):
+        parser.error("--batch-sizes: at least two sizes in [1, 1024]")
+    folder = Path(args.out)
+    code = tune_grid.main(grid_argv(args, folder / "grid"))
+    if code:
+        raise SystemExit(code)
+    found = summarize(folder / "grid")
+    text = table(found)
+    print("\n" + text)
+    outputs.write_text(folder / "table.txt", text + "\n")
+    outputs.write_json(folder / "study.json", {"args": vars(args), "models": {
+        m: {str(b): pairs for b, pairs in per.items()} for m, per in found.items()}})
+    outputs.save_figure(folder / "gap.png", figure(
+        found, f"beans, {args.image_size}x{args.image_size}, {args.epochs} epochs: train - validation accuracy "
+               f"({args.seeds} seeds, median and range)"))
+    print(f"\nwrote {folder}/table.txt, study.json, gap.png; validation accuracy per batch size: "
+          f"{folder}/grid/val_accuracy.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
