@@ -68,8 +68,10 @@ def domain(dim):
     """The HParams dashboard's domain of a searched hyperparameter (tuning.space.Dim)."""
     from tensorboard.plugins.hparams import api as hp
 
+    if dim.is_range and dim.is_int and dim.scale != "pow2":  # units 32:256: an interval, not 225 checkboxes
+        return hp.IntInterval(int(dim.low), int(dim.high))
     values = dim.values()
-    if values is not None:
+    if values is not None:  # choices, powers of two
         return hp.Discrete(values)
     return hp.RealInterval(float(dim.low), float(dim.high))
 

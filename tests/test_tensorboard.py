@@ -151,6 +151,21 @@ def test_histories_of_trials_in_other_processes_reach_the_client(data_dir, tmp_p
     assert sorted(entry["trial"] for entry in lines) == [1, 2, 3, 4]
 
 
+def test_domains_follow_the_space():
+    from tuning.space import parse_dim
+
+    import tensorboard_log
+
+    def shown(name, spec):
+        d = tensorboard_log.domain(parse_dim(name, spec))
+        return type(d).__name__, getattr(d, "values", None) or (d.min_value, d.max_value)
+
+    assert shown("units", "32:256") == ("IntInterval", (32, 256))
+    assert shown("batch_size", "16:64") == ("Discrete", [16, 32, 64])
+    assert shown("learning_rate", "3e-4:1e-2") == ("RealInterval", (3e-4, 1e-2))
+    assert shown("batch_norm", "false,true") == ("Discrete", [False, True])
+
+
 def test_a_resumed_search_adds_its_new_trials_to_the_same_experiment(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     command = ["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "4", "--learning-rate", "1e-4:1e-1",
