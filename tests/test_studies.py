@@ -120,3 +120,21 @@ def test_the_gap_is_read_at_the_epoch_of_best_validation_accuracy(data_dir, tmp_
     assert rows["4"][6:8] == ["0.205", "[0.200-0.210]"] and rows["16"][6:8] == ["0.205", "[0.200-0.210]"]
     assert rows["4"][12:14] == ["0.045", "[0.040-0.050]"] and rows["16"][12:14] == ["0.165", "[0.160-0.170]"]
     assert (out / "gap.png").stat().st_size > 0
+
+
+landscape_spec = importlib.util.spec_from_file_location("bn_landscape", ROOT / "studies" / "bn_landscape.py")
+landscape = importlib.util.module_from_spec(landscape_spec)
+landscape_spec.loader.exec_module(landscape)
+
+
+def test_stepping_along_the_gradient_puts_the_weights_back_and_measures_the_loss_range(data_dir):
+    import numpy as np
+
+    beans = common.Beans(data_dir, image_size=8)
+    model = common.build_model(common.HParams(batch_norm=True, layers=1, units=4), image_size=8)
+    before = [w.copy() for w in model.get_weights()]
+    x, y = beans.train.x[:6], beans.train.y[:6]
+    spread, change = landscape.probe(model, x, y, (0.01, 1.0))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # moving statistics too
+    assert spread > 0 and change > 0
+    assert landscape.probe(model, x, y, (0.1, 0.1))[0] == pytest.approx(0, abs=1e-6)  # one step size: no range

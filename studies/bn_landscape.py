@@ -1,0 +1,162 @@
+"""Study: does BN make the loss landscape smoother? (issue 11, claim 5; the lecture's "Hypothesis 3")
+
+Santurkar, Tsipras, Ilyas & Madry (NeurIPS 2018, "How does batch normalization help
+optimization?", Figure 4) step along the gradient from points along training and measure how
+much the loss varies over the step sizes ("loss landscape") and how much the gradient changes
+("gradient predictiveness"); with BN both vary far less. This trains the baseline and the BN
+model with the scripts' optimizer (Adam, learning rate 1e-3) and, after every epoch, on a few
+fixed training batches:
+
+- computes the loss L(w) and its gradient g (BN in training mode, as the step is taken),
+- evaluates L(w - eta * g) and the gradient there for each step size eta,
+- records the range of those losses (max - min over eta, the landscape's variation) and the
+  largest ||g(w - eta * g) - g(w)|| / ||g(w)|| (how far the gradient is from predicting itself),
+
+then puts the weights back. Medians over batches and seeds per epoch.
+
+    python studies/bn_landscape.py --data-dir ../shared/beans
+
+Writes OUT/table.txt, OUT/study.json and OUT/landscape.png.
+"""
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+import cli  # noqa: E402
+import common  # noqa: E402
+import outputs  # noqa: E402
+
+STEPS = (0.01, 0.03, 0.1, 0.3)
+MODELS = {"baseline": False, "bn": True}
+
+
+def probe(model, x, y, steps):
+    """(loss range over the steps, largest relative gradient change) from the current weights on
+    one batch; the weights (BN's moving statistics included) are put back."""
+    import keras
+    import tensorflow as tf
+
+    saved = model.get_weights()
+    variables = model.trainable_variables
+
+    def loss_and_grad():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, model(x, training=True)))
+        return float(loss), tape.gradient(loss, variables)
+
+    _, grad = loss_and_grad()
+    norm = float(tf.linalg.global_norm(grad)) or 1.0
+    losses, changes = [], []
+    for eta in steps:
+        model.set_weights(saved)
+        for variable, g in zip(variables, grad):
+            variable.assign_sub(eta * g)
+        loss, moved = loss_and_grad()
+        losses.append(loss)
+        changes.append(float(tf.linalg.global_norm([a - b for a, b in zip(moved, grad)])) / norm)
+    model.set_weights(saved)
+    return max(losses) - min(losses), max(changes)
+
+
+def trajectory(beans, batch_norm, seed, epochs, steps, batches, batch_size=32):
+    """Per epoch: (median loss range, median gradient change) over `batches` fixed training batches."""
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    hp = common.HParams(batch_norm=batch_norm, epochs=epochs)
+    model = common.build_model(hp, beans.train.x.shape[1])
+    model.compile(optimizer=common.make_optimizer(hp, 1), loss="sparse_categorical_crossentropy")
+    rows = np.random.default_rng(seed).choice(len(beans.train), size=(batches, batch_size), replace=False)
+    data = common.make_dataset(beans.train, hp.batch_size, seed=seed, training=True)
+    points = []
+    for epoch in range(1, epochs + 1):
+        model.fit(data, epochs=1, verbose=0)
+        measured = [probe(model, beans.train.x[r], beans.train.y[r], steps) for r in rows]
+        points.append((epoch, float(np.median([m[0] for m in measured])), float(np.median([m[1] for m in measured]))))
+    return points
+
+
+def median_range(values):
+    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+
+
+def table(records, epochs):
+    rows = []
+    for epoch in range(1, epochs + 1):
+        row = [epoch]
+        for what in (1, 2):
+            for model in MODELS:
+                row.append(median_range([r["points"][epoch - 1][what] for r in records if r["model"] == model]))
+        rows.append(row)
+    return outputs.format_table(["epoch", "loss range: baseline", "loss range: bn", "gradient change: baseline",
+                                 "gradient change: bn"], rows)
+
+
+def figure(records, epochs, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6), dpi=100)
+    xs = list(range(1, epochs + 1))
+    for ax, what, label in ((axes[0], 1, "loss range over the step sizes"),
+                            (axes[1], 2, "max ||g(w - eta g) - g(w)|| / ||g(w)||")):
+        for colour, model in enumerate(MODELS):
+            values = [[r["points"][e - 1][what] for r in records if r["model"] == model] for e in xs]
+            ax.plot(xs, [statistics.median(v) for v in values], color=f"C{colour}", label=model)
+            ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], color=f"C{colour}", alpha=0.2,
+                            linewidth=0)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=32)
+    parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=10)
+    parser.add_argument("--seeds", type=cli.number(int, 1, 20), default=3)
+    parser.add_argument("--batches", type=cli.number(int, 1, 30), default=4, help="fixed batches probed per epoch")
+    parser.add_argument("--steps", type=lambda t: tuple(float(v) for v in t.split(",")), default=STEPS)
+    parser.add_argument("--out", default="runs/study-bn-landscape")
+    args = parser.parse_args(argv)
+    if len(args.steps) < 2 or any(not 0 < s <= 100 for s in args.steps):
+        parser.error("--steps: at least two step sizes in (0, 100]")
+    beans = common.Beans(args.data_dir, image_size=args.image_size)
+    if args.batches * 32 > len(beans.train):
+        parser.error(f"--batches: {args.batches} batches of 32 exceed the {len(beans.train)} training images")
+    folder = Path(args.out)
+    records = []
+    for model, batch_norm in MODELS.items():
+        for seed in range(args.seeds):
+            points = trajectory(beans, batch_norm, seed, args.epochs, args.steps, args.batches)
+            records.append({"model": model, "seed": seed, "points": points})
+            print(f"{model:8s} seed {seed}: loss range {points[0][1]:.3f} -> {points[-1][1]:.3f}, gradient change "
+                  f"{points[0][2]:.3f} -> {points[-1][2]:.3f} (epoch 1 -> {args.epochs})", flush=True)
+    text = table(records, args.epochs)
+    print("\n" + text)
+    outputs.write_text(folder / "table.txt", text + "\n")
+    outputs.write_json(folder / "study.json", {"args": vars(args), "records": records})
+    outputs.save_figure(folder / "landscape.png", figure(
+        records, args.epochs, f"beans, {args.image_size}x{args.image_size}, Adam 1e-3: stepping along the gradient by "
+                              f"{', '.join(f'{s:g}' for s in args.steps)} ({args.seeds} seeds)"))
+    print(f"\nwrote {folder}/table.txt, study.json, landscape.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
