@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cli  # noqa: E402
 import outputs  # noqa: E402
 import tune_grid  # noqa: E402
-from tuning.store import OK, TrialStore  # noqa: E402
+from studies import shared  # noqa: E402
+from studies.shared import median_range  # noqa: E402
+from tuning.store import OK  # noqa: E402
 
 BATCH_SIZES = (16, 32, 64, 128, 256)
 MODELS = {False: "baseline", True: "bn"}
@@ -53,8 +55,7 @@ def gap_at_best(history):
 
 def summarize(out):
     """{model: {batch size: [(train acc, val acc) per seed]}} from the grid search's store."""
-    header = (out / "results.csv").read_text().splitlines()[0].split(",")
-    store = TrialStore(out / "results.csv", header[1:header.index("fold")])
+    store = shared.grid_store(out)
     histories = store.histories()
     found = {model: {} for model in MODELS.values()}
     for number, row in enumerate(store.rows(), 1):
@@ -63,10 +64,6 @@ def summarize(out):
             model = MODELS[bool(row["params"]["batch_norm"])]
             found[model].setdefault(int(row["params"]["batch_size"]), []).append(pair)
     return found
-
-
-def median_range(values):
-    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
 
 
 def table(found):
@@ -85,12 +82,7 @@ def table(found):
 
 
 def figure(found, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    fig, (ax,) = shared.figure()
     for colour, model in enumerate(MODELS.values()):
         sizes = sorted(found[model])
         gaps = [[t - v for t, v in found[model][b]] for b in sizes]
@@ -100,11 +92,7 @@ def figure(found, title):
     ax.set_xscale("log", base=2)
     ax.set_xlabel("mini-batch size")
     ax.set_ylabel("train - validation accuracy at the best epoch")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return shared.finish(fig, [ax], title)
 
 
 def main(argv=None):
@@ -123,16 +111,11 @@ def main(argv=None):
     if code:
         raise SystemExit(code)
     found = summarize(folder / "grid")
-    text = table(found)
-    print("\n" + text)
-    outputs.write_text(folder / "table.txt", text + "\n")
-    outputs.write_json(folder / "study.json", {"args": vars(args), "models": {
-        m: {str(b): pairs for b, pairs in per.items()} for m, per in found.items()}})
-    outputs.save_figure(folder / "gap.png", figure(
-        found, f"beans, {args.image_size}x{args.image_size}, {args.epochs} epochs: train - validation accuracy "
-               f"({args.seeds} seeds, median and range)"))
-    print(f"\nwrote {folder}/table.txt, study.json, gap.png; validation accuracy per batch size: "
-          f"{folder}/grid/val_accuracy.png")
+    shared.save(folder, table(found), {"args": vars(args), "models": {
+        m: {str(b): pairs for b, pairs in per.items()} for m, per in found.items()}},
+        {"gap.png": figure(found, f"beans, {args.image_size}x{args.image_size}, {args.epochs} epochs: train - "
+                                  f"validation accuracy ({args.seeds} seeds, median and range)")})
+    print(f"validation accuracy per batch size: {folder}/grid/val_accuracy.png")
     return 0
 
 

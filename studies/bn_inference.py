@@ -31,6 +31,8 @@ import numpy as np  # noqa: E402
 import cli  # noqa: E402
 import common  # noqa: E402
 import outputs  # noqa: E402
+from studies import shared  # noqa: E402
+from studies.shared import median_range  # noqa: E402
 
 
 def batch_stat_accuracy(model, split, batch_size, seed):
@@ -83,10 +85,6 @@ def measure(beans, momentum, seed, epochs, batch_sizes):
     return record
 
 
-def median_range(values):
-    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
-
-
 def table(records, batch_sizes):
     headers = ["bn_momentum", "val_acc, moving averages", *[f"batch statistics, batch {b}" for b in batch_sizes],
                "|moving mean - mean| / std", "|log(moving var / var)|", "epoch-to-epoch |d val_acc|"]
@@ -101,12 +99,7 @@ def table(records, batch_sizes):
 
 
 def figure(records, batch_sizes, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    fig, (ax,) = shared.figure()
     momenta = list(dict.fromkeys(r["momentum"] for r in records))
     for colour, momentum in enumerate(momenta):
         mine = [r for r in records if r["momentum"] == momentum]
@@ -117,11 +110,7 @@ def figure(records, batch_sizes, title):
     ax.set_xscale("log", base=2)
     ax.set_xlabel("evaluation batch size (validation images normalized together)")
     ax.set_ylabel("validation accuracy (median over seeds)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return shared.finish(fig, [ax], title, {"loc": "lower right"})
 
 
 def main(argv=None):
@@ -146,14 +135,10 @@ def main(argv=None):
             print(f"momentum {momentum:g} seed {seed}: moving {record['moving']:.3f}  "
                   + "  ".join(f"batch {b} {record[f'batch{b}']:.3f}" for b in args.batch_sizes)
                   + f"  mean error {record['mean_error']:.3f}  swing {record['swing']:.3f}", flush=True)
-    text = table(records, args.batch_sizes)
-    print("\n" + text)
-    outputs.write_text(folder / "table.txt", text + "\n")
-    outputs.write_json(folder / "study.json", {"args": vars(args), "records": records})
-    outputs.save_figure(folder / "inference.png", figure(
-        records, args.batch_sizes, f"beans, BN model, {args.image_size}x{args.image_size}, {args.epochs} epochs: "
-                                   f"moving averages vs batch statistics ({args.seeds} seeds)"))
-    print(f"\nwrote {folder}/table.txt, study.json, inference.png")
+    shared.save(folder, table(records, args.batch_sizes), {"args": vars(args), "records": records},
+                {"inference.png": figure(records, args.batch_sizes, f"beans, BN model, {args.image_size}x"
+                                         f"{args.image_size}, {args.epochs} epochs: moving averages vs batch "
+                                         f"statistics ({args.seeds} seeds)")})
     return 0
 
 

@@ -31,6 +31,8 @@ import numpy as np  # noqa: E402
 import cli  # noqa: E402
 import common  # noqa: E402
 import outputs  # noqa: E402
+from studies import shared  # noqa: E402
+from studies.shared import median_range  # noqa: E402
 
 STEPS = (0.01, 0.03, 0.1, 0.3)
 MODELS = {"baseline": False, "bn": True}
@@ -83,10 +85,6 @@ def trajectory(beans, batch_norm, seed, epochs, steps, batches, batch_size=32):
     return points
 
 
-def median_range(values):
-    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
-
-
 def table(records, epochs):
     rows = []
     for epoch in range(1, epochs + 1):
@@ -100,12 +98,7 @@ def table(records, epochs):
 
 
 def figure(records, epochs, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6), dpi=100)
+    fig, axes = shared.figure(2)
     xs = list(range(1, epochs + 1))
     for ax, what, label in ((axes[0], 1, "loss range over the step sizes"),
                             (axes[1], 2, "max ||g(w - eta g) - g(w)|| / ||g(w)||")):
@@ -117,11 +110,7 @@ def figure(records, epochs, title):
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return shared.finish(fig, axes, title)
 
 
 def main(argv=None):
@@ -147,14 +136,10 @@ def main(argv=None):
             records.append({"model": model, "seed": seed, "points": points})
             print(f"{model:8s} seed {seed}: loss range {points[0][1]:.3f} -> {points[-1][1]:.3f}, gradient change "
                   f"{points[0][2]:.3f} -> {points[-1][2]:.3f} (epoch 1 -> {args.epochs})", flush=True)
-    text = table(records, args.epochs)
-    print("\n" + text)
-    outputs.write_text(folder / "table.txt", text + "\n")
-    outputs.write_json(folder / "study.json", {"args": vars(args), "records": records})
-    outputs.save_figure(folder / "landscape.png", figure(
-        records, args.epochs, f"beans, {args.image_size}x{args.image_size}, Adam 1e-3: stepping along the gradient by "
-                              f"{', '.join(f'{s:g}' for s in args.steps)} ({args.seeds} seeds)"))
-    print(f"\nwrote {folder}/table.txt, study.json, landscape.png")
+    shared.save(folder, table(records, args.epochs), {"args": vars(args), "records": records},
+                {"landscape.png": figure(records, args.epochs, f"beans, {args.image_size}x{args.image_size}, Adam "
+                                         f"1e-3: stepping along the gradient by {', '.join(f'{s:g}' for s in args.steps)}"
+                                         f" ({args.seeds} seeds)")})
     return 0
 
 

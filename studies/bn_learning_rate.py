@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cli  # noqa: E402
 import outputs  # noqa: E402
 import tune_grid  # noqa: E402
-from tuning.store import OK, TrialStore  # noqa: E402
+from studies import shared  # noqa: E402
+from tuning.store import OK  # noqa: E402
 
 RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 MODELS = {False: "baseline", True: "bn"}
@@ -64,8 +65,7 @@ def widest_interval(rates, means, threshold):
 def summarize(out, threshold):
     """{model: {"per_rate": {rate: [scores]}, "interval": (lo, hi), "best_rate", "epochs_to": [...],
     "curves": [[val_acc per epoch] per seed]}} from the grid search's store."""
-    header = (out / "results.csv").read_text().splitlines()[0].split(",")
-    store = TrialStore(out / "results.csv", header[1:header.index("fold")])  # the searched columns, in order
+    store = shared.grid_store(out)
     rows, histories = store.rows(), store.histories()
     found = {}
     for bn, model in MODELS.items():
@@ -110,12 +110,7 @@ def table(found, threshold):
 
 
 def figure(found, threshold, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    fig, (ax,) = shared.figure()
     for colour, model in enumerate(MODELS.values()):
         for i, curve in enumerate(found[model]["curves"]):
             ax.plot(range(1, len(curve) + 1), curve, color=f"C{colour}", alpha=0.8,
@@ -123,11 +118,7 @@ def figure(found, threshold, title):
     ax.axhline(threshold, color="gray", linestyle="--", linewidth=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return fig
+    return shared.finish(fig, [ax], title, {"loc": "lower right"})
 
 
 def main(argv=None):
@@ -148,15 +139,11 @@ def main(argv=None):
     if code:
         raise SystemExit(code)
     found = summarize(folder / "grid", args.threshold)
-    text = table(found, args.threshold)
-    print("\n" + text)
-    outputs.write_text(folder / "table.txt", text + "\n")
-    outputs.write_json(folder / "study.json", {"args": {k: v for k, v in vars(args).items()}, "models": {
-        m: {**f, "per_rate": {f"{r:g}": s for r, s in f["per_rate"].items()}} for m, f in found.items()}})
-    outputs.save_figure(folder / "convergence.png", figure(
-        found, args.threshold, f"beans, {args.image_size}x{args.image_size}: validation accuracy per epoch at "
-                               f"each model's best learning rate ({args.seeds} seeds)"))
-    print(f"\nwrote {folder}/table.txt, study.json, convergence.png; the sweep's figure is {folder}/grid/val_accuracy.png")
+    shared.save(folder, table(found, args.threshold), {"args": vars(args), "models": {
+        m: {**f, "per_rate": {f"{r:g}": s for r, s in f["per_rate"].items()}} for m, f in found.items()}},
+        {"convergence.png": figure(found, args.threshold, f"beans, {args.image_size}x{args.image_size}: validation "
+                                   f"accuracy per epoch at each model's best learning rate ({args.seeds} seeds)")})
+    print(f"the sweep's figure: {folder}/grid/val_accuracy.png")
     return 0
 
 
