@@ -136,10 +136,16 @@ def check_run_args(args):
             import tensorboard.plugins.hparams.api  # noqa: F401
         except ImportError:
             raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        except Exception as err:  # noqa: BLE001 - a broken install (protobuf versions, say)
+            raise UsageError(f"--tensorboard: the tensorboard package does not import ({err.__class__.__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''})") from None
     if args.out is not None and not args.out.strip():
         raise UsageError("--out must name a folder, got an empty string")
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out must be a folder, {args.out} is a file")  # found before any training
+    board = Path(args.out) / "tensorboard" if args.out else None
+    if getattr(args, "tensorboard", False) and board is not None and board.exists() and not board.is_dir():
+        raise UsageError(f"--tensorboard writes into {board}, which is a file")
 
 
 def default_out(script):

@@ -21,7 +21,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the results from other users
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600 would hide the results from other users
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -55,7 +55,7 @@ def output_folder(path, flag="--out"):
         raise
 
 
-def _umask():
+def umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask

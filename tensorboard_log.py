@@ -10,21 +10,37 @@ the machine that started the search.
 
 Layout under OUT/tensorboard/: the experiment's config in the folder itself, and one run folder
 per training (trial-0001, ...: hyperparameters, curves, final score and status) or per model of
-a training script (bn, baseline). A run folder is written whole into a temporary name and then
-renamed, so an interrupted write leaves no half session, and a resumed search writes only the
-trainings that have no folder yet.
+a training script (bn, baseline). A run folder is written whole in OUT/.tensorboard-staging/
+(outside the folder TensorBoard reads) and then renamed into place, so an interrupted write
+leaves no half session (the next sync clears what it left), and a resumed search writes only
+the trainings that have no folder yet.
 """
 
+import contextlib
 import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+
+import outputs
 
 # The searches' score, written once per session (step = epochs trained): the metric of the
 # HParams dashboard. Per-epoch curves use Keras's names (loss, accuracy, val_loss, val_accuracy, lr).
 SCORE = "score/val_accuracy"
 FOLDER = "tensorboard"
+STAGING = ".tensorboard-staging"  # beside FOLDER, not in it: TensorBoard reads hidden folders too
+
+
+def guarded(prog, write):
+    """TensorBoard files never cost a run its results: a failure is a warning line (a search's
+    next sync writes what is missing)."""
+    try:
+        write()
+    except Exception as err:  # noqa: BLE001
+        print(f"{prog}: warning: TensorBoard events not written ({err.__class__.__name__}: {err})",
+              file=sys.stderr, flush=True)
 
 
 def _tf():
@@ -33,20 +49,34 @@ def _tf():
     return tf
 
 
+def staging_root(logdir):
+    return Path(logdir).parent / STAGING
+
+
+def clear_staging(logdir):
+    """Removes what interrupted writes left (call it where no other write is under way)."""
+    shutil.rmtree(staging_root(logdir), ignore_errors=True)
+
+
 def _write_run(folder, write):
-    """Calls write(writer) with a summary writer on a temporary folder, then renames it to `folder`."""
+    """Calls write() with a summary writer on a staging folder, then renames it to `folder`."""
     tf = _tf()
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    root = staging_root(folder.parent)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{folder.name}-", dir=root))
     try:
         writer = tf.summary.create_file_writer(str(staging))
         with writer.as_default():
             write()
         writer.close()
+        os.chmod(staging, 0o777 & ~outputs.umask())  # mkdtemp's 0700 would hide it from other users
         os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            root.rmdir()  # only when empty
 
 
 def _curves(history):
@@ -60,7 +90,7 @@ def _curves(history):
 def write_curves(folder, history):
     """One training's per-epoch curves (common.TrainResult.history) as run `folder`."""
     if Path(folder).exists():
-        shutil.rmtree(folder)  # a training script's --out is overwritten whole
+        shutil.rmtree(folder)  # this model's previous curves in the same --out
     _write_run(folder, lambda: _curves(history))
 
 
@@ -117,6 +147,8 @@ def write_session(logdir, number, row, history=None):
         return False
     params = {k: (v.item() if hasattr(v, "item") else v) for k, v in row["params"].items()}
     group = ",".join(f"{k}={params[k]!r}" for k in sorted(params))  # a configuration's folds: one group
+    if row["status"] != "ok":  # a failed attempt is not averaged into its configuration's group (--retry-failed)
+        group += f" ({session_name(number)}, {row['status']})"
 
     def write():
         hp.hparams(params, trial_id=group)
@@ -133,6 +165,7 @@ def write_session(logdir, number, row, history=None):
 def write_search(logdir, dims, extra, rows, histories):
     """Every training of `rows` (results.csv, in order: row i is trial i + 1) that has no session
     yet; `histories` maps trial numbers to per-epoch histories. Returns how many were written."""
+    clear_staging(logdir)
     write_experiment(logdir, dims, extra)
     return sum(write_session(logdir, number, row, histories.get(number))
                for number, row in enumerate(rows, 1))

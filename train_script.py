@@ -66,12 +66,14 @@ def train_and_report(args, script, hp, runs, beans, out, compare):
             "epochs": result.epochs, "train_seconds": round(result.seconds, 2), "status": result.status,
         })
         outputs.write_history_csv(folder / "history.csv", result.history)
-        if args.tensorboard:
-            tensorboard_log.write_curves(out / tensorboard_log.FOLDER / name, result.history)
         outputs.save_model(folder / "model.keras", result.model)
         rows.append((name, f"{result.val_accuracy:.4f}", f"{result.test_accuracy:.4f}", result.epochs,
                      f"{result.seconds:.1f}"))
     outputs.save_figure(out / "curves.png", outputs.plot_curves({n: r.history for n, r in results.items()}))
+    if args.tensorboard:  # last: a failure here is a warning, the results above are kept
+        for name, result in results.items():
+            tensorboard_log.guarded(prog, lambda: tensorboard_log.write_curves(
+                out / tensorboard_log.FOLDER / name, result.history))
     print()
     print(outputs.format_table(["model", "val_accuracy", "test_accuracy", "epochs", "train_s"], rows))
     print(f"\nwrote {out}/")

@@ -210,3 +210,87 @@ def test_without_the_tensorboard_package_the_flag_is_one_line(data_dir, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["tune_random.py: error: --tensorboard needs the tensorboard package: pip install tensorboard"]
     assert not out.exists()
+
+
+def test_a_tensorboard_failure_costs_no_result(data_dir, tmp_path, monkeypatch, capsys):
+    import tensorboard_log
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tensorboard_log, "write_curves", broken)
+    monkeypatch.setattr(tensorboard_log, "write_session", broken)
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,3e-3",
+                           "--layers", "1", "--tensorboard", *TINY]) == 0
+    assert (out / "model.keras").exists() and (out / "best.json").exists() and (out / "val_accuracy.png").exists()
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert warnings and all(w == "tune_grid.py: warning: TensorBoard events not written (OSError: disk full)"
+                            for w in warnings)
+    out = tmp_path / "bn"
+    assert train_bn.main(["--data-dir", str(data_dir), "--out", str(out), "--tensorboard", "--image-size", "8",
+                          "--epochs", "1", "--units", "4", "--batch-size", "4"]) == 0
+    assert (out / "model.keras").exists() and (out / "curves.png").exists()
+    assert capsys.readouterr().err.strip() == "train_bn.py: warning: TensorBoard events not written (OSError: disk full)"
+
+
+def test_a_file_where_the_tensorboard_folder_goes_is_refused_before_training(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "tensorboard").write_text("not a folder")
+    assert tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--tensorboard", *TINY]) == 2
+    assert capsys.readouterr().err.strip() == (f"tune_random.py: error: --tensorboard writes into {out / 'tensorboard'}, "
+                                               "which is a file")
+    assert sorted(p.name for p in out.iterdir()) == ["tensorboard"]
+
+
+def test_a_cut_history_line_loses_only_itself(tmp_path):
+    from tuning.store import TrialStore
+
+    store = TrialStore(tmp_path / "results.csv", ["units"])
+    store.create()
+    store.record({"units": 1}, "validation", 0.5, 1.0, history={"loss": [1.0]})
+    store.record({"units": 2}, "validation", 0.6, 1.0, history={"loss": [2.0]})
+    text = (tmp_path / "histories.jsonl").read_bytes()
+    (tmp_path / "histories.jsonl").write_bytes(text[:-10])  # a crash in the middle of trial 2's line
+    store.record({"units": 3}, "validation", 0.7, 1.0, history={"loss": [3.0]})
+    assert store.histories() == {1: {"loss": [1.0]}, 3: {"loss": [3.0]}}
+
+
+def test_curves_that_cannot_be_kept_are_a_warning_and_the_search_goes_on(data_dir, tmp_path, capsys):
+    import tune_bayes
+
+    out = tmp_path / "run"
+    (out / "histories.jsonl").mkdir(parents=True)
+    assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--n-calls", "2", "--n-initial-points",
+                            "2", "--learning-rate", "1e-3:1e-2", "--layers", "1", *TINY]) == 0
+    assert len(rows(out)) == 2 and (out / "best.json").exists()
+    err = capsys.readouterr().err
+    assert err.count("curves not kept") == 2
+
+
+def test_a_failed_attempt_is_a_group_of_its_own_and_sessions_are_staged_outside_the_logdir(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    import tensorboard_log
+    from tuning.space import parse_dim
+
+    logdir = tmp_path / "tensorboard"
+    (tmp_path / tensorboard_log.STAGING / "trial-0009-left").mkdir(parents=True)  # an interrupted write
+    failed = {"params": {"layers": 1}, "val_accuracy": float("nan"), "epochs": 3, "status": "timeout"}
+    retried = {"params": {"layers": 1}, "val_accuracy": 0.7, "epochs": 5, "status": "ok"}
+    assert tensorboard_log.write_search(logdir, [parse_dim("layers", "1,2")], [], [failed, retried], {}) == 2
+    assert not (tmp_path / tensorboard_log.STAGING).exists()
+    assert sorted(p.name for p in logdir.iterdir() if p.is_dir()) == ["trial-0001", "trial-0002"]
+
+    def group(run):
+        events = EventAccumulator(str(logdir / run))
+        events.Reload()
+        content = events.SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content
+        return metadata.parse_session_start_info_plugin_data(content).group_name
+
+    assert group("trial-0002") == "layers=1" and group("trial-0001") == "layers=1 (trial-0001, timeout)"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (logdir / "trial-0001").stat().st_mode & 0o777 == 0o777 & ~umask

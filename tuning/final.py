@@ -6,7 +6,6 @@ import dataclasses
 
 import common
 import outputs
-import tensorboard_log
 
 from .space import fmt, plain
 from .store import BEST, MODEL
@@ -14,8 +13,9 @@ from .store import BEST, MODEL
 
 def final_model(out, beans, base, best, names, seed, trials, search_seconds, script, final=None, board=None):
     """Returns the contents of best.json, after writing it. `final` ({"epochs": N, "patience":
-    P}) replaces the trials' budget: the search only ranked configurations. With `board` (a
-    TensorBoard folder), the final model's epoch curves go there too, as run "final-model"."""
+    P}) replaces the trials' budget: the search only ranked configurations. With `board`
+    (tuning.run.Board, --tensorboard), the final model's epoch curves go there too, as run
+    "final-model", once the model and best.json are written."""
     hp = dataclasses.replace(base, **{k: plain(v) for k, v in best.params.items()})
     trial_budget = f"{hp.epochs} epochs, patience {hp.patience}"
     hp = dataclasses.replace(hp, **(final or {}))
@@ -25,8 +25,6 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
           + (f" for up to {longer} (the trial had {trial_budget})" if longer != trial_budget else ""), flush=True)
     final = common.train(hp, beans.train, beans.validation, seed=seed, log=lambda line: print(line, flush=True))
     test_accuracy = common.evaluate(final.model, beans.test)  # the test split's one reading
-    if board is not None:
-        tensorboard_log.write_curves(board / "final-model", final.history)
     outputs.save_model(out / MODEL, final.model)
     summary = {
         "script": script, "params": {k: plain(v) for k, v in best.params.items()},
@@ -36,6 +34,8 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
         "seed": seed, "image_size": beans.image_size, "data": beans.source, "limit": beans.limit,
     }
     outputs.write_json(out / BEST, summary)
+    if board is not None:
+        board.curves("final-model", final.history)
     return summary
 
 

@@ -183,7 +183,7 @@ def run(argv, method):
         trial_store = store.TrialStore(out / store.RESULTS, columns)
         done = trial_store.rows() if resumed else []
         finished = store.read_best(out) if resumed else None
-        board = Board(out / store.BOARD, setup.dims, [setup.rung] if setup.rung else []) if args.tensorboard else None
+        board = Board(prog, out / store.BOARD, setup.dims, [setup.rung] if setup.rung else []) if args.tensorboard else None
         if finished is not None:
             if args.retry_failed:
                 raise UsageError(f"{out} holds a finished search, whose test score is final: --retry-failed "
@@ -218,9 +218,11 @@ def run(argv, method):
             board.sync(trial_store)
             trial_store.on_record = board.follow(trial_store.on_record)
         problem = Problem(train, validation, setup.dims, setup.base, settings, execution)
-        output, seconds = search(prog, method, problem, setup, trial_store)
-    if board:
-        board.sync(trial_store)  # trainings appended by other processes (--n-jobs)
+        try:
+            output, seconds = search(prog, method, problem, setup, trial_store)
+        finally:
+            if board:  # trainings appended by other processes (--n-jobs), also after Ctrl-C
+                board.sync(trial_store)
     trials = trial_store.trials()
     fit_total = sum(r["fit_seconds"] for r in trial_store.rows())
     configurations = len({tuple(sorted((k, v) for k, v in t.params.items() if k != setup.rung)) for t in trials})
@@ -233,7 +235,7 @@ def run(argv, method):
         raise cli.RunFailed(f"every trial failed; see {out / store.RESULTS} for their messages "
                             "(--retry-failed trains failed and timed-out trials again)")
     summary = final_model(out, beans, setup.base, ok[0], columns, args.seed, len(trials), seconds, method.script,
-                          setup.final, board=board.folder if board else None)
+                          setup.final, board=board)
     print()
     print(format_best(summary))
     draw_figures(prog, out, {"val_accuracy.png": lambda: report.plot_scores(trials, setup.dims), **output.figures})
@@ -319,18 +321,23 @@ def record_killer(prog, problem, relay, err):
 class Board:
     """--tensorboard: the search as an HParams experiment under `folder` (tensorboard_log)."""
 
+    prog: str
     folder: Path
     dims: tuple
     extra: list
 
     def sync(self, trial_store):
         """Writes the experiment and a session for every stored training that has none yet."""
-        guarded(tensorboard_log.write_search, self.folder, self.dims, self.extra, trial_store.rows(),
-                trial_store.histories())
+        tensorboard_log.guarded(self.prog, lambda: tensorboard_log.write_search(self.folder, self.dims, self.extra,
+                                                                trial_store.rows(), trial_store.histories()))
 
     def follow(self, progress):
         """An on_record callback: the progress line, then the new training's session."""
-        return Following(self.folder, progress)
+        return Following(self.prog, self.folder, progress)
+
+    def curves(self, name, history):
+        """A run of epoch curves (the final model's)."""
+        tensorboard_log.guarded(self.prog, lambda: tensorboard_log.write_curves(self.folder / name, history))
 
 
 @dataclass(frozen=True)
@@ -339,6 +346,7 @@ class Following:
     Only the process that started the search writes events; rows that trial processes append
     themselves (--n-jobs) get their sessions from Board.sync when the search returns."""
 
+    prog: str
     folder: Path
     progress: object
     pid: int = field(default_factory=os.getpid)
@@ -346,17 +354,8 @@ class Following:
     def __call__(self, number, row, best):
         self.progress(number, row, best)
         if os.getpid() == self.pid:
-            guarded(tensorboard_log.write_session, self.folder, number, row, row.get("history"))
+            tensorboard_log.guarded(self.prog, lambda: tensorboard_log.write_session(self.folder, number, row, row.get("history")))
 
-
-def guarded(write, *args):
-    """TensorBoard files never cost a search its results: a failure is a warning line (the
-    next sync writes what is missing)."""
-    try:
-        write(*args)
-    except Exception as err:  # noqa: BLE001
-        print(f"warning: TensorBoard events not written ({err.__class__.__name__}: {err})", file=sys.stderr,
-              flush=True)
 
 
 def announce_resume(prog, out, total, done, retry):

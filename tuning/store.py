@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,9 +131,7 @@ class TrialStore:
                 handle.flush()
                 os.fsync(handle.fileno())
                 if row.get("history"):  # under the same lock: trial numbers stay in step
-                    line = json.dumps({"trial": number, "history": row["history"]}, allow_nan=True)
-                    with open(self.histories_path, "a", encoding="utf-8") as histories:
-                        histories.write(line + "\n")
+                    self._append_history(number, row["history"])
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         if self.on_record is not None:
@@ -157,10 +156,31 @@ class TrialStore:
         except ValueError as err:
             raise UsageError(f"{self.path}: {err}; move the file away or pass --overwrite") from None
 
+    def _append_history(self, number, history):
+        """One line of histories.jsonl, best effort: the row is the result, its curves are not
+        worth a search (a failure is one warning line). A line cut by a crash is cut off first."""
+        line = (json.dumps({"trial": number, "history": history}, allow_nan=True) + "\n").encode("utf-8")
+        try:
+            with open(self.histories_path, "a+b") as handle:
+                handle.seek(0, os.SEEK_END)
+                if handle.tell():
+                    handle.seek(-1, os.SEEK_END)
+                    if handle.read(1) != b"\n":
+                        handle.seek(0)
+                        data = handle.read()
+                        handle.truncate(data.rfind(b"\n") + 1)
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            print(f"warning: {self.histories_path}: trial {number}'s curves not kept ({err.strerror or err})",
+                  file=sys.stderr, flush=True)
+
     def histories(self):
         """{trial number: per-epoch history} from histories.jsonl (a line cut by a crash is skipped)."""
         found = {}
-        with contextlib.suppress(FileNotFoundError), open(self.histories_path, encoding="utf-8") as handle:
+        with contextlib.suppress(FileNotFoundError), open(self.histories_path, encoding="utf-8",
+                                                          errors="replace") as handle:
             for line in handle:
                 try:
                     entry = json.loads(line)
@@ -278,7 +298,8 @@ def open_search(folder, manifest, overwrite, figures=()):
     if overwrite and ((folder / MANIFEST).exists() or (folder / RESULTS).exists()):
         for name in (MANIFEST, RESULTS, HISTORIES, BEST, MODEL, *figures):
             (folder / name).unlink(missing_ok=True)
-        shutil.rmtree(folder / BOARD, ignore_errors=True)
+        for name in (BOARD, f".{BOARD}-staging"):
+            shutil.rmtree(folder / name, ignore_errors=True)
     manifest_path, results_path = folder / MANIFEST, folder / RESULTS
     if not manifest_path.exists() and not results_path.exists():
         return False
