@@ -136,10 +136,11 @@ def main(argv=None):
             records.append({"model": model, "seed": seed, "points": points})
             print(f"{model:8s} seed {seed}: loss range {points[0][1]:.3f} -> {points[-1][1]:.3f}, gradient change "
                   f"{points[0][2]:.3f} -> {points[-1][2]:.3f} (epoch 1 -> {args.epochs})", flush=True)
+    steps = ", ".join(f"{s:g}" for s in args.steps)
+    title = (f"beans, {args.image_size}x{args.image_size}, Adam 1e-3: stepping along the gradient by {steps} "
+             f"({args.seeds} seeds)")
     shared.save(folder, table(records, args.epochs), {"args": vars(args), "records": records},
-                {"landscape.png": figure(records, args.epochs, f"beans, {args.image_size}x{args.image_size}, Adam "
-                                         f"1e-3: stepping along the gradient by {', '.join(f'{s:g}' for s in args.steps)}"
-                                         f" ({args.seeds} seeds)")})
+                {"landscape.png": figure(records, args.epochs, title)})
     return 0
 
 

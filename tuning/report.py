@@ -89,7 +89,7 @@ def plot_scores(trials, dims):
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     best = rank(ok)[0] if ok else None
     groups = ([(f"{split.name}={fmt(v)}", [t for t in ok if plain(t.params[split.name]) == plain(v)])
-               for v in split.choices] if split is not None and split in dims and panels != [split] else [(None, ok)])
+               for v in split.choices] if split is not None and panels != [split] else [(None, ok)])
     for ax, dim in zip(axes.flat, panels):
         flip = (lambda v: 1 - v) if dim.scale == "1-log" else (lambda v: v)
 

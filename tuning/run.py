@@ -183,7 +183,8 @@ def run(argv, method):
         trial_store = store.TrialStore(out / store.RESULTS, columns)
         done = trial_store.rows() if resumed else []
         finished = store.read_best(out) if resumed else None
-        board = Board(prog, out / store.BOARD, setup.dims, [setup.rung] if setup.rung else []) if args.tensorboard else None
+        board = (Board(prog, out / store.BOARD, setup.dims, [setup.rung] if setup.rung else [])
+                 if args.tensorboard else None)
         if finished is not None:
             if args.retry_failed:
                 raise UsageError(f"{out} holds a finished search, whose test score is final: --retry-failed "
@@ -328,8 +329,8 @@ class Board:
 
     def sync(self, trial_store):
         """Writes the experiment and a session for every stored training that has none yet."""
-        tensorboard_log.guarded(self.prog, lambda: tensorboard_log.write_search(self.folder, self.dims, self.extra,
-                                                                trial_store.rows(), trial_store.histories()))
+        tensorboard_log.guarded(self.prog, lambda: tensorboard_log.write_search(
+            self.folder, self.dims, self.extra, trial_store.rows(), trial_store.histories()))
 
     def follow(self, progress):
         """An on_record callback: the progress line, then the new training's session."""
@@ -354,8 +355,8 @@ class Following:
     def __call__(self, number, row, best):
         self.progress(number, row, best)
         if os.getpid() == self.pid:
-            tensorboard_log.guarded(self.prog, lambda: tensorboard_log.write_session(self.folder, number, row, row.get("history")))
-
+            tensorboard_log.guarded(self.prog, lambda: tensorboard_log.write_session(
+                self.folder, number, row, row.get("history")))
 
 
 def announce_resume(prog, out, total, done, retry):

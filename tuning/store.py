@@ -3,8 +3,9 @@ appended and never rewritten. It is the one source of every result: the progress
 ranked table, resume, the plots and the final model all read it.
 
 Beside it: `histories.jsonl`, each training's per-epoch curves (one JSON line per trial number,
-written under the same lock; --tensorboard draws them), `search.json`, the manifest that says which search the folder holds (compared exactly
-on resume), and a lock that keeps a second run out of a folder that a run is using.
+written under the same lock; --tensorboard and the BN studies read them); `search.json`, the
+manifest that says which search the folder holds (compared exactly on resume); and a lock that
+keeps a second run out of a folder that a run is using.
 """
 
 import contextlib
