@@ -381,7 +381,7 @@ def test_estimator_follows_scikit_learn_conventions(data_dir, tmp_path):
     log.create()
     settings = runner.TrialSettings(log)
     est = runner.BeansClassifier(units=4, epochs=2, layers=1, batch_size=4, trials=settings)
-    assert sorted(est.get_params()) == sorted([*common.HPARAM_NAMES, "trials"])
+    assert sorted(est.get_params()) == sorted([*common.HPARAM_NAMES, "seed", "trials"])
     assert est.get_params()["learning_rate"] is None  # stored unchanged: HParams gives the default
     check_no_attributes_set_in_init("BeansClassifier", est)
     check_get_params_invariance("BeansClassifier", est)
