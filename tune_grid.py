@@ -19,7 +19,7 @@ from tuning import halving, searches
 from tuning.run import Method, run
 from tuning.space import TRIAL_DEFAULTS
 
-# Three hyperparameters x two values around the BN model's defaults: 8 trials, about 10 minutes
+# Three hyperparameters x two values around the BN model's defaults: 8 trials, about 11 minutes
 # at 64x64 on the 2-core machine. Units and batch size stay at the BN model's defaults (64, 32):
 # each further hyperparameter doubles the grid, and these two moved the score least in the
 # random searches measured for the README; tune_random.py and tune_bayes.py search them.
