@@ -16,7 +16,6 @@ Writes OUT/table.txt, OUT/study.json and OUT/gap.png; the grid search's own
 OUT/grid/val_accuracy.png shows validation accuracy per batch size (one line per model).
 """
 
-import argparse
 import math
 import statistics
 import sys
@@ -24,7 +23,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cli  # noqa: E402
 import outputs  # noqa: E402
 import tune_grid  # noqa: E402
 from studies import shared  # noqa: E402
@@ -96,14 +94,10 @@ def figure(found, title):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=32)
-    parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=15)
-    parser.add_argument("--seeds", type=cli.number(int, 1, 20), default=3)
+    parser = shared.parser(__doc__, epochs=15, out="runs/study-bn-batch-size")
     parser.add_argument("--batch-sizes", type=lambda t: tuple(int(v) for v in t.split(",")), default=BATCH_SIZES)
-    parser.add_argument("--out", default="runs/study-bn-batch-size")
     args = parser.parse_args(argv)
+    shared.check(parser, args)
     if len(args.batch_sizes) < 2 or any(not 1 <= b <= 1024 for b in args.batch_sizes):
         parser.error("--batch-sizes: at least two sizes in [1, 1024]")
     folder = Path(args.out)

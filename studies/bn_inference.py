@@ -19,7 +19,6 @@ epoch in the second half of training (what bench/bn_momentum.py measured before;
 Writes OUT/table.txt, OUT/study.json and OUT/inference.png.
 """
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -28,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-import cli  # noqa: E402
 import common  # noqa: E402
 import outputs  # noqa: E402
 from studies import shared  # noqa: E402
@@ -114,15 +112,11 @@ def figure(records, batch_sizes, title):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=32)
-    parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=20)
-    parser.add_argument("--seeds", type=cli.number(int, 1, 20), default=3)
+    parser = shared.parser(__doc__, epochs=20, out="runs/study-bn-inference")
     parser.add_argument("--momenta", type=lambda t: tuple(float(v) for v in t.split(",")), default=(0.99, 0.9, 0.6))
     parser.add_argument("--batch-sizes", type=lambda t: tuple(int(v) for v in t.split(",")), default=(4, 16, 64, 133))
-    parser.add_argument("--out", default="runs/study-bn-inference")
     args = parser.parse_args(argv)
+    shared.check(parser, args)
     if any(not 0 <= m < 1 for m in args.momenta) or any(b < 1 for b in args.batch_sizes):
         parser.error("--momenta in [0, 1), --batch-sizes >= 1")
     beans = common.Beans(args.data_dir, image_size=args.image_size)

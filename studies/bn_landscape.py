@@ -19,7 +19,6 @@ then puts the weights back. Medians over batches and seeds per epoch.
 Writes OUT/table.txt, OUT/study.json and OUT/landscape.png.
 """
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -114,15 +113,11 @@ def figure(records, epochs, title):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=32)
-    parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=10)
-    parser.add_argument("--seeds", type=cli.number(int, 1, 20), default=3)
+    parser = shared.parser(__doc__, epochs=10, out="runs/study-bn-landscape")
     parser.add_argument("--batches", type=cli.number(int, 1, 30), default=4, help="fixed batches probed per epoch")
     parser.add_argument("--steps", type=lambda t: tuple(float(v) for v in t.split(",")), default=STEPS)
-    parser.add_argument("--out", default="runs/study-bn-landscape")
     args = parser.parse_args(argv)
+    shared.check(parser, args)
     if len(args.steps) < 2 or any(not 0 < s <= 100 for s in args.steps):
         parser.error("--steps: at least two step sizes in (0, 100]")
     beans = common.Beans(args.data_dir, image_size=args.image_size)

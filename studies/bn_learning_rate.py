@@ -17,7 +17,6 @@ OUT/grid/val_accuracy.png is the sweep's figure (one line per model, the band ov
 Rerunning resumes: the grid search keeps every finished training.
 """
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -122,16 +121,12 @@ def figure(found, threshold, title):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=32)
-    parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=10)
-    parser.add_argument("--seeds", type=cli.number(int, 1, 20), default=3)
+    parser = shared.parser(__doc__, epochs=10, out="runs/study-bn-learning-rate")
     parser.add_argument("--threshold", type=cli.number(float, 0, 1), default=0.8)
     parser.add_argument("--rates", type=lambda text: tuple(float(v) for v in text.split(",")), default=RATES,
                         help="comma list (default: 9 values, 1e-4 to 1)")
-    parser.add_argument("--out", default="runs/study-bn-learning-rate")
     args = parser.parse_args(argv)
+    shared.check(parser, args)
     if len(args.rates) < 2 or any(not 0 < r <= 10 for r in args.rates):
         parser.error("--rates: at least two learning rates in (0, 10]")
     folder = Path(args.out)

@@ -1,8 +1,11 @@
 """What the studies share: the median [min-max] cell, a figure's frame, writing the results,
 and reading back a grid search they ran."""
 
+import argparse
 import statistics
+from pathlib import Path
 
+import cli
 import outputs
 from tuning.store import TrialStore
 
@@ -46,3 +49,22 @@ def grid_store(folder):
     """The TrialStore of a grid search the study ran into `folder`, its columns read from the header."""
     header = (folder / "results.csv").read_text().splitlines()[0].split(",")
     return TrialStore(folder / "results.csv", header[1:header.index("fold")])
+
+
+def parser(doc, epochs, out):
+    """The flags every study takes: --data-dir, --image-size (32), --epochs, --seeds (3), --out."""
+    made = argparse.ArgumentParser(description=doc.splitlines()[0])
+    made.add_argument("--data-dir", default=None)
+    made.add_argument("--image-size", type=cli.number(int, 8, 512), default=32)
+    made.add_argument("--epochs", type=cli.number(int, 1, 1000), default=epochs)
+    made.add_argument("--seeds", type=cli.number(int, 1, 20), default=3)
+    made.add_argument("--out", default=out)
+    return made
+
+
+def check(made, args):
+    """Paths, before any training: a --data-dir that is not a folder, an --out that is a file."""
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        made.error(f"--data-dir: {args.data_dir} is not a folder")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        made.error(f"--out: {args.out} is a file")

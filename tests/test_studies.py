@@ -138,3 +138,12 @@ def test_stepping_along_the_gradient_puts_the_weights_back_and_measures_the_loss
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # moving statistics too
     assert spread > 0 and change > 0
     assert landscape.probe(model, x, y, (0.1, 0.1))[0] == pytest.approx(0, abs=1e-6)  # one step size: no range
+
+
+@pytest.mark.parametrize("module", [study, inference, batch_study, landscape])
+def test_a_data_dir_that_is_not_a_folder_is_one_line_before_training(module, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"--data-dir: {tmp_path / 'nowhere'} is not a folder")
+    assert not (tmp_path / "out").exists()
