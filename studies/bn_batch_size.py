@@ -95,11 +95,10 @@ def figure(found, title):
 
 def main(argv=None):
     parser = shared.parser(__doc__, epochs=15, out="runs/study-bn-batch-size")
-    parser.add_argument("--batch-sizes", type=lambda t: tuple(int(v) for v in t.split(",")), default=BATCH_SIZES)
+    parser.add_argument("--batch-sizes", type=shared.number_list(int, 1, 1024), default=BATCH_SIZES,
+                        help="training batch sizes, comma list")
     args = parser.parse_args(argv)
     shared.check(parser, args)
-    if len(args.batch_sizes) < 2 or any(not 1 <= b <= 1024 for b in args.batch_sizes):
-        parser.error("--batch-sizes: at least two sizes in [1, 1024]")
     folder = Path(args.out)
     code = tune_grid.main(grid_argv(args, folder / "grid"))
     if code:

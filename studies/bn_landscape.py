@@ -115,11 +115,11 @@ def figure(records, epochs, title):
 def main(argv=None):
     parser = shared.parser(__doc__, epochs=10, out="runs/study-bn-landscape")
     parser.add_argument("--batches", type=cli.number(int, 1, 30), default=4, help="fixed batches probed per epoch")
-    parser.add_argument("--steps", type=lambda t: tuple(float(v) for v in t.split(",")), default=STEPS)
+    parser.add_argument("--steps", type=shared.number_list(float, 0, 100, low_open=True), default=STEPS,
+                        help="step sizes along the gradient, comma list")
     args = parser.parse_args(argv)
-    shared.check(parser, args)
-    if len(args.steps) < 2 or any(not 0 < s <= 100 for s in args.steps):
-        parser.error("--steps: at least two step sizes in (0, 100]")
+    done = shared.check(parser, args, {"data_dir": args.data_dir, "image_size": args.image_size,
+                                       "epochs": args.epochs, "steps": args.steps, "batches": args.batches})
     beans = common.Beans(args.data_dir, image_size=args.image_size)
     if args.batches * 32 > len(beans.train):
         parser.error(f"--batches: {args.batches} batches of 32 exceed the {len(beans.train)} training images")
@@ -127,8 +127,13 @@ def main(argv=None):
     records = []
     for model, batch_norm in MODELS.items():
         for seed in range(args.seeds):
-            points = trajectory(beans, batch_norm, seed, args.epochs, args.steps, args.batches)
-            records.append({"model": model, "seed": seed, "points": points})
+            record = done.find(model=model, seed=seed)
+            if record is None:
+                record = {"model": model, "seed": seed,
+                          "points": trajectory(beans, batch_norm, seed, args.epochs, args.steps, args.batches)}
+                done.add(record)
+            records.append(record)
+            points = record["points"]
             print(f"{model:8s} seed {seed}: loss range {points[0][1]:.3f} -> {points[-1][1]:.3f}, gradient change "
                   f"{points[0][2]:.3f} -> {points[-1][2]:.3f} (epoch 1 -> {args.epochs})", flush=True)
     steps = ", ".join(f"{s:g}" for s in args.steps)

@@ -122,13 +122,12 @@ def figure(found, threshold, title):
 
 def main(argv=None):
     parser = shared.parser(__doc__, epochs=10, out="runs/study-bn-learning-rate")
-    parser.add_argument("--threshold", type=cli.number(float, 0, 1), default=0.8)
-    parser.add_argument("--rates", type=lambda text: tuple(float(v) for v in text.split(",")), default=RATES,
-                        help="comma list (default: 9 values, 1e-4 to 1)")
+    parser.add_argument("--threshold", type=cli.number(float, 0, 1), default=0.8,
+                        help="validation accuracy the learning-rate interval and the convergence epoch refer to")
+    parser.add_argument("--rates", type=shared.number_list(float, 0, 10, low_open=True), default=RATES,
+                        help="learning rates, comma list")
     args = parser.parse_args(argv)
     shared.check(parser, args)
-    if len(args.rates) < 2 or any(not 0 < r <= 10 for r in args.rates):
-        parser.error("--rates: at least two learning rates in (0, 10]")
     folder = Path(args.out)
     code = tune_grid.main(grid_argv(args, folder / "grid"))
     if code:

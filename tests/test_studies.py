@@ -147,3 +147,44 @@ def test_a_data_dir_that_is_not_a_folder_is_one_line_before_training(module, tmp
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"--data-dir: {tmp_path / 'nowhere'} is not a folder")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module, flag, value, says", [
+    (study, "--rates", "0.001", "at least two distinct values, got '0.001'"), (study, "--rates", "0.001,0", "(0, 10], got 0"),
+    (study, "--rates", "0.001,abc", "finite number, got 'abc'"), (inference, "--momenta", "0.9,1", "got 1"),
+    (inference, "--momenta", "0.9,0.9", "at least two distinct values, got '0.9,0.9'"), (inference, "--batch-sizes", "4,0", "got 0"),
+    (batch_study, "--batch-sizes", "16,nan", "an integer, got 'nan'"), (landscape, "--steps", "0.1,-1", "got -1")])
+def test_a_bad_list_flag_is_one_line_before_training(module, flag, value, says, data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "out"), flag, value])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument {flag}: " in last and last.endswith(says)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_inference_study_resumes_and_refuses_other_settings(data_dir, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def measure(beans, momentum, seed, epochs, batch_sizes):
+        calls.append((momentum, seed))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # a kill in the third training
+        return {"momentum": momentum, "seed": seed, "moving": 0.5 + momentum / 10, "swing": 0.1,
+                **{f"batch{b}": 0.4 for b in batch_sizes}, "mean_error": 0.2, "var_error": 0.3}
+
+    monkeypatch.setattr(inference, "measure", measure)
+    argv = ["--data-dir", str(data_dir), "--image-size", "8", "--seeds", "2", "--momenta", "0.9,0.6",
+            "--out", str(tmp_path / "out")]
+    with pytest.raises(KeyboardInterrupt):
+        inference.main(argv)
+    assert calls == [(0.9, 0), (0.9, 1), (0.6, 0)]
+    assert inference.main(argv) == 0
+    assert calls[3:] == [(0.6, 0), (0.6, 1)]  # only what the kill lost
+    table = (tmp_path / "out" / "table.txt").read_text()
+    assert "0.590 [0.590-0.590]" in table and "0.560 [0.560-0.560]" in table
+    before = (tmp_path / "out" / "records.jsonl").read_text()
+    with pytest.raises(SystemExit) as stop:
+        inference.main(argv + ["--epochs", "3"])
+    assert stop.value.code == 2 and "other settings" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert (tmp_path / "out" / "records.jsonl").read_text() == before and len(calls) == 5
