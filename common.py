@@ -81,7 +81,7 @@ class HParams:
                            "validation accuracy dips for an epoch or two", 0, 1000)
     batch_norm: bool = _hp(False, "BatchNormalization between each linear layer and its ReLU")
     bn_momentum: float = _hp(0.6, "BN moving-statistics momentum: best of 0.99/0.9/0.8/0.6 measured "
-                                  "by bench/bn_momentum.py; 0.99 lags at ~33 steps/epoch", 0, 1, high_open=True)
+                                  "by studies/bn_inference.py; 0.99 lags at ~33 steps/epoch", 0, 1, high_open=True)
     augment: bool = _hp(False, "random flips and small rotations of training images")
 
     def __post_init__(self):
