@@ -42,11 +42,13 @@ import outputs  # noqa: E402
 import tune_bayes  # noqa: E402
 import tune_grid  # noqa: E402
 import tune_random  # noqa: E402
+from tuning.space import DEFAULT_RANGES  # noqa: E402
 
-# The space every method searches: the searches' default ranges for the four hyperparameters
-# that matter most here; batch size is fixed so that an epoch costs the same in every trial.
-SPACE = {"learning_rate": (1e-4, 1e-1, "log"), "decay": (1e-3, 1.0, "log"),
-         "layers": (1, 4, "int"), "units": (16, 256, "log-int")}
+# The space every method searches: the searches' default ranges (tuning.space.DEFAULT_RANGES) for
+# the four hyperparameters that matter most here, on the scales the searches sample them; batch
+# size is fixed so that an epoch costs the same in every trial.
+SCALES = {"learning_rate": "log", "decay": "log", "layers": "int", "units": "log-int"}
+SPACE = {name: (*(float(v) for v in DEFAULT_RANGES[name].split(":")), scale) for name, scale in SCALES.items()}
 FIXED = {"batch_size": 32, "batch_norm": "true"}
 TRIALS = 2 ** len(SPACE)  # the grid's size: the budget pays for this many full trainings
 FRACTIONS = (0.25, 0.5, 1.0)
