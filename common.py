@@ -465,8 +465,10 @@ def epoch_line(epoch, epochs, logs, seconds, lr):
             f"val_acc {logs.get('val_accuracy', float('nan')):.4f}  lr {lr:.2e}  {seconds:5.1f}s")
 
 
-def train(hp, train_split, val_split, seed=0, log=print, image_size=None, timeout=None):
-    """Trains a fresh model; early-stops on validation accuracy and keeps the best weights.
+def train(hp, train_split, val_split, seed=0, log=print, image_size=None, timeout=None, keep_best=True):
+    """Trains a fresh model; early-stops on validation accuracy and keeps the best weights
+    (keep_best=False: the last epoch's, for measurements that must not pick an epoch on the
+    validation split they then score).
 
     With `timeout` (seconds), training stops at the first batch past it: status "timeout"."""
     import keras
@@ -501,7 +503,7 @@ def train(hp, train_split, val_split, seed=0, log=print, image_size=None, timeou
                 self.model.stop_training = True
 
     stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=hp.patience,
-                                            restore_best_weights=True)
+                                            restore_best_weights=keep_best)
     start = time.perf_counter()
     fit = model.fit(
         make_dataset(train_split, hp.batch_size, seed=seed, training=True, augment=hp.augment),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import cli  # noqa: E402
 import outputs  # noqa: E402
 import tune_grid  # noqa: E402
 from studies import shared  # noqa: E402
@@ -31,15 +32,15 @@ from tuning.store import OK  # noqa: E402
 
 BATCH_SIZES = (16, 32, 64, 128, 256)
 MODELS = {False: "baseline", True: "bn"}
-TRAIN_IMAGES = 1034
 
 
 def grid_argv(args, out):
     """Only BN and the batch size vary; the rest at the BN model's defaults (3 blocks, no decay)."""
-    return ["--batch-norm", "false,true", "--batch-size", ",".join(str(b) for b in args.batch_sizes),
+    return ["--batch-norm", "false,true", "--batch-size", ",".join(str(b) for b in sorted(args.batch_sizes)),
             "--repeats", str(args.seeds), "--learning-rate", "1e-3", "--layers", "3", "--decay", "0",
             "--epochs", str(args.epochs), "--patience", str(args.epochs), "--image-size", str(args.image_size),
-            "--out", str(out), *(["--data-dir", args.data_dir] if args.data_dir else [])]
+            "--out", str(out), *(["--data-dir", args.data_dir] if args.data_dir else []),
+            *([] if (out / "best.json").exists() else ["--retry-failed"])]  # a failed training runs again
 
 
 def gap_at_best(history):
@@ -58,32 +59,36 @@ def summarize(out):
     found = {model: {} for model in MODELS.values()}
     for number, row in enumerate(store.rows(), 1):
         pair = gap_at_best(histories.get(number, {})) if row["status"] == OK else None
-        if pair is not None:
-            model = MODELS[bool(row["params"]["batch_norm"])]
-            found[model].setdefault(int(row["params"]["batch_size"]), []).append(pair)
+        model = MODELS[bool(row["params"]["batch_norm"])]
+        found[model].setdefault(int(row["params"]["batch_size"]), []).append(pair)  # None: no result
     return found
 
 
-def table(found):
+def table(found, images):
     sizes = sorted({b for per in found.values() for b in per})
-    rows = []
+    rows, missing = [], 0
     for size in sizes:
-        row = [size, math.ceil(TRAIN_IMAGES / size)]
+        row = [size, math.ceil(images / size)]
         for model in MODELS.values():
-            pairs = found[model].get(size, [])
-            row += ([median_range([t for t, _ in pairs]), median_range([v for _, v in pairs]),
-                     median_range([t - v for t, v in pairs])] if pairs else ["-", "-", "-"])
+            pairs = [p for p in found[model].get(size, []) if p is not None]
+            missing += len(found[model].get(size, [])) - len(pairs)
+            row += [median_range([t for t, _ in pairs]), median_range([v for _, v in pairs]),
+                    median_range([t - v for t, v in pairs])]
         rows.append(row)
-    headers = ["batch size", f"steps/epoch ({TRAIN_IMAGES:,} images)"] + [f"{m} {what}" for m in MODELS.values()
-                                               for what in ("train acc", "val acc", "gap")]
-    return outputs.format_table(headers, rows)
+    headers = ["batch size", f"steps/epoch ({images:,} images)"] + [f"{m} {what}" for m in MODELS.values()
+                                                                     for what in ("train acc", "val acc", "gap")]
+    text = outputs.format_table(headers, rows)
+    if missing:
+        text += (f"\n{missing} training(s) failed or timed out and are left out (why: the message column of "
+                 "grid/results.csv)")
+    return text
 
 
 def figure(found, title):
     fig, (ax,) = shared.figure()
     for colour, model in enumerate(MODELS.values()):
-        sizes = sorted(found[model])
-        gaps = [[t - v for t, v in found[model][b]] for b in sizes]
+        sizes = sorted(b for b, pairs in found[model].items() if any(p is not None for p in pairs))
+        gaps = [[t - v for t, v in filter(None, found[model][b])] for b in sizes]
         ax.plot(sizes, [statistics.median(g) for g in gaps], marker="o", color=f"C{colour}", label=model)
         ax.fill_between(sizes, [min(g) for g in gaps], [max(g) for g in gaps], color=f"C{colour}", alpha=0.2,
                         linewidth=0)
@@ -93,18 +98,25 @@ def figure(found, title):
     return shared.finish(fig, [ax], title)
 
 
+PROG = "bn_batch_size.py"
+
+
 def main(argv=None):
-    parser = shared.parser(__doc__, epochs=15, out="runs/study-bn-batch-size")
+    return cli.run_cli(run, argv, PROG)
+
+
+def run(argv):
+    parser = shared.parser(PROG, __doc__, epochs=15, out="runs/study-bn-batch-size")
     parser.add_argument("--batch-sizes", type=shared.number_list(int, 1, 1024), default=BATCH_SIZES,
                         help="training batch sizes, comma list")
     args = parser.parse_args(argv)
-    shared.check(parser, args)
+    shared.check(parser, args, "bn_batch_size")
     folder = Path(args.out)
     code = tune_grid.main(grid_argv(args, folder / "grid"))
     if code:
         raise SystemExit(code)
     found = summarize(folder / "grid")
-    shared.save(folder, table(found), {"args": vars(args), "models": {
+    shared.save(folder, table(found, shared.train_images(args.data_dir)), {"args": vars(args), "models": {
         m: {str(b): pairs for b, pairs in per.items()} for m, per in found.items()}},
         {"gap.png": figure(found, f"beans, {args.image_size}x{args.image_size}, {args.epochs} epochs: train - "
                                   f"validation accuracy ({args.seeds} seeds, median and range)")})

@@ -4,7 +4,8 @@ In training, BatchNormalization normalizes each mini-batch with that batch's own
 variance; at inference it uses moving averages kept during training (Keras: moving = momentum *
 moving + (1 - momentum) * batch), so a prediction does not depend on which other images share
 its batch. This trains the BN model at several BN momenta (several seeds each, a fixed number of
-epochs, the best epoch's weights kept) and evaluates it on the validation split
+epochs) and evaluates its last epoch's weights on the validation split (the last, not the best:
+an epoch picked by its moving-average validation accuracy would favour the moving averages)
 
 - with its moving averages (inference mode, how every script here evaluates), and
 - with each batch's own statistics (training-mode BN), for batches of several sizes;
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+import cli  # noqa: E402
 import common  # noqa: E402
 import outputs  # noqa: E402
 from studies import shared  # noqa: E402
@@ -68,16 +70,17 @@ def moving_average_error(model, split):
 
 
 def swing(history):
-    """Mean |epoch-to-epoch change| of validation accuracy over the second half of training."""
+    """Mean |epoch-to-epoch change| of validation accuracy over the second half of training (None
+    with fewer than 3 epochs)."""
     values = np.array(history["val_accuracy"])
-    return float(np.abs(np.diff(values[len(values) // 2:])).mean()) if len(values) > 2 else float("nan")
+    return float(np.abs(np.diff(values[len(values) // 2:])).mean()) if len(values) > 2 else None
 
 
 def measure(beans, momentum, seed, epochs, batch_sizes):
     hp = common.HParams(batch_norm=True, bn_momentum=momentum, epochs=epochs, patience=epochs)
-    result = common.train(hp, beans.train, beans.validation, seed=seed, log=None)
+    result = common.train(hp, beans.train, beans.validation, seed=seed, log=None, keep_best=False)
     record = {"momentum": momentum, "seed": seed, "moving": common.evaluate(result.model, beans.validation),
-              "swing": swing(result.history)}
+              "best_moving": max(result.history["val_accuracy"]), "swing": swing(result.history)}
     for size in batch_sizes:
         record[f"batch{size}"] = batch_stat_accuracy(result.model, beans.validation, size, seed)
     record["mean_error"], record["var_error"] = moving_average_error(result.model, beans.train)
@@ -86,13 +89,14 @@ def measure(beans, momentum, seed, epochs, batch_sizes):
 
 def table(records, batch_sizes):
     headers = ["bn_momentum", "val_acc, moving averages", *[f"batch statistics, batch {b}" for b in batch_sizes],
+               "best epoch's val_acc (moving)",
                "|moving mean - mean| / std", "|log(moving var / var)|", "epoch-to-epoch |d val_acc|"]
     rows = []
     for momentum in dict.fromkeys(r["momentum"] for r in records):
         mine = [r for r in records if r["momentum"] == momentum]
         rows.append([f"{momentum:g}", median_range([r["moving"] for r in mine]),
                      *[median_range([r[f"batch{b}"] for r in mine]) for b in batch_sizes],
-                     median_range([r["mean_error"] for r in mine]), median_range([r["var_error"] for r in mine]),
+                     median_range([r["best_moving"] for r in mine]), median_range([r["mean_error"] for r in mine]), median_range([r["var_error"] for r in mine]),
                      median_range([r["swing"] for r in mine])])
     return outputs.format_table(headers, rows)
 
@@ -112,15 +116,22 @@ def figure(records, batch_sizes, title):
     return shared.finish(fig, [ax], title, {"loc": "lower right"})
 
 
+PROG = "bn_inference.py"
+
+
 def main(argv=None):
-    parser = shared.parser(__doc__, epochs=20, out="runs/study-bn-inference")
+    return cli.run_cli(run, argv, PROG)
+
+
+def run(argv):
+    parser = shared.parser(PROG, __doc__, epochs=20, out="runs/study-bn-inference")
     parser.add_argument("--momenta", type=shared.number_list(float, 0, 0.999), default=(0.99, 0.9, 0.6),
                         help="BN momenta, comma list")
     parser.add_argument("--batch-sizes", type=shared.number_list(int, 1, 4096), default=(4, 16, 64, 133),
                         help="evaluation batch sizes for batch statistics, comma list")
     args = parser.parse_args(argv)
-    done = shared.check(parser, args, {"data_dir": args.data_dir, "image_size": args.image_size,
-                                       "epochs": args.epochs, "batch_sizes": args.batch_sizes})
+    done = shared.check(parser, args, "bn_inference", {"image_size": args.image_size, "epochs": args.epochs,
+                                                       "batch_sizes": args.batch_sizes})
     beans = common.Beans(args.data_dir, image_size=args.image_size)
     folder = Path(args.out)
     records = []
@@ -133,7 +144,8 @@ def main(argv=None):
             records.append(record)
             print(f"momentum {momentum:g} seed {seed}: moving {record['moving']:.3f}  "
                   + "  ".join(f"batch {b} {record[f'batch{b}']:.3f}" for b in args.batch_sizes)
-                  + f"  mean error {record['mean_error']:.3f}  swing {record['swing']:.3f}", flush=True)
+                  + f"  mean error {record['mean_error']:.3f}  swing {record['swing'] if record['swing'] is None else round(record['swing'], 3)}",
+                  flush=True)
     shared.save(folder, table(records, args.batch_sizes), {"args": vars(args), "records": records},
                 {"inference.png": figure(records, args.batch_sizes, f"beans, BN model, {args.image_size}x"
                                          f"{args.image_size}, {args.epochs} epochs: moving averages vs batch "

@@ -112,17 +112,24 @@ def figure(records, epochs, title):
     return shared.finish(fig, axes, title)
 
 
+PROG = "bn_landscape.py"
+
+
 def main(argv=None):
-    parser = shared.parser(__doc__, epochs=10, out="runs/study-bn-landscape")
+    return cli.run_cli(run, argv, PROG)
+
+
+def run(argv):
+    parser = shared.parser(PROG, __doc__, epochs=10, out="runs/study-bn-landscape")
     parser.add_argument("--batches", type=cli.number(int, 1, 30), default=4, help="fixed batches probed per epoch")
     parser.add_argument("--steps", type=shared.number_list(float, 0, 100, low_open=True), default=STEPS,
                         help="step sizes along the gradient, comma list")
     args = parser.parse_args(argv)
-    done = shared.check(parser, args, {"data_dir": args.data_dir, "image_size": args.image_size,
-                                       "epochs": args.epochs, "steps": args.steps, "batches": args.batches})
+    done = shared.check(parser, args, "bn_landscape", {"image_size": args.image_size, "epochs": args.epochs,
+                                                       "steps": args.steps, "batches": args.batches},
+                        fits=lambda images: f"--batches: {args.batches} batches of 32 exceed the {images} training "
+                                            "images" if args.batches * 32 > images else None)
     beans = common.Beans(args.data_dir, image_size=args.image_size)
-    if args.batches * 32 > len(beans.train):
-        parser.error(f"--batches: {args.batches} batches of 32 exceed the {len(beans.train)} training images")
     folder = Path(args.out)
     records = []
     for model, batch_norm in MODELS.items():

@@ -27,7 +27,7 @@ import cli  # noqa: E402
 import outputs  # noqa: E402
 import tune_grid  # noqa: E402
 from studies import shared  # noqa: E402
-from tuning.store import OK  # noqa: E402
+from tuning.store import DIVERGED, OK  # noqa: E402
 
 RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 MODELS = {False: "baseline", True: "bn"}
@@ -36,11 +36,12 @@ MODELS = {False: "baseline", True: "bn"}
 def grid_argv(args, out):
     """The sweep as a grid search: only BN and the learning rate vary (the default grid's other
     dimensions fixed at the BN model's defaults: 3 conv blocks, no decay)."""
-    rates = ",".join(f"{r:g}" for r in args.rates)
+    rates = ",".join(repr(r) for r in sorted(args.rates))  # exact: 1e-3 and 1.0000001e-3 stay two rates
     return ["--batch-norm", "false,true", "--learning-rate", rates, "--repeats", str(args.seeds),
             "--epochs", str(args.epochs), "--patience", str(args.epochs), "--decay", "0", "--layers", "3",
             "--image-size", str(args.image_size), "--out", str(out),
-            *(["--data-dir", args.data_dir] if args.data_dir else [])]
+            *(["--data-dir", args.data_dir] if args.data_dir else []),
+            *([] if (out / "best.json").exists() else ["--retry-failed"])]  # a failed training runs again
 
 
 def first_epoch_at(history, threshold):
@@ -69,8 +70,11 @@ def summarize(out, threshold):
     found = {}
     for bn, model in MODELS.items():
         mine = [(n, r) for n, r in enumerate(rows, 1) if r["params"]["batch_norm"] == bn]
-        per_rate = {}
+        per_rate, missing = {}, 0
         for _, r in mine:
+            if r["status"] not in (OK, DIVERGED):  # failed or timed out: not a result (rerun to retry)
+                missing += 1
+                continue
             score = r["val_accuracy"] if r["status"] == OK else 0.0  # a diverged training reached nothing
             per_rate.setdefault(r["params"]["learning_rate"], []).append(score)
         rates = sorted(per_rate)
@@ -78,21 +82,21 @@ def summarize(out, threshold):
         best_rate = rates[max(range(len(rates)), key=lambda i: means[i])]
         at_best = [n for n, r in mine if r["params"]["learning_rate"] == best_rate]
         found[model] = {"per_rate": per_rate, "interval": widest_interval(rates, means, threshold),
-                        "best_rate": best_rate,
+                        "best_rate": best_rate, "missing": missing,
                         "epochs_to": [first_epoch_at(histories.get(n, {}), threshold) for n in at_best],
                         "curves": [histories.get(n, {}).get("val_accuracy", []) for n in at_best]}
     return found
 
 
 def spread(values):
-    return f"{statistics.mean(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+    return f"{statistics.mean(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
 
 
 def table(found, threshold):
     rates = sorted(set(found["baseline"]["per_rate"]) | set(found["bn"]["per_rate"]))
     rows = [[f"{rate:g}", *(spread(found[m]["per_rate"][rate]) if rate in found[m]["per_rate"] else "-"
                             for m in MODELS.values())] for rate in rates]
-    text = outputs.format_table(["learning rate", "baseline val_acc mean [min-max]", "bn val_acc mean [min-max]"],
+    text = outputs.format_table(["learning rate", "baseline val_acc mean [min, max]", "bn val_acc mean [min, max]"],
                                 rows)
     lines = [text, ""]
     for model in MODELS.values():
@@ -105,6 +109,9 @@ def table(found, threshold):
             + f"; best rate {f['best_rate']:g}: first reached {threshold:g} at epoch "
             + (f"{statistics.median(reached):g} (median; seeds: {', '.join(str(e) for e in f['epochs_to'])})"
                if reached else "never"))
+    if missing := sum(found[m].get("missing", 0) for m in MODELS.values()):
+        lines.append(f"{missing} training(s) failed or timed out and are left out of the means (why: the message "
+                     "column of grid/results.csv)")
     return "\n".join(lines)
 
 
@@ -120,14 +127,21 @@ def figure(found, threshold, title):
     return shared.finish(fig, [ax], title, {"loc": "lower right"})
 
 
+PROG = "bn_learning_rate.py"
+
+
 def main(argv=None):
-    parser = shared.parser(__doc__, epochs=10, out="runs/study-bn-learning-rate")
+    return cli.run_cli(run, argv, PROG)
+
+
+def run(argv):
+    parser = shared.parser(PROG, __doc__, epochs=10, out="runs/study-bn-learning-rate")
     parser.add_argument("--threshold", type=cli.number(float, 0, 1), default=0.8,
                         help="validation accuracy the learning-rate interval and the convergence epoch refer to")
     parser.add_argument("--rates", type=shared.number_list(float, 0, 10, low_open=True), default=RATES,
                         help="learning rates, comma list")
     args = parser.parse_args(argv)
-    shared.check(parser, args)
+    shared.check(parser, args, "bn_learning_rate")
     folder = Path(args.out)
     code = tune_grid.main(grid_argv(args, folder / "grid"))
     if code:

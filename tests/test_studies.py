@@ -8,6 +8,7 @@ import pytest
 
 import common
 from conftest import ROOT
+from studies import shared
 
 spec = importlib.util.spec_from_file_location("bn_learning_rate", ROOT / "studies" / "bn_learning_rate.py")
 study = importlib.util.module_from_spec(spec)
@@ -53,8 +54,9 @@ def test_the_learning_rate_study_reports_intervals_and_epochs_to_the_threshold(d
     assert "bn      : mean >= 0.8 for learning rates 0.001 to 0.1 (100x); best rate 0.001: first reached 0.8 " \
            "at epoch 2 (median; seeds: 2, 2)" in printed
     lines = {line.split()[0]: line.split()[1:] for line in printed.splitlines() if line[:1].isdigit()}
-    assert lines["1"] == ["0.000", "[0.000-0.000]", "0.490", "[0.480-0.500]"]  # diverged: counted as 0
-    assert lines["0.001"] == ["0.890", "[0.880-0.900]", "0.890", "[0.880-0.900]"]
+    assert lines["1"] == ["0.000", "[0.000,", "0.000]", "0.490", "[0.480,", "0.500]"]  # diverged: counted as 0
+    assert lines["0.001"] == ["0.890", "[0.880,", "0.900]", "0.890", "[0.880,", "0.900]"]
+    assert "failed" not in printed
     saved = json.loads((out / "study.json").read_text())
     assert saved["models"]["bn"]["interval"] == [0.001, 0.1]
     assert (out / "convergence.png").stat().st_size > 0 and (out / "grid" / "val_accuracy.png").exists()
@@ -115,10 +117,11 @@ def test_the_gap_is_read_at_the_epoch_of_best_validation_accuracy(data_dir, tmp_
     assert batch_study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "3", "--seeds", "2",
                              "--batch-sizes", "4,16", "--out", str(out)]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()}
-    # columns: size, steps, then train, val, gap (median [min-max]) for the baseline, then for BN
-    assert rows["4"][1] == "259" and rows["16"][1] == "65"
-    assert rows["4"][6:8] == ["0.205", "[0.200-0.210]"] and rows["16"][6:8] == ["0.205", "[0.200-0.210]"]
-    assert rows["4"][12:14] == ["0.045", "[0.040-0.050]"] and rows["16"][12:14] == ["0.165", "[0.160-0.170]"]
+    # columns: size, steps, then train, val, gap (median [min, max]) for the baseline, then for BN
+    images = len([p for p in (data_dir / "train").rglob("*") if p.is_file()])
+    assert rows["4"][1] == str(-(-images // 4)) and rows["16"][1] == str(-(-images // 16))
+    assert rows["4"][8:11] == ["0.205", "[0.200,", "0.210]"] and rows["16"][8:11] == ["0.205", "[0.200,", "0.210]"]
+    assert rows["4"][17:20] == ["0.045", "[0.040,", "0.050]"] and rows["16"][17:20] == ["0.165", "[0.160,", "0.170]"]
     assert (out / "gap.png").stat().st_size > 0
 
 
@@ -140,13 +143,57 @@ def test_stepping_along_the_gradient_puts_the_weights_back_and_measures_the_loss
     assert landscape.probe(model, x, y, (0.1, 0.1))[0] == pytest.approx(0, abs=1e-6)  # one step size: no range
 
 
-@pytest.mark.parametrize("module", [study, inference, batch_study, landscape])
-def test_a_data_dir_that_is_not_a_folder_is_one_line_before_training(module, tmp_path, capsys):
-    with pytest.raises(SystemExit) as stop:
-        module.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
-    assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"--data-dir: {tmp_path / 'nowhere'} is not a folder")
-    assert not (tmp_path / "out").exists()
+STUDIES = {"bn_learning_rate": study, "bn_inference": inference, "bn_batch_size": batch_study,
+           "bn_landscape": landscape}
+
+
+@pytest.fixture
+def roomy(monkeypatch):
+    """The landscape study's 32-image batches fit: the generated data has only 12 training images."""
+    monkeypatch.setattr(shared, "train_images", lambda data_dir: 1034)
+
+
+def one_line_refusal(module, argv, capsys):
+    """The study's exit code and its whole stderr, which must be one line."""
+    code = module.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return code, err
+
+
+@pytest.mark.parametrize("module", STUDIES.values())
+def test_a_data_dir_that_is_not_a_beans_folder_or_an_out_that_cannot_be_used_is_one_line_before_training(
+        module, data_dir, tmp_path, capsys, roomy):
+    out = tmp_path / "out"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    for argv, says in [(["--data-dir", str(tmp_path / "nowhere")], f"--data-dir: {tmp_path / 'nowhere'} is not a folder"),
+                       (["--data-dir", str(tmp_path / "empty")], f"missing split folder: {tmp_path / 'empty' / 'train'}"),
+                       (["--data-dir", ""], "--data-dir must name a folder, got an empty string"),
+                       (["--out", ""], "--out must name a folder, got an empty string"),
+                       (["--out", str(tmp_path / "file")], f"--out: {tmp_path / 'file'} is a file"),
+                       (["--out", str(tmp_path / "file" / "sub")], "--out: cannot write in"),
+                       (["--seed", "1"], "unrecognized arguments: --seed 1")]:
+        argv = ["--data-dir", str(data_dir), "--out", str(out), *argv]
+        code, err = one_line_refusal(module, argv, capsys)
+        assert code == 2 and says in err, (argv, err)
+        assert not out.exists() and not (tmp_path / "records.jsonl").exists()
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_a_folder_holding_another_study_is_refused(name, data_dir, tmp_path, capsys, roomy):
+    other = next(n for n in STUDIES if n != name)
+    shared.Records(tmp_path / "out", {"study": other, "data": shared.data_source(str(data_dir))})
+    before = (tmp_path / "out" / "records.jsonl").read_text()
+    code, err = one_line_refusal(STUDIES[name], ["--data-dir", str(data_dir), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and f"holds the study '{other}', not '{name}'" in err
+    assert (tmp_path / "out" / "records.jsonl").read_text() == before and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["records.jsonl"]
+
+
+def test_a_cell_is_the_median_and_range_of_what_was_measured():
+    assert shared.median_range([0.1, 0.6, 0.5]) == "0.500 [0.100, 0.600]"
+    assert shared.median_range([-0.06, -0.01, None]) == "-0.035 [-0.060, -0.010]"
+    assert shared.median_range([None]) == "-"
 
 
 @pytest.mark.parametrize("module, flag, value, says", [
@@ -155,11 +202,9 @@ def test_a_data_dir_that_is_not_a_folder_is_one_line_before_training(module, tmp
     (inference, "--momenta", "0.9,0.9", "at least two distinct values, got '0.9,0.9'"), (inference, "--batch-sizes", "4,0", "got 0"),
     (batch_study, "--batch-sizes", "16,nan", "an integer, got 'nan'"), (landscape, "--steps", "0.1,-1", "got -1")])
 def test_a_bad_list_flag_is_one_line_before_training(module, flag, value, says, data_dir, tmp_path, capsys):
-    with pytest.raises(SystemExit) as stop:
-        module.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "out"), flag, value])
-    assert stop.value.code == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"argument {flag}: " in last and last.endswith(says)
+    code, err = one_line_refusal(module, ["--data-dir", str(data_dir), "--out", str(tmp_path / "out"), flag, value],
+                                 capsys)
+    assert code == 2 and f"argument {flag}: " in err and err.endswith(says)
     assert not (tmp_path / "out").exists()
 
 
@@ -170,21 +215,62 @@ def test_the_inference_study_resumes_and_refuses_other_settings(data_dir, tmp_pa
         calls.append((momentum, seed))
         if len(calls) == 3:
             raise KeyboardInterrupt  # a kill in the third training
-        return {"momentum": momentum, "seed": seed, "moving": 0.5 + momentum / 10, "swing": 0.1,
+        return {"momentum": momentum, "seed": seed, "moving": 0.5 + momentum / 10, "best_moving": 0.7, "swing": 0.1,
                 **{f"batch{b}": 0.4 for b in batch_sizes}, "mean_error": 0.2, "var_error": 0.3}
 
     monkeypatch.setattr(inference, "measure", measure)
     argv = ["--data-dir", str(data_dir), "--image-size", "8", "--seeds", "2", "--momenta", "0.9,0.6",
             "--out", str(tmp_path / "out")]
-    with pytest.raises(KeyboardInterrupt):
-        inference.main(argv)
+    assert inference.main(argv) == 130 and capsys.readouterr().err.strip() == "bn_inference.py: interrupted"
     assert calls == [(0.9, 0), (0.9, 1), (0.6, 0)]
     assert inference.main(argv) == 0
     assert calls[3:] == [(0.6, 0), (0.6, 1)]  # only what the kill lost
     table = (tmp_path / "out" / "table.txt").read_text()
-    assert "0.590 [0.590-0.590]" in table and "0.560 [0.560-0.560]" in table
+    assert "0.590 [0.590, 0.590]" in table and "0.560 [0.560, 0.560]" in table
     before = (tmp_path / "out" / "records.jsonl").read_text()
-    with pytest.raises(SystemExit) as stop:
-        inference.main(argv + ["--epochs", "3"])
-    assert stop.value.code == 2 and "other settings" in capsys.readouterr().err.strip().splitlines()[-1]
+    capsys.readouterr()
+    code, err = one_line_refusal(inference, argv + ["--epochs", "3"], capsys)
+    assert code == 2 and "measured with other epochs (epochs 20)" in err
     assert (tmp_path / "out" / "records.jsonl").read_text() == before and len(calls) == 5
+
+
+def test_a_failed_training_is_left_out_of_the_means_and_said(data_dir, tmp_path, known_curves, capsys):
+    instant = common.train
+
+    def train(hp, *args, seed=0, **kwargs):
+        if hp.batch_norm and hp.learning_rate == 1e-3 and seed == 1 and kwargs.get("log") is None:
+            raise RuntimeError("out of memory")
+        return instant(hp, *args, seed=seed, **kwargs)
+
+    common.train = train  # known_curves' monkeypatch puts the real one back
+    out = tmp_path / "study"
+    assert study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "4", "--seeds", "2",
+                       "--rates", "1e-3,1e-2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    lines = {line.split()[0]: line.split()[1:] for line in printed.splitlines() if line[:1].isdigit()}
+    assert lines["0.001"][3:] == ["0.900", "[0.900,", "0.900]"]  # seed 0 only, not (0.9 + 0) / 2
+    assert "1 training(s) failed or timed out and are left out of the means" in printed
+
+
+def test_the_landscape_study_resumes_and_reads_each_epoch_and_column(data_dir, tmp_path, monkeypatch, capsys, roomy):
+    calls = []
+
+    def trajectory(beans, batch_norm, seed, epochs, steps, batches):
+        calls.append((batch_norm, seed))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        scale = 1 if batch_norm else 10
+        return [(e, scale * e + seed, 100 * scale * e + seed) for e in range(1, epochs + 1)]
+
+    monkeypatch.setattr(landscape, "trajectory", trajectory)
+    argv = ["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "2", "--seeds", "2", "--batches", "1",
+            "--out", str(tmp_path / "out")]
+    assert landscape.main(argv) == 130
+    assert landscape.main(argv) == 0
+    assert calls == [(False, 0), (False, 1), (False, 1), (True, 0), (True, 1)]  # the finished one kept
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()
+            if line[:1].isdigit() and "[" in line}
+    # loss range baseline, bn, gradient change baseline, bn: median [min, max] over the 2 seeds
+    assert rows["1"] == ["10.500", "[10.000,", "11.000]", "1.500", "[1.000,", "2.000]",
+                         "1000.500", "[1000.000,", "1001.000]", "100.500", "[100.000,", "101.000]"]
+    assert rows["2"][:3] == ["20.500", "[20.000,", "21.000]"] and rows["2"][9:] == ["200.500", "[200.000,", "201.000]"]
