@@ -96,8 +96,8 @@ def table(records, batch_sizes):
         mine = [r for r in records if r["momentum"] == momentum]
         rows.append([f"{momentum:g}", median_range([r["moving"] for r in mine]),
                      *[median_range([r[f"batch{b}"] for r in mine]) for b in batch_sizes],
-                     median_range([r["best_moving"] for r in mine]), median_range([r["mean_error"] for r in mine]), median_range([r["var_error"] for r in mine]),
-                     median_range([r["swing"] for r in mine])])
+                     median_range([r["best_moving"] for r in mine]), median_range([r["mean_error"] for r in mine]),
+                     median_range([r["var_error"] for r in mine]), median_range([r["swing"] for r in mine])])
     return outputs.format_table(headers, rows)
 
 
@@ -144,8 +144,8 @@ def run(argv):
             records.append(record)
             print(f"momentum {momentum:g} seed {seed}: moving {record['moving']:.3f}  "
                   + "  ".join(f"batch {b} {record[f'batch{b}']:.3f}" for b in args.batch_sizes)
-                  + f"  mean error {record['mean_error']:.3f}  swing {record['swing'] if record['swing'] is None else round(record['swing'], 3)}",
-                  flush=True)
+                  + f"  mean error {record['mean_error']:.3f}  swing "
+                  + ("-" if record["swing"] is None else f"{record['swing']:.3f}"), flush=True)
     shared.save(folder, table(records, args.batch_sizes), {"args": vars(args), "records": records},
                 {"inference.png": figure(records, args.batch_sizes, f"beans, BN model, {args.image_size}x"
                                          f"{args.image_size}, {args.epochs} epochs: moving averages vs batch "
