@@ -104,12 +104,18 @@ def table(records, batch_sizes):
 def figure(records, batch_sizes, title):
     fig, (ax,) = shared.figure()
     momenta = list(dict.fromkeys(r["momentum"] for r in records))
+    curves = {m: [statistics.median(r[f"batch{b}"] for r in records if r["momentum"] == m) for b in batch_sizes]
+              for m in momenta}
+    if all(curve == curves[momenta[0]] for curve in curves.values()):
+        # the momentum only sets the moving averages: training, and so the weights, are the same
+        ax.plot(batch_sizes, curves[momenta[0]], marker="o", color="black",
+                label="batch statistics (the same weights at every momentum)")
     for colour, momentum in enumerate(momenta):
-        mine = [r for r in records if r["momentum"] == momentum]
-        ys = [statistics.median(r[f"batch{b}"] for r in mine) for b in batch_sizes]
-        ax.plot(batch_sizes, ys, marker="o", color=f"C{colour}", label=f"batch statistics, momentum {momentum:g}")
-        ax.axhline(statistics.median(r["moving"] for r in mine), color=f"C{colour}", linestyle="--",
-                   label=f"moving averages, momentum {momentum:g}")
+        if len(set(map(tuple, curves.values()))) > 1:
+            ax.plot(batch_sizes, curves[momentum], marker="o", color=f"C{colour}",
+                    label=f"batch statistics, momentum {momentum:g}")
+        ax.axhline(statistics.median(r["moving"] for r in records if r["momentum"] == momentum), color=f"C{colour}",
+                   linestyle="--", label=f"moving averages, momentum {momentum:g}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("evaluation batch size (validation images normalized together)")
     ax.set_ylabel("validation accuracy (median over seeds)")
