@@ -16,6 +16,7 @@ Writes OUT/table.txt, OUT/study.json and OUT/gap.png; the grid search's own
 OUT/grid/val_accuracy.png shows validation accuracy per batch size (one line per model).
 """
 
+import collections
 import math
 import statistics
 import sys
@@ -53,25 +54,26 @@ def gap_at_best(history):
 
 
 def summarize(out):
-    """{model: {batch size: [(train acc, val acc) per seed]}} from the grid search's store."""
+    """{model: {batch size: [(train acc, val acc), or the status of a training without a result,
+    per seed]}} from the grid search's store."""
     store = shared.grid_store(out)
     histories = store.histories()
     found = {model: {} for model in MODELS.values()}
     for number, row in enumerate(store.rows(), 1):
-        pair = gap_at_best(histories.get(number, {})) if row["status"] == OK else None
+        pair = (gap_at_best(histories.get(number, {})) or "no-history") if row["status"] == OK else row["status"]
         model = MODELS[bool(row["params"]["batch_norm"])]
-        found[model].setdefault(int(row["params"]["batch_size"]), []).append(pair)  # None: no result
+        found[model].setdefault(int(row["params"]["batch_size"]), []).append(pair)  # a status: no result
     return found
 
 
 def table(found, images):
     sizes = sorted({b for per in found.values() for b in per})
-    rows, missing = [], 0
+    rows, missing = [], collections.Counter()
     for size in sizes:
         row = [size, math.ceil(images / size)]
         for model in MODELS.values():
-            pairs = [p for p in found[model].get(size, []) if p is not None]
-            missing += len(found[model].get(size, [])) - len(pairs)
+            pairs = [p for p in found[model].get(size, []) if not isinstance(p, str)]
+            missing.update(p for p in found[model].get(size, []) if isinstance(p, str))
             row += [median_range([t for t, _ in pairs]), median_range([v for _, v in pairs]),
                     median_range([t - v for t, v in pairs])]
         rows.append(row)
@@ -79,16 +81,16 @@ def table(found, images):
                                                                      for what in ("train acc", "val acc", "gap")]
     text = outputs.format_table(headers, rows)
     if missing:
-        text += (f"\n{missing} training(s) failed or timed out and are left out (why: the message column of "
-                 "grid/results.csv)")
+        text += ("\nleft out: " + ", ".join(f"{n} {status}" for status, n in sorted(missing.items()))
+                 + " training(s) (see grid/results.csv)")
     return text
 
 
 def figure(found, title):
     fig, (ax,) = shared.figure()
     for colour, model in enumerate(MODELS.values()):
-        sizes = sorted(b for b, pairs in found[model].items() if any(p is not None for p in pairs))
-        gaps = [[t - v for t, v in filter(None, found[model][b])] for b in sizes]
+        sizes = sorted(b for b, pairs in found[model].items() if any(not isinstance(p, str) for p in pairs))
+        gaps = [[p[0] - p[1] for p in found[model][b] if not isinstance(p, str)] for b in sizes]
         ax.plot(sizes, [statistics.median(g) for g in gaps], marker="o", color=f"C{colour}", label=model)
         ax.fill_between(sizes, [min(g) for g in gaps], [max(g) for g in gaps], color=f"C{colour}", alpha=0.2,
                         linewidth=0)
@@ -110,9 +112,12 @@ def run(argv):
     parser.add_argument("--batch-sizes", type=shared.number_list(int, 1, 1024), default=BATCH_SIZES,
                         help="training batch sizes, comma list")
     args = parser.parse_args(argv)
-    shared.check(parser, args, "bn_batch_size")
-    folder = Path(args.out)
-    code = tune_grid.main(grid_argv(args, folder / "grid"))
+    with shared.study_folder(parser, args, "bn_batch_size", {"image_size": args.image_size, "epochs": args.epochs,
+                                                        "seeds": args.seeds, "batch_sizes": args.batch_sizes}) as done:
+        folder = Path(args.out)
+        code = tune_grid.main(grid_argv(args, folder / "grid"))
+        if code != 2:  # the grid search took the folder (finished, or interrupted: 130)
+            done.keep()
     if code:
         raise SystemExit(code)
     found = summarize(folder / "grid")

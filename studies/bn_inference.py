@@ -136,26 +136,26 @@ def run(argv):
     parser.add_argument("--batch-sizes", type=shared.number_list(int, 1, 4096), default=(4, 16, 64, 133),
                         help="evaluation batch sizes for batch statistics, comma list")
     args = parser.parse_args(argv)
-    done = shared.check(parser, args, "bn_inference", {"image_size": args.image_size, "epochs": args.epochs,
-                                                       "batch_sizes": args.batch_sizes})
-    beans = common.Beans(args.data_dir, image_size=args.image_size)
-    folder = Path(args.out)
-    records = []
-    for momentum in args.momenta:
-        for seed in range(args.seeds):
-            record = done.find(momentum=momentum, seed=seed)
-            if record is None:
-                record = measure(beans, momentum, seed, args.epochs, args.batch_sizes)
-                done.add(record)
-            records.append(record)
-            print(f"momentum {momentum:g} seed {seed}: moving {record['moving']:.3f}  "
-                  + "  ".join(f"batch {b} {record[f'batch{b}']:.3f}" for b in args.batch_sizes)
-                  + f"  mean error {record['mean_error']:.3f}  swing "
-                  + ("-" if record["swing"] is None else f"{record['swing']:.3f}"), flush=True)
-    shared.save(folder, table(records, args.batch_sizes), {"args": vars(args), "records": records},
-                {"inference.png": figure(records, args.batch_sizes, f"beans, BN model, {args.image_size}x"
-                                         f"{args.image_size}, {args.epochs} epochs: moving averages vs batch "
-                                         f"statistics ({args.seeds} seeds)")})
+    with shared.study_folder(parser, args, "bn_inference", {"image_size": args.image_size, "epochs": args.epochs,
+                                                            "batch_sizes": args.batch_sizes}) as done:
+        beans = common.Beans(args.data_dir, image_size=args.image_size)
+        folder = Path(args.out)
+        records = []
+        for momentum in args.momenta:
+            for seed in range(args.seeds):
+                record = done.find(momentum=momentum, seed=seed)
+                if record is None:
+                    record = measure(beans, momentum, seed, args.epochs, args.batch_sizes)
+                    done.add(record)
+                records.append(record)
+                print(f"momentum {momentum:g} seed {seed}: moving {record['moving']:.3f}  "
+                      + "  ".join(f"batch {b} {record[f'batch{b}']:.3f}" for b in args.batch_sizes)
+                      + f"  mean error {record['mean_error']:.3f}  swing "
+                      + ("-" if record["swing"] is None else f"{record['swing']:.3f}"), flush=True)
+        shared.save(folder, table(records, args.batch_sizes), {"args": vars(args), "records": records},
+                    {"inference.png": figure(records, args.batch_sizes, f"beans, BN model, {args.image_size}x"
+                                             f"{args.image_size}, {args.epochs} epochs: moving averages vs batch "
+                                             f"statistics ({args.seeds} seeds)")})
     return 0
 
 

@@ -78,7 +78,7 @@ def trajectory(beans, batch_norm, seed, epochs, steps, batches, batch_size=32):
     data = common.make_dataset(beans.train, hp.batch_size, seed=seed, training=True)
     points = []
     for epoch in range(1, epochs + 1):
-        model.fit(data, epochs=1, verbose=0)
+        model.fit(data, epochs=1, verbose=0, shuffle=False)  # make_dataset shuffles
         measured = [probe(model, beans.train.x[r], beans.train.y[r], steps) for r in rows]
         points.append((epoch, float(np.median([m[0] for m in measured])), float(np.median([m[1] for m in measured]))))
     return points
@@ -125,29 +125,30 @@ def run(argv):
     parser.add_argument("--steps", type=shared.number_list(float, 0, 100, low_open=True), default=STEPS,
                         help="step sizes along the gradient, comma list")
     args = parser.parse_args(argv)
-    done = shared.check(parser, args, "bn_landscape", {"image_size": args.image_size, "epochs": args.epochs,
-                                                       "steps": args.steps, "batches": args.batches},
-                        fits=lambda images: f"--batches: {args.batches} batches of 32 exceed the {images} training "
-                                            "images" if args.batches * 32 > images else None)
-    beans = common.Beans(args.data_dir, image_size=args.image_size)
-    folder = Path(args.out)
-    records = []
-    for model, batch_norm in MODELS.items():
-        for seed in range(args.seeds):
-            record = done.find(model=model, seed=seed)
-            if record is None:
-                record = {"model": model, "seed": seed,
-                          "points": trajectory(beans, batch_norm, seed, args.epochs, args.steps, args.batches)}
-                done.add(record)
-            records.append(record)
-            points = record["points"]
-            print(f"{model:8s} seed {seed}: loss range {points[0][1]:.3f} -> {points[-1][1]:.3f}, gradient change "
-                  f"{points[0][2]:.3f} -> {points[-1][2]:.3f} (epoch 1 -> {args.epochs})", flush=True)
-    steps = ", ".join(f"{s:g}" for s in args.steps)
-    title = (f"beans, {args.image_size}x{args.image_size}, Adam 1e-3: stepping along the gradient by {steps} "
-             f"({args.seeds} seeds)")
-    shared.save(folder, table(records, args.epochs), {"args": vars(args), "records": records},
-                {"landscape.png": figure(records, args.epochs, title)})
+    fits = (lambda images: f"--batches: {args.batches} batches of 32 exceed the {images} training images"
+            if args.batches * 32 > images else None)
+    with shared.study_folder(parser, args, "bn_landscape", {"image_size": args.image_size, "epochs": args.epochs,
+                                                            "steps": args.steps, "batches": args.batches},
+                             fits=fits) as done:
+        beans = common.Beans(args.data_dir, image_size=args.image_size)
+        folder = Path(args.out)
+        records = []
+        for model, batch_norm in MODELS.items():
+            for seed in range(args.seeds):
+                record = done.find(model=model, seed=seed)
+                if record is None:
+                    record = {"model": model, "seed": seed,
+                              "points": trajectory(beans, batch_norm, seed, args.epochs, args.steps, args.batches)}
+                    done.add(record)
+                records.append(record)
+                points = record["points"]
+                print(f"{model:8s} seed {seed}: loss range {points[0][1]:.3f} -> {points[-1][1]:.3f}, gradient change "
+                      f"{points[0][2]:.3f} -> {points[-1][2]:.3f} (epoch 1 -> {args.epochs})", flush=True)
+        steps = ", ".join(f"{s:g}" for s in args.steps)
+        title = (f"beans, {args.image_size}x{args.image_size}, Adam 1e-3: stepping along the gradient by {steps} "
+                 f"({args.seeds} seeds)")
+        shared.save(folder, table(records, args.epochs), {"args": vars(args), "records": records},
+                    {"landscape.png": figure(records, args.epochs, title)})
     return 0
 
 

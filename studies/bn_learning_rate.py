@@ -79,6 +79,10 @@ def summarize(out, threshold):
             per_rate.setdefault(r["params"]["learning_rate"], []).append(score)
         rates = sorted(per_rate)
         means = [statistics.mean(per_rate[r]) for r in rates]
+        if not rates:  # every training of this model failed
+            found[model] = {"per_rate": {}, "interval": None, "best_rate": None, "missing": missing,
+                            "epochs_to": [], "curves": []}
+            continue
         best_rate = rates[max(range(len(rates)), key=lambda i: means[i])]
         at_best = [n for n, r in mine if r["params"]["learning_rate"] == best_rate]
         found[model] = {"per_rate": per_rate, "interval": widest_interval(rates, means, threshold),
@@ -101,6 +105,9 @@ def table(found, threshold):
     lines = [text, ""]
     for model in MODELS.values():
         f = found[model]
+        if f["best_rate"] is None:
+            lines.append(f"{model:8s}: no result (every training failed)")
+            continue
         interval = f["interval"]
         reached = [e for e in f["epochs_to"] if e is not None]
         lines.append(
@@ -141,9 +148,12 @@ def run(argv):
     parser.add_argument("--rates", type=shared.number_list(float, 0, 10, low_open=True), default=RATES,
                         help="learning rates, comma list")
     args = parser.parse_args(argv)
-    shared.check(parser, args, "bn_learning_rate")
-    folder = Path(args.out)
-    code = tune_grid.main(grid_argv(args, folder / "grid"))
+    with shared.study_folder(parser, args, "bn_learning_rate", {"image_size": args.image_size, "epochs": args.epochs,
+                                                        "seeds": args.seeds, "rates": args.rates}) as done:
+        folder = Path(args.out)
+        code = tune_grid.main(grid_argv(args, folder / "grid"))
+        if code != 2:  # the grid search took the folder (finished, or interrupted: 130)
+            done.keep()
     if code:
         raise SystemExit(code)
     found = summarize(folder / "grid", args.threshold)

@@ -2,16 +2,16 @@
 and reading back a grid search they ran."""
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
-import tempfile
 from pathlib import Path
 
 import cli
 import common
 import outputs
-from tuning.store import TrialStore
+from tuning.store import TrialStore, claim
 
 
 TFDS_TRAIN_IMAGES = 1034
@@ -59,40 +59,49 @@ def save(folder, text, data, figures):
 class Records:
     """One JSON line per finished training in OUT/records.jsonl, so that a rerun into the same --out
     skips what is done. The first line is the study and the settings its records were measured
-    at (written when the folder is first used); another study, or other settings, is refused."""
+    at; another study is refused, and so are other settings once the folder holds anything of
+    this one (records, or a grid search's folder). Nothing is written until the first record,
+    or until keep() (the grid studies, once their search accepted the folder)."""
 
     def __init__(self, folder, settings):
-        self.path = Path(folder) / "records.jsonl"
+        self.folder = Path(folder)
+        self.path = self.folder / "records.jsonl"
         self.settings = json.loads(json.dumps(settings))
         self.done = []
         if not self.path.exists():
-            self._write()
             return
         lines = self.path.read_text().splitlines()
-        held = json.loads(lines[0]).get("settings", {}) if lines else {}
-        if held.get("study") != self.settings["study"]:
-            raise ValueError(f"{folder} holds the study {held.get('study')!r}, not {self.settings['study']!r}; "
+        try:
+            held = json.loads(lines[0])["settings"] if lines else None
+            if not isinstance(held, dict) or "study" not in held:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{self.path} is not a study's records file; use another --out") from None
+        if held["study"] != self.settings["study"]:
+            raise ValueError(f"{self.folder} holds the study {held['study']!r}, not {self.settings['study']!r}; "
                              "use another --out")
-        if held != self.settings:
-            changed = sorted(k for k in set(held) | set(self.settings) if held.get(k) != self.settings.get(k))
-            raise ValueError(f"{folder} holds this study measured with other {', '.join(changed)} "
-                             f"({', '.join(f'{k} {held.get(k)!r}' for k in changed)}); use another --out")
         for line in lines[1:]:
             try:
                 self.done.append(json.loads(line))
             except json.JSONDecodeError:  # a line cut by hand: that training runs again
                 break
+        others = any(p.name not in (self.path.name, self.path.name + ".tmp") for p in self.folder.iterdir())
+        if held != self.settings and (self.done or others):
+            changed = sorted(k for k in set(held) | set(self.settings) if held.get(k) != self.settings.get(k))
+            raise ValueError(f"{self.folder} holds this study measured with other settings ("
+                             + "; ".join(f"{_flag(k)} {_shown(held.get(k))} there, {_shown(self.settings.get(k))} now"
+                                         for k in changed) + "); use another --out")
+        self.done = self.done if held == self.settings else []
 
     def find(self, **key):
         return next((r for r in self.done if all(r.get(k) == v for k, v in key.items())), None)
 
     def add(self, record):
         self.done.append(json.loads(json.dumps(record)))
-        self._write()
+        self.keep()
 
-    def _write(self):
-        """The whole file, replaced atomically: a kill leaves the old one or the new one."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def keep(self):
+        """Writes the whole file, replaced atomically: a kill leaves the old one or the new one."""
         lines = [json.dumps({"settings": self.settings})] + [json.dumps(r) for r in self.done]
         temporary = self.path.with_name(self.path.name + ".tmp")
         with open(temporary, "w") as handle:
@@ -100,6 +109,15 @@ class Records:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
+
+
+def _flag(name):
+    return "--data-dir" if name == "data" else cli.flag(name)
+
+
+def _shown(value):
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) \
+        else "(none)" if value is None else str(value)
 
 
 def grid_store(folder):
@@ -148,13 +166,16 @@ def train_images(data_dir):
     return len(common.check_folder(chosen, splits=("train",))["train"]) if chosen else TFDS_TRAIN_IMAGES
 
 
-def check(made, args, study, settings=None, fits=None):
-    """Every input before any training; returns the study's Records in --out.
+@contextlib.contextmanager
+def study_folder(made, args, study, settings=None, fits=None):
+    """Every input checked before any training, then --out locked for the block; yields the
+    study's Records.
 
     Empty --data-dir/--out, a --data-dir that is not a beans folder (its layout and image headers),
-    what `fits(training images)` objects to (a message, else None), an --out that is a file or
-    cannot be written, an --out that holds another study or this one measured with other
-    `settings`: one line, exit code 2, nothing written."""
+    what `fits(training images)` objects to (a message, else None), an --out that is a file, cannot
+    be written or is in use by another run, an --out that holds another study or this one
+    measured with other `settings` (lists compared as sets): one line, exit code 2, nothing
+    written. `settings` are the flags that change what a record measures."""
     for name in ("data_dir", "out"):
         value = getattr(args, name)
         if value is not None and not value.strip():
@@ -166,19 +187,12 @@ def check(made, args, study, settings=None, fits=None):
         common.check_folder(chosen)  # a UsageError: one line through cli.run_cli
     if fits and (problem := fits(train_images(args.data_dir))):
         made.error(problem)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
+    if Path(args.out).exists() and not Path(args.out).is_dir():
         made.error(f"--out: {args.out} is a file")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-        return Records(out, {"study": study, "data": data_source(args.data_dir), **(settings or {})})
-    except OSError as error:
-        made.error(f"--out: cannot write in {out} ({error.strerror or error})")
-    except ValueError as error:
-        made.error(f"--out: {error}")
-    finally:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
+    measured = {k: sorted(v) if isinstance(v, (list, tuple)) else v for k, v in (settings or {}).items()}
+    with claim(args.out) as folder:
+        try:
+            records = Records(folder, {"study": study, "data": data_source(args.data_dir), **measured})
+        except (ValueError, OSError) as error:
+            raise common.UsageError(f"--out: {error}") from None
+        yield records

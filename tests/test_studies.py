@@ -183,7 +183,8 @@ def test_a_data_dir_that_is_not_a_beans_folder_or_an_out_that_cannot_be_used_is_
 @pytest.mark.parametrize("name", STUDIES)
 def test_a_folder_holding_another_study_is_refused(name, data_dir, tmp_path, capsys, roomy):
     other = next(n for n in STUDIES if n != name)
-    shared.Records(tmp_path / "out", {"study": other, "data": shared.data_source(str(data_dir))})
+    (tmp_path / "out").mkdir()
+    shared.Records(tmp_path / "out", {"study": other, "data": shared.data_source(str(data_dir))}).keep()
     before = (tmp_path / "out" / "records.jsonl").read_text()
     code, err = one_line_refusal(STUDIES[name], ["--data-dir", str(data_dir), "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and f"holds the study '{other}', not '{name}'" in err
@@ -230,8 +231,31 @@ def test_the_inference_study_resumes_and_refuses_other_settings(data_dir, tmp_pa
     before = (tmp_path / "out" / "records.jsonl").read_text()
     capsys.readouterr()
     code, err = one_line_refusal(inference, argv + ["--epochs", "3"], capsys)
-    assert code == 2 and "measured with other epochs (epochs 20)" in err
+    assert code == 2 and "measured with other settings (--epochs 20 there, 3 now)" in err
     assert (tmp_path / "out" / "records.jsonl").read_text() == before and len(calls) == 5
+    assert inference.main(argv + ["--momenta", "0.6,0.9"]) == 0 and len(calls) == 5  # the same lists, reordered
+
+
+def test_a_folder_with_only_the_header_takes_other_settings_and_a_locked_or_foreign_file_is_refused(
+        data_dir, tmp_path, monkeypatch, capsys):
+    from tuning.store import claim
+
+    monkeypatch.setattr(inference, "measure", lambda beans, momentum, seed, epochs, batch_sizes: {
+        "momentum": momentum, "seed": seed, "moving": 0.5, "best_moving": 0.6, "swing": None,
+        **{f"batch{b}": 0.4 for b in batch_sizes}, "mean_error": 0.2, "var_error": 0.3})
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(data_dir), "--image-size", "8", "--seeds", "1", "--momenta", "0.9,0.6", "--out", str(out)]
+    out.mkdir()
+    shared.Records(out, {"study": "bn_inference", "data": shared.data_source(str(data_dir)), "epochs": 2}).keep()
+    assert inference.main(argv) == 0  # killed before its first record: nothing to protect
+    assert json.loads((out / "records.jsonl").read_text().splitlines()[0])["settings"]["epochs"] == 20
+    with claim(out):
+        code, err = one_line_refusal(inference, argv, capsys)
+    assert code == 2 and "is in use by another run" in err
+    for first in ("[]", "garbage", '{"settings": null}'):
+        (out / "records.jsonl").write_text(first + "\n")
+        code, err = one_line_refusal(inference, argv, capsys)
+        assert code == 2 and err.endswith(f"{out / 'records.jsonl'} is not a study's records file; use another --out")
 
 
 def test_a_failed_training_is_left_out_of_the_means_and_said(data_dir, tmp_path, known_curves, capsys):
@@ -274,3 +298,41 @@ def test_the_landscape_study_resumes_and_reads_each_epoch_and_column(data_dir, t
     assert rows["1"] == ["10.500", "[10.000,", "11.000]", "1.500", "[1.000,", "2.000]",
                          "1000.500", "[1000.000,", "1001.000]", "100.500", "[100.000,", "101.000]"]
     assert rows["2"][:3] == ["20.500", "[20.000,", "21.000]"] and rows["2"][9:] == ["200.500", "[200.000,", "201.000]"]
+
+
+def test_a_model_whose_every_training_failed_has_no_result(data_dir, tmp_path, known_curves, capsys):
+    instant = common.train
+
+    def train(hp, *args, seed=0, **kwargs):
+        if hp.batch_norm and kwargs.get("log") is None:
+            raise RuntimeError("out of memory")
+        return instant(hp, *args, seed=seed, **kwargs)
+
+    common.train = train
+    assert study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "4", "--seeds", "1",
+                       "--rates", "1e-3,1e-2", "--out", str(tmp_path / "study")]) == 0
+    printed = capsys.readouterr().out
+    assert "bn      : no result (every training failed)" in printed
+    assert "2 training(s) failed or timed out and are left out of the means" in printed
+
+
+def test_the_batch_study_names_what_it_left_out_and_a_refused_grid_leaves_no_records(data_dir, tmp_path, monkeypatch,
+                                                                                     capsys):
+    real = common.train
+
+    def train(hp, *args, seed=0, **kwargs):
+        if kwargs.get("log") is not None:
+            return real(hp.__class__(**{**hp.to_dict(), "epochs": 1}), *args, seed=seed, **kwargs)
+        if hp.batch_norm and hp.batch_size == 16:
+            return common.TrainResult(None, {"val_accuracy": [0.3], "loss": [float("nan")]}, float("nan"), 1, 0.0,
+                                      status="nan")
+        return common.TrainResult(None, {"val_accuracy": [0.5, 0.8], "accuracy": [0.6, 0.9]}, 0.8, 2, 0.0)
+
+    monkeypatch.setattr(common, "train", train)
+    out = tmp_path / "study"
+    assert batch_study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "2", "--seeds", "1",
+                             "--batch-sizes", "4,16", "--out", str(out)]) == 0
+    assert "left out: 1 diverged training(s)" in capsys.readouterr().out
+    (out / "records.jsonl").unlink()  # a folder from before records.jsonl existed
+    assert study.main(["--data-dir", str(data_dir), "--out", str(out)]) == 2  # its grid refuses another search
+    assert not (out / "records.jsonl").exists()
