@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cli  # noqa: E402
 import outputs  # noqa: E402
-import tune_grid  # noqa: E402
 from studies import shared  # noqa: E402
 from studies.shared import median_range  # noqa: E402
 from tuning.store import OK  # noqa: E402
@@ -112,15 +111,9 @@ def run(argv):
     parser.add_argument("--batch-sizes", type=shared.number_list(int, 1, 1024), default=BATCH_SIZES,
                         help="training batch sizes, comma list")
     args = parser.parse_args(argv)
-    with shared.study_folder(parser, args, "bn_batch_size", {"image_size": args.image_size, "epochs": args.epochs,
-                                                        "seeds": args.seeds, "batch_sizes": args.batch_sizes}) as done:
-        folder = Path(args.out)
-        code = tune_grid.main(grid_argv(args, folder / "grid"))
-        if code != 2:  # the grid search took the folder (finished, or interrupted: 130)
-            done.keep()
-    if code:
-        raise SystemExit(code)
-    found = summarize(folder / "grid")
+    grid = shared.run_grid(parser, args, "bn_batch_size", {"batch_sizes": args.batch_sizes}, grid_argv)
+    folder = grid.parent
+    found = summarize(grid)
     shared.save(folder, table(found, shared.train_images(args.data_dir)), {"args": vars(args), "models": {
         m: {str(b): pairs for b, pairs in per.items()} for m, per in found.items()}},
         {"gap.png": figure(found, f"beans, {args.image_size}x{args.image_size}, {args.epochs} epochs: train - "

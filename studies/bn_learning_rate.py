@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cli  # noqa: E402
 import outputs  # noqa: E402
-import tune_grid  # noqa: E402
 from studies import shared  # noqa: E402
 from tuning.store import DIVERGED, OK  # noqa: E402
 
@@ -148,15 +147,9 @@ def run(argv):
     parser.add_argument("--rates", type=shared.number_list(float, 0, 10, low_open=True), default=RATES,
                         help="learning rates, comma list")
     args = parser.parse_args(argv)
-    with shared.study_folder(parser, args, "bn_learning_rate", {"image_size": args.image_size, "epochs": args.epochs,
-                                                        "seeds": args.seeds, "rates": args.rates}) as done:
-        folder = Path(args.out)
-        code = tune_grid.main(grid_argv(args, folder / "grid"))
-        if code != 2:  # the grid search took the folder (finished, or interrupted: 130)
-            done.keep()
-    if code:
-        raise SystemExit(code)
-    found = summarize(folder / "grid", args.threshold)
+    grid = shared.run_grid(parser, args, "bn_learning_rate", {"rates": args.rates}, grid_argv)
+    folder = grid.parent
+    found = summarize(grid, args.threshold)
     shared.save(folder, table(found, args.threshold), {"args": vars(args), "models": {
         m: {**f, "per_rate": {f"{r:g}": s for r, s in f["per_rate"].items()}} for m, f in found.items()}},
         {"convergence.png": figure(found, args.threshold, f"beans, {args.image_size}x{args.image_size}: validation "

@@ -120,6 +120,23 @@ def _shown(value):
         else "(none)" if value is None else str(value)
 
 
+def run_grid(made, args, study, settings, grid_argv):
+    """A grid-based study's search: tune_grid.py with grid_argv(args, OUT/grid), in the study's
+    locked folder; records.jsonl (the study and its settings) is kept once the search took the
+    folder. Returns OUT/grid; an interrupted or refused search ends the study with its exit code."""
+    import tune_grid
+
+    settings = {"image_size": args.image_size, "epochs": args.epochs, "seeds": args.seeds, **settings}
+    with study_folder(made, args, study, settings) as done:
+        grid = Path(args.out) / "grid"
+        code = tune_grid.main(grid_argv(args, grid))
+        if code != 2:  # the search took the folder (finished, or interrupted: 130)
+            done.keep()
+    if code:
+        raise SystemExit(code)
+    return grid
+
+
 def grid_store(folder):
     """The TrialStore of a grid search the study ran into `folder`, its columns read from the header."""
     header = (folder / "results.csv").read_text().splitlines()[0].split(",")
