@@ -39,8 +39,7 @@ def grid_argv(args, out):
     return ["--batch-norm", "false,true", "--batch-size", ",".join(str(b) for b in sorted(args.batch_sizes)),
             "--repeats", str(args.seeds), "--learning-rate", "1e-3", "--layers", "3", "--decay", "0",
             "--epochs", str(args.epochs), "--patience", str(args.epochs), "--image-size", str(args.image_size),
-            "--out", str(out), *(["--data-dir", args.data_dir] if args.data_dir else []),
-            *([] if (out / "best.json").exists() else ["--retry-failed"])]  # a failed training runs again
+            "--out", str(out), *(["--data-dir", args.data_dir] if args.data_dir else [])]
 
 
 def gap_at_best(history):

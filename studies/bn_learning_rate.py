@@ -39,8 +39,7 @@ def grid_argv(args, out):
     return ["--batch-norm", "false,true", "--learning-rate", rates, "--repeats", str(args.seeds),
             "--epochs", str(args.epochs), "--patience", str(args.epochs), "--decay", "0", "--layers", "3",
             "--image-size", str(args.image_size), "--out", str(out),
-            *(["--data-dir", args.data_dir] if args.data_dir else []),
-            *([] if (out / "best.json").exists() else ["--retry-failed"])]  # a failed training runs again
+            *(["--data-dir", args.data_dir] if args.data_dir else [])]
 
 
 def first_epoch_at(history, threshold):

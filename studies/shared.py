@@ -123,13 +123,15 @@ def _shown(value):
 def run_grid(made, args, study, settings, grid_argv):
     """A grid-based study's search: tune_grid.py with grid_argv(args, OUT/grid), in the study's
     locked folder; records.jsonl (the study and its settings) is kept once the search took the
-    folder. Returns OUT/grid; an interrupted or refused search ends the study with its exit code."""
+    folder; a resumed, unfinished search trains its failed trainings again. Returns OUT/grid; an
+    interrupted or refused search ends the study with its exit code."""
     import tune_grid
 
     settings = {"image_size": args.image_size, "epochs": args.epochs, "seeds": args.seeds, **settings}
     with study_folder(made, args, study, settings) as done:
         grid = Path(args.out) / "grid"
-        code = tune_grid.main(grid_argv(args, grid))
+        unfinished = [] if (grid / "best.json").exists() else ["--retry-failed"]  # a failed training runs again
+        code = tune_grid.main([*grid_argv(args, grid), *unfinished])
         if code != 2:  # the search took the folder (finished, or interrupted: 130)
             done.keep()
     if code:
