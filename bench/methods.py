@@ -18,8 +18,9 @@ read back, not run again. Each script's own output goes to OUT/<method>-seed<N>.
 With --jobs N (default 2) N searches run at once, each in a fresh process with cores/N
 TensorFlow threads (a search's trials at 32x32 are too small to keep two threads busy, and one
 long-lived process slowed down search after search: halving took 332, 435 and 559 s for its
-three seeds when every search ran in the bench's own process). Wall times are then measured
-under that sharing, the same for every method. --jobs 1 runs every search in this process.
+three seeds when every search ran in the bench's own process, over an earlier, wider space).
+Wall times are then measured under that sharing, except for whatever runs last, alone. --jobs 1
+runs every search in this process.
 """
 
 import argparse
@@ -45,8 +46,8 @@ import tune_random  # noqa: E402
 from tuning.space import DEFAULT_RANGES  # noqa: E402
 
 # The space every method searches: the searches' default ranges (tuning.space.DEFAULT_RANGES) for
-# the four hyperparameters that matter most here, on the scales the searches sample them; batch
-# size is fixed so that an epoch costs the same in every trial.
+# four of their five hyperparameters, on the scales the searches sample them; batch size is fixed
+# so that an epoch costs the same in every trial.
 SCALES = {"learning_rate": "log", "decay": "log", "layers": "int", "units": "log-int"}
 SPACE = {name: (*(float(v) for v in DEFAULT_RANGES[name].split(":")), scale) for name, scale in SCALES.items()}
 FIXED = {"batch_size": 32, "batch_norm": "true"}
@@ -56,8 +57,8 @@ METHODS = ("grid", "random", "bayes", "halving")
 
 
 def grid_levels(low, high, scale):
-    """Two grid values per hyperparameter: the range's quartiles on the scale it is sampled on
-    (2^4 = 16 configurations for the four hyperparameters)."""
+    """Two grid values per hyperparameter: the range's quartiles on the scale it is sampled on,
+    rounded for integers (2:4 gives 2 and 4); 2^4 = 16 configurations for the four."""
     if scale == "int":
         return [round(low + (high - low) * q) for q in (0.25, 0.75)]
     lo, hi = math.log10(low), math.log10(high)
@@ -72,7 +73,7 @@ def budget(epochs):
 
 def halving_cost(candidates, epochs, factor=3):
     """Epochs scikit-learn's successive halving spends from 1 epoch up to `epochs`: each rung
-    keeps ceil(1/factor) of the candidates and trains them factor times longer."""
+    keeps ceil(n/factor) of its n candidates and trains them factor times longer."""
     rungs = min(1 + math.floor(math.log(epochs, factor) + 1e-9), 1 + math.floor(math.log(candidates, factor) + 1e-9))
     cost, left = 0, candidates
     for rung in range(rungs):
