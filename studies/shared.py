@@ -4,7 +4,6 @@ and reading back a grid search they ran."""
 import argparse
 import contextlib
 import json
-import os
 import statistics
 from pathlib import Path
 
@@ -85,7 +84,7 @@ class Records:
                 self.done.append(json.loads(line))
             except json.JSONDecodeError:  # a line cut by hand: that training runs again
                 break
-        others = any(p.name not in (self.path.name, self.path.name + ".tmp") for p in self.folder.iterdir())
+        others = any(p.name != self.path.name for p in self.folder.iterdir())
         if held != self.settings and (self.done or others):
             changed = sorted(k for k in set(held) | set(self.settings) if held.get(k) != self.settings.get(k))
             raise ValueError(f"{self.folder} holds this study measured with other settings ("
@@ -103,12 +102,7 @@ class Records:
     def keep(self):
         """Writes the whole file, replaced atomically: a kill leaves the old one or the new one."""
         lines = [json.dumps({"settings": self.settings})] + [json.dumps(r) for r in self.done]
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "w") as handle:
-            handle.write("\n".join(lines) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        outputs.write_text(self.path, "\n".join(lines) + "\n")
 
 
 def _flag(name):
