@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up
 import numpy as np  # noqa: E402
 
 CLASS_NAMES = ("angular_leaf_spot", "bean_rust", "healthy")  # TFDS label ids 0, 1, 2
+SCHEDULES = ("inverse-time", "cosine")  # learning-rate schedules (learning_rate_schedule)
 SPLITS = ("train", "validation", "test")
 DATA_ENV = "BEANS_DATA_DIR"
 # tfds.load("beans") downloads from this host; probed first so that an offline machine
@@ -73,6 +74,8 @@ class HParams:
     layers: int = _hp(3, "conv blocks: 3 halvings take 64x64 inputs to 8x8 feature maps", 1, 8)
     units: int = _hp(64, "hidden units of the dense layer: ample for 3 classes", 1, 4096)
     decay: float = _hp(0.0, "learning-rate decay, alpha/(1+decay*epoch); 0 keeps alpha fixed", 0, 100)
+    schedule: str = _hp("inverse-time", "inverse-time (alpha/(1+decay*epoch)) or cosine (alpha*(1+cos(pi*t/epochs))/2, "
+                                        "every step, to 0 at the last epoch; takes no decay)")
     batch_size: int = _hp(32, "mini-batch size: 33 steps per epoch over the 1,034 images", 1, 1024)
     optimizer: str = _hp("adam", "adam or sgd (SGD with momentum)")
     epochs: int = _hp(40, "upper bound: the baseline still improved at epoch 20 (~2.3 s/epoch at 64x64)",
@@ -88,6 +91,11 @@ class HParams:
         problems = [p for p in (_out_of_range(f, getattr(self, f.name)) for f in fields(self)) if p]
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        elif self.schedule == "cosine" and self.decay:
+            problems.append(f"decay belongs to the inverse-time schedule; cosine decays to 0 by itself, "
+                            f"give decay 0 (got {self.decay:g})")
         if problems:
             raise UsageError("; ".join(problems))
 
@@ -423,9 +431,14 @@ def build_model(hp, image_size=64, num_classes=len(CLASS_NAMES)):
 
 
 def learning_rate_schedule(hp, steps_per_epoch):
-    """alpha / (1 + decay * epoch), epoch counted in whole epochs (Keras InverseTimeDecay)."""
+    """inverse-time: alpha / (1 + decay * epoch), epoch counted in whole epochs (Keras
+    InverseTimeDecay). cosine: alpha * (1 + cos(pi * step / (epochs * steps_per_epoch))) / 2,
+    from alpha at the first step to 0 after the last epoch (Keras CosineDecay); early stopping
+    cuts it short."""
     import keras
 
+    if hp.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(hp.learning_rate, decay_steps=hp.epochs * steps_per_epoch)
     if hp.decay == 0:
         return hp.learning_rate
     return keras.optimizers.schedules.InverseTimeDecay(

@@ -68,6 +68,9 @@ def load_grid(path):
             raise UsageError(f"--grid: unknown hyperparameter {name!r} in {path} (known: {', '.join(HPARAM_NAMES)})")
         if not isinstance(values, list) or not values:
             raise UsageError(f"--grid: {name} needs a non-empty list of values in {path}")
+    if "cosine" in grid.get("schedule", []) and any(v != 0 for v in grid.get("decay", [])):
+        raise UsageError(f"--grid: decay belongs to the inverse-time schedule; with cosine among the schedules, "
+                         f"leave decay out of {path}")
     return grid
 
 

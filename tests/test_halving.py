@@ -127,6 +127,7 @@ def test_a_candidate_drawn_twice_is_trained_once(data_dir, tmp_path, scored):
     (["--patience", "2"], (20, 2), (40, 2)),
     (["--final-epochs", "6"], (20, 10), (6, 10)),
     (["--epochs", "3", "--patience", "2", "--final-epochs", "6"], (3, 2), (6, 2)),
+    (["--final-epochs", "6", "--final-patience", "6"], (20, 10), (6, 6)),  # a cosine schedule run to its end
 ])
 def test_the_final_model_trains_on_the_training_scripts_budget_unless_told(data_dir, tmp_path, scored, argv,
                                                                           trial, final):

@@ -56,6 +56,14 @@ def test_inverse_time_decay_per_epoch():
     assert common.learning_rate_schedule(dataclasses.replace(hp, decay=0), 10) == 0.1
 
 
+def test_cosine_schedule_falls_from_alpha_to_zero_over_the_epochs():
+    hp = common.HParams(learning_rate=0.1, schedule="cosine", epochs=4)
+    schedule = common.learning_rate_schedule(hp, steps_per_epoch=10)
+    values = [float(schedule(step)) for step in (0, 10, 20, 30, 40, 50)]
+    np.testing.assert_allclose(values, [0.1, 0.1 * (1 + 2 ** -0.5) / 2, 0.05, 0.1 * (1 - 2 ** -0.5) / 2, 0, 0],
+                               rtol=1e-5, atol=1e-9)
+
+
 def test_optimizer_follows_hparams():
     adam = common.make_optimizer(common.HParams(beta_1=0.8, beta_2=0.99, epsilon=1e-6), 10)
     assert (adam.__class__.__name__, adam.beta_1, adam.beta_2, adam.epsilon) == ("Adam", 0.8, 0.99, 1e-6)
@@ -71,6 +79,8 @@ def test_optimizer_follows_hparams():
     ({"beta_1": 1.0}, r"beta_1 must be in \[0, 1\)"),
     ({"momentum": -0.1}, r"momentum must be in \[0, 1\)"),
     ({"optimizer": "rmsprop"}, "optimizer must be one of adam, sgd"),
+    ({"schedule": "step"}, "schedule must be one of inverse-time, cosine"),
+    ({"schedule": "cosine", "decay": 0.01}, "decay belongs to the inverse-time schedule"),
 ])
 def test_impossible_hparams_are_refused(bad, message):
     with pytest.raises(common.UsageError, match=message):

@@ -109,8 +109,24 @@ def test_single_value_fixes_a_hyperparameter():
     assert [d.name for d in dims] == ["learning_rate"] and fixed == {"units": 32}
 
 
+def test_cosine_schedule_fixes_decay_at_zero_unless_decay_was_asked_for():
+    defaults = {"learning_rate": "1e-3:1e-2", "decay": "1e-3:1e-1"}
+    dims, fixed = build_space(defaults, {"schedule": "cosine"}, True)
+    assert [d.name for d in dims] == ["learning_rate"] and fixed == {"schedule": "cosine", "decay": 0.0}
+    dims, fixed = build_space(defaults, {"schedule": "cosine,inverse-time", "decay": "0"}, True)
+    assert [d.name for d in dims] == ["learning_rate", "schedule"] and fixed == {"decay": 0.0}
+    dims, fixed = build_space(defaults, {"schedule": "inverse-time"}, True)
+    assert [d.name for d in dims] == ["learning_rate", "decay"]
+    for asked in ("0.01", "0,0.01", "1e-3:1e-1"):
+        with pytest.raises(common.UsageError, match="--decay belongs to --schedule inverse-time"):
+            build_space(defaults, {"schedule": "inverse-time,cosine", "decay": asked}, True)
+
+
 @pytest.mark.parametrize("script, argv, message", [
     (tune_random, ["--learning-rate", "1e-1:1e-5"], "--learning-rate: low must be below high"),
+    (tune_random, ["--schedule", "cosine", "--decay", "0.03"], "--decay belongs to --schedule inverse-time"),
+    (tune_grid, ["--schedule", "step"], "--schedule: schedule must be one of inverse-time, cosine, got 'step'"),
+    (tune_grid, ["--final-patience", "-1"], "argument --final-patience: must be in [0, 1000], got -1"),
     (tune_random, ["--n-iter", "0"], "argument --n-iter: must be in [1, 10000], got 0"),
     (tune_grid, ["--learning-rate", "1e-4:1e-2"], "a grid takes a comma list"),
     (tune_grid, ["--units", ""], "--units: empty value"),
@@ -135,6 +151,9 @@ def test_grid_file_unknown_name_and_empty_list(data_dir, tmp_path, capsys):
     grid.write_text(json.dumps({"learning_rate": []}))
     assert tune_grid.main(["--data-dir", str(data_dir), "--grid", str(grid)]) == 2
     assert "learning_rate needs a non-empty list" in capsys.readouterr().err
+    grid.write_text(json.dumps({"schedule": ["cosine"], "decay": [0, 0.01]}))
+    assert tune_grid.main(["--data-dir", str(data_dir), "--grid", str(grid)]) == 2
+    assert "decay belongs to the inverse-time schedule" in capsys.readouterr().err
 
 
 # --- coarse to fine ---------------------------------------------------------------------------

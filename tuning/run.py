@@ -101,6 +101,9 @@ def tuning_parser(method):
                         help="train the best configuration for up to N epochs at the end (default: 40, "
                              "as the training scripts, unless --epochs is given); trials only rank "
                              "configurations, the final model may train longer")
+    parser.add_argument("--final-patience", type=cli.number(int, 0, 1000), default=None, metavar="P",
+                        help="the final model's patience (default: the trials'); set it to --final-epochs "
+                             "to run a cosine schedule to its end, the best epoch kept")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh, whatever the --out folder holds")
     method.add_flags(parser)
@@ -136,12 +139,14 @@ def final_budget(args, space, overrides, dims):
     trains on the training scripts' (HParams: 40 epochs), as train_bn.py would, and never with
     less patience than its trial had (10, not the scripts' 8: with 8 the final model of a
     measured search stopped at epoch 15 and lost 3 points of validation accuracy against its
-    trial). --final-epochs sets its epochs whatever the trials had."""
+    trial). --final-epochs and --final-patience set them whatever the trials had."""
     searched = {d.name for d in dims}
     final = {name: max(getattr(HParams(), name), TRIAL_DEFAULTS[name]) for name in ("epochs", "patience")
              if name not in overrides and name not in searched and space.get(name) == TRIAL_DEFAULTS[name]}
     if args.final_epochs:
         final["epochs"] = args.final_epochs
+    if args.final_patience is not None:
+        final["patience"] = args.final_patience
     return final
 
 
@@ -378,10 +383,12 @@ def show_finished(prog, setup, trial_store, summary):
     """A finished search is not run again: its stored results are shown, the test split is not read."""
     print(f"{prog}: {setup.out} holds this search, finished; its stored results follow. The test "
           "split is not read again (--overwrite starts afresh).")
-    trained = summary.get("hparams", {}).get("epochs")
-    if setup.args.final_epochs and setup.args.final_epochs != trained:
-        print(f"{prog}: note: --final-epochs {setup.args.final_epochs} not applied: the finished search's model "
-              f"trained for up to {trained} epochs", file=sys.stderr)
+    for name in ("epochs", "patience"):
+        asked, trained = getattr(setup.args, f"final_{name}"), summary.get("hparams", {}).get(name)
+        if asked is not None and asked != trained:
+            budget = f"for up to {trained} epochs" if name == "epochs" else f"with patience {trained}"
+            print(f"{prog}: note: --final-{name} {asked} not applied: the finished search's model "
+                  f"trained {budget}", file=sys.stderr)
     print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung))
     print()
     print(format_best(summary))

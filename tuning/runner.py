@@ -148,7 +148,7 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
     fold is held out)."""
 
     def __init__(self, learning_rate=None, momentum=None, beta_1=None, beta_2=None, epsilon=None,
-                 layers=None, units=None, decay=None, batch_size=None, optimizer=None, epochs=None,
+                 layers=None, units=None, decay=None, schedule=None, batch_size=None, optimizer=None, epochs=None,
                  patience=None, batch_norm=None, bn_momentum=None, augment=None, seed=None, trials=None):
         self.learning_rate = learning_rate
         self.momentum = momentum
@@ -158,6 +158,7 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
         self.layers = layers
         self.units = units
         self.decay = decay
+        self.schedule = schedule
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.epochs = epochs

@@ -239,6 +239,16 @@ def build_space(defaults, overrides, allow_range):
     Returns (dims, fixed): a flag with one value fixes that hyperparameter for every trial."""
     texts = dict(defaults)
     texts.update(overrides)
+    schedules = texts.get("schedule", "")
+    if isinstance(schedules, str):
+        schedules = schedules.split(",")
+    if "cosine" in (str(v).strip() for v in schedules):
+        # cosine takes no decay: a default decay range gives way; one the user asked for is refused
+        if "decay" not in overrides:
+            texts["decay"] = "0"
+        elif parse_dim("decay", overrides["decay"], allow_range) != Dim("decay", choices=(0.0,)):
+            raise UsageError("--decay belongs to --schedule inverse-time; with cosine in --schedule, "
+                             "leave --decay out (cosine decays to 0 by itself)")
     dims, fixed = [], {}
     for name, text in texts.items():
         if name not in HPARAM_NAMES:
