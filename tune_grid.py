@@ -68,9 +68,6 @@ def load_grid(path):
             raise UsageError(f"--grid: unknown hyperparameter {name!r} in {path} (known: {', '.join(HPARAM_NAMES)})")
         if not isinstance(values, list) or not values:
             raise UsageError(f"--grid: {name} needs a non-empty list of values in {path}")
-    if "cosine" in grid.get("schedule", []) and any(v != 0 for v in grid.get("decay", [])):
-        raise UsageError(f"--grid: decay belongs to the inverse-time schedule; with cosine among the schedules, "
-                         f"leave decay out of {path}")
     return grid
 
 
@@ -83,6 +80,12 @@ def count(args, dims, base):
 
 def check(args, dims, base):
     halving.check(args, dims, base)
+    schedules = next((d.choices for d in dims if d.name == "schedule"), (base.schedule,))
+    if args.grid and "cosine" in schedules:  # the grid file's decay would give way like a default
+        decays = load_grid(args.grid).get("decay", [])
+        if any(cli.parse_value("decay", str(v)) != 0 for v in decays):
+            raise UsageError(f"--grid: decay belongs to the inverse-time schedule; with cosine among the "
+                             f"schedules, leave decay out of {args.grid}")
     if args.repeats > 1 and (args.cv or args.halving):
         raise UsageError("--repeats goes without --cv and --halving (each repeat is scored on the validation split)")
 

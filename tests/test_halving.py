@@ -106,6 +106,9 @@ def test_halving_random_search_and_final_epochs(data_dir, tmp_path, scored, caps
     assert tune_random.main([*argv[:-1], "9"]) == 0  # finished: not trained again, and it says so
     assert capsys.readouterr().err.strip() == ("tune_random.py: note: --final-epochs 9 not applied: the finished "
                                                "search's model trained for up to 7 epochs")
+    assert tune_random.main([*argv, "--final-patience", "3"]) == 0
+    assert capsys.readouterr().err.strip() == ("tune_random.py: note: --final-patience 3 not applied: the finished "
+                                               "search's model trained with patience 10")
     assert scored[-1] == 7
 
 
@@ -127,7 +130,9 @@ def test_a_candidate_drawn_twice_is_trained_once(data_dir, tmp_path, scored):
     (["--patience", "2"], (20, 2), (40, 2)),
     (["--final-epochs", "6"], (20, 10), (6, 10)),
     (["--epochs", "3", "--patience", "2", "--final-epochs", "6"], (3, 2), (6, 2)),
-    (["--final-epochs", "6", "--final-patience", "6"], (20, 10), (6, 6)),  # a cosine schedule run to its end
+    (["--final-epochs", "6", "--final-patience", "4"], (20, 10), (6, 4)),
+    (["--schedule", "cosine", "--final-epochs", "6"], (20, 10), (6, 6)),  # cosine runs to its end
+    (["--schedule", "cosine", "--patience", "2"], (20, 2), (40, 2)),
 ])
 def test_the_final_model_trains_on_the_training_scripts_budget_unless_told(data_dir, tmp_path, scored, argv,
                                                                           trial, final):
@@ -137,9 +142,12 @@ def test_the_final_model_trains_on_the_training_scripts_budget_unless_told(data_
     assert scored == [trial[0], trial[0], final[0]]
     best = json.loads((out / "best.json").read_text())
     assert (best["hparams"]["epochs"], best["hparams"]["patience"]) == final
+    assert best["hparams"]["schedule"] == ("cosine" if "cosine" in argv else "inverse-time")
     assert {(int(r["epochs"])) for r in results(out)} <= {trial[0]}
     manifest = json.loads((out / "search.json").read_text())
     assert (manifest["fixed"]["epochs"], manifest["fixed"]["patience"]) == trial
+    # the default schedule is left out of search.json, so searches saved before it existed resume
+    assert manifest["fixed"].get("schedule") == ("cosine" if "cosine" in argv else None)
 
 
 @pytest.mark.parametrize("script, argv, message", [

@@ -12,6 +12,7 @@ import common
 import tune_bayes
 import tune_grid
 import tune_random
+from conftest import instant_train
 from tuning import runner, searches, store
 from tuning.space import build_space, parse_dim
 
@@ -151,9 +152,25 @@ def test_grid_file_unknown_name_and_empty_list(data_dir, tmp_path, capsys):
     grid.write_text(json.dumps({"learning_rate": []}))
     assert tune_grid.main(["--data-dir", str(data_dir), "--grid", str(grid)]) == 2
     assert "learning_rate needs a non-empty list" in capsys.readouterr().err
-    grid.write_text(json.dumps({"schedule": ["cosine"], "decay": [0, 0.01]}))
-    assert tune_grid.main(["--data-dir", str(data_dir), "--grid", str(grid)]) == 2
-    assert "decay belongs to the inverse-time schedule" in capsys.readouterr().err
+    cosine = "decay belongs to the inverse-time schedule"
+    for content, flags, message in [({"schedule": ["cosine"], "decay": [0, 0.01]}, [], cosine),
+                                    ({"schedule": ["cosine "], "decay": [0.01]}, [], cosine),
+                                    ({"layers": [2, 3], "decay": [0.01, 0.03]}, ["--schedule", "cosine"], cosine),
+                                    ({"layers": [2, 3], "decay": [None]}, ["--schedule", "cosine"],
+                                     "--decay: expected float, got 'None'")]:
+        grid.write_text(json.dumps(content))  # a decay the file asks for never gives way to cosine silently
+        assert tune_grid.main(["--data-dir", str(data_dir), "--grid", str(grid), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (content, err)
+
+
+def test_trials_and_the_final_model_train_with_the_schedule_asked_for(data_dir, tmp_path, monkeypatch):
+    seen, fake = [], instant_train(common, [])
+    monkeypatch.setattr(common, "train", lambda hp, *a, **k: seen.append((hp.schedule, hp.decay)) or fake(hp, *a, **k))
+    assert tune_random.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--n-iter", "2",
+                             "--schedule", "cosine", "--image-size", "8", "--epochs", "1", "--units", "4",
+                             "--batch-size", "4"]) == 0
+    assert seen == [("cosine", 0.0)] * 3  # two trials, then the final model; the default decay range gave way
 
 
 # --- coarse to fine ---------------------------------------------------------------------------

@@ -124,22 +124,24 @@ def prepare(argv, method):
         raise UsageError("--tls-ca-file, --tls-cert and --tls-key go with --scheduler tls://...")
     overrides = {n: getattr(args, n) for n in HPARAM_NAMES if getattr(args, n) is not None}
     dims, fixed = build_space(method.default_space(args), overrides, method.allow_range)
-    if not dims:
-        raise UsageError("nothing to search: every hyperparameter has a single value")
     base = HParams(**fixed)
     method.check(args, dims, base)
+    if not dims:
+        raise UsageError("nothing to search: every hyperparameter has a single value")
     out = Path(args.out) if args.out else cli.default_out(method.script)
     return Setup(args, tuple(dims), base, method.count(args, dims, base), out, method.rung(args),
-                 final_budget(args, method.default_space(args), overrides, dims))
+                 final_budget(args, method.default_space(args), overrides, dims, base))
 
 
-def final_budget(args, space, overrides, dims):
+def final_budget(args, space, overrides, dims, base):
     """The final model's epochs and patience. Trials train on the searches' shorter budget
     (TRIAL_DEFAULTS) to rank configurations; unless a flag set the budget, the model you keep
     trains on the training scripts' (HParams: 40 epochs), as train_bn.py would, and never with
     less patience than its trial had (10, not the scripts' 8: with 8 the final model of a
     measured search stopped at epoch 15 and lost 3 points of validation accuracy against its
-    trial). --final-epochs and --final-patience set them whatever the trials had."""
+    trial). --final-epochs and --final-patience set them whatever the trials had. With a fixed
+    cosine schedule the final model's patience is its epochs unless a flag says otherwise: early
+    stopping would cut the schedule short of its low rates."""
     searched = {d.name for d in dims}
     final = {name: max(getattr(HParams(), name), TRIAL_DEFAULTS[name]) for name in ("epochs", "patience")
              if name not in overrides and name not in searched and space.get(name) == TRIAL_DEFAULTS[name]}
@@ -147,7 +149,14 @@ def final_budget(args, space, overrides, dims):
         final["epochs"] = args.final_epochs
     if args.final_patience is not None:
         final["patience"] = args.final_patience
+    elif base.schedule == "cosine" and "patience" not in overrides and "patience" not in searched:
+        final["patience"] = final.get("epochs", base.epochs)
     return final
+
+
+# Hyperparameters added after searches were first saved, at the value that trains as before they
+# existed: left out of the manifest at that value, so that those searches still resume.
+LATER_FIELDS = {"schedule": "inverse-time"}
 
 
 def manifest(setup, method, beans):
@@ -156,8 +165,9 @@ def manifest(setup, method, beans):
     are not part of it."""
     args = setup.args
     data = str(beans.data_dir.resolve()) if beans.data_dir else beans.source
+    fixed = {k: v for k, v in setup.base.to_dict().items() if LATER_FIELDS.get(k, ...) != v}
     return {"script": method.script, "space": {d.name: d.spec() for d in setup.dims},
-            "fixed": setup.base.to_dict(), "data": data, "image_size": beans.image_size,
+            "fixed": fixed, "data": data, "image_size": beans.image_size,
             "limit": beans.limit, "seed": args.seed, "method": method.identity(args)}
 
 
