@@ -55,7 +55,15 @@ def scored(monkeypatch):
     save. Returns the epochs each call asked for."""
     import common
 
-    real, asked = common.train, []
+    asked = []
+    monkeypatch.setattr(common, "train", instant_train(common, asked))
+    return asked
+
+
+def instant_train(common, asked):
+    """The `scored` fixture's common.train (also installed in subprocesses, see
+    tests/test_bench_methods.py)."""
+    real = common.train
 
     def train(hp, *args, **kwargs):
         asked.append(hp.epochs)
@@ -65,8 +73,7 @@ def scored(monkeypatch):
         result = real(dataclasses.replace(hp, epochs=1), *args, **kwargs)
         return dataclasses.replace(result, val_accuracy=score, epochs=hp.epochs)
 
-    monkeypatch.setattr(common, "train", train)
-    return asked
+    return train
 
 
 def real_data_dir():

@@ -116,9 +116,17 @@ def test_seeds_refuses_what_it_cannot_run(tmp_path, command):
     assert not (tmp_path / "s").exists()
 
 
-def test_with_two_jobs_each_search_runs_in_a_fresh_process_of_its_own(data_dir, tmp_path):
+def test_with_two_jobs_each_search_runs_in_a_fresh_process_of_its_own(data_dir, tmp_path, monkeypatch):
     import os
 
+    # the subprocesses' trials are instant too (the scored fixture's training, installed at start-up
+    # by a sitecustomize): this checks where searches run, not what they find
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        f"import sys\nsys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
+        "import common, conftest\ncommon.train = conftest.instant_train(common, [])\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in [str(site), os.environ.get("PYTHONPATH")] if p))
     out = tmp_path / "bench"
     methods.main(["--data-dir", str(data_dir), "--image-size", "8", "--seeds", "2", "--epochs", "1",
                   "--methods", "random", "--jobs", "2", "--out", str(out)])
@@ -127,6 +135,8 @@ def test_with_two_jobs_each_search_runs_in_a_fresh_process_of_its_own(data_dir, 
         with open(out / f"random-seed{seed}" / "results.csv") as handle:
             rows = list(csv.DictReader(handle))
         assert len(rows) == methods.TRIALS and all(r["status"] == "ok" for r in rows)
+        assert all(float(r["val_accuracy"]) == pytest.approx(int(r["layers"]) / 10 + int(r["units"]) / 1000 + 1e-4)
+                   for r in rows), "the subprocesses' trials were the instant ones"
         workers.append({r["worker"].split(":")[-1] for r in rows})
         threads = max(1, (os.cpu_count() or 1) // 2)  # the cores shared out between the two searches
         assert f"({threads} threads each)" in (out / f"random-seed{seed}.log").read_text()

@@ -87,7 +87,7 @@ def search_and_kill_a_busy_worker(argv, n_workers):
     return result.get("code"), pid
 
 
-LONG = [*TINY, "--epochs", "200", "--patience", "200"]
+LONG = [*TINY, "--epochs", "200", "--patience", "200", "--final-epochs", "1"]  # long trials, a short final model
 
 
 def test_a_worker_killed_mid_trial_costs_only_that_trial(data_dir, tmp_path):

@@ -16,6 +16,7 @@ import common
 import tune_bayes
 import tune_grid
 import tune_random
+from conftest import instant_train
 
 # The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
 # these tests are about the search machinery, which the cheaper baseline model exercises as well.
@@ -73,13 +74,13 @@ def test_ctrl_c_then_rerun_resumes_without_retraining(data_dir, tmp_path, monkey
     assert (out / "best.json").exists()
 
 
-def test_resumed_random_search_draws_the_same_candidates(data_dir, tmp_path, monkeypatch):
+def test_resumed_random_search_draws_the_same_candidates(data_dir, tmp_path, monkeypatch, scored):
     argv = ["--data-dir", str(data_dir), "--n-iter", "4", "--learning-rate", "1e-4:1e-1", "--units", "4:64",
             "--seed", "3", "--image-size", "8", "--epochs", "1", "--batch-size", "4", "--decay", "0"]
     assert tune_random.main([*argv, "--out", str(tmp_path / "whole")]) == 0
     count_trainings(monkeypatch, interrupt_at=2)
     assert tune_random.main([*argv, "--out", str(tmp_path / "cut")]) == 130
-    monkeypatch.undo()
+    monkeypatch.setattr(common, "train", instant_train(common, []))  # no more interruptions
     assert tune_random.main([*argv, "--out", str(tmp_path / "cut")]) == 0
 
     def candidates(out):
@@ -116,7 +117,7 @@ def test_kill_9_mid_search_loses_only_running_trials(data_dir, tmp_path):
     assert len({(r["learning_rate"], r["layers"]) for r in final}) == 6
 
 
-def test_a_different_search_in_the_same_out_is_refused(data_dir, tmp_path, capsys):
+def test_a_different_search_in_the_same_out_is_refused(data_dir, tmp_path, capsys, scored):
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 0
     before = (out / "results.csv").read_text()
