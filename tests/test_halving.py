@@ -150,6 +150,18 @@ def test_the_final_model_trains_on_the_training_scripts_budget_unless_told(data_
     assert manifest["fixed"].get("schedule") == ("cosine" if "cosine" in argv else None)
 
 
+def test_with_cosine_the_final_model_keeps_a_patience_the_user_set(data_dir, tmp_path, scored):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"layers": [1, 2], "patience": [1]}))
+    for name, flags, budget in [("file", ["--grid", str(grid)], (3, 1)), ("flag", ["--layers", "1,2", "--patience", "2"], (3, 2)),
+                                ("default", ["--layers", "1,2"], (3, 3))]:
+        out = tmp_path / name
+        assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--schedule", "cosine", "--epochs", "3",
+                               *TINY, *flags]) == 0
+        best = json.loads((out / "best.json").read_text())["hparams"]
+        assert (best["epochs"], best["patience"], best["schedule"]) == (*budget, "cosine"), name
+
+
 @pytest.mark.parametrize("script, argv, message", [
     (tune_grid, ["--min-epochs", "2"], "--min-epochs and --factor go with --halving"),
     (tune_random, ["--factor", "2"], "--min-epochs and --factor go with --halving"),

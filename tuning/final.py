@@ -11,6 +11,9 @@ from .space import fmt, plain
 from .store import BEST, MODEL
 
 
+RUN_COSINE_TO_END = "run_cosine_to_end"  # a key of `final`: patience = epochs if the winner's schedule is cosine
+
+
 def final_model(out, beans, base, best, names, seed, trials, search_seconds, script, final=None, board=None):
     """Returns the contents of best.json, after writing it. `final` ({"epochs": N, "patience":
     P}) replaces the trials' budget: the search only ranked configurations. With `board`
@@ -18,7 +21,11 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
     "final-model", once the model and best.json are written."""
     hp = dataclasses.replace(base, **{k: plain(v) for k, v in best.params.items()})
     trial_budget = f"{hp.epochs} epochs, patience {hp.patience}"
-    hp = dataclasses.replace(hp, **(final or {}))
+    final = dict(final or {})
+    to_end = final.pop(RUN_COSINE_TO_END, False)
+    hp = dataclasses.replace(hp, **final)
+    if to_end and hp.schedule == "cosine":
+        hp = dataclasses.replace(hp, patience=hp.epochs)
     longer = f"{hp.epochs} epochs, patience {hp.patience}"
     print(f"\nbest: {' '.join(f'{n}={fmt(best.params[n])}' for n in names)}  "
           f"(val_acc {best.val_accuracy:.4f}); retraining on the train split"

@@ -23,7 +23,7 @@ from common import HPARAM_NAMES, HParams, UsageError
 
 from . import execution as ex
 from . import report, store
-from .final import final_model, format_best
+from .final import RUN_COSINE_TO_END, final_model, format_best
 from .runner import TrialSettings, limit_threads
 from .searches import Problem
 from .space import TRIAL_DEFAULTS, build_space
@@ -102,8 +102,9 @@ def tuning_parser(method):
                              "as the training scripts, unless --epochs is given); trials only rank "
                              "configurations, the final model may train longer")
     parser.add_argument("--final-patience", type=cli.number(int, 0, 1000), default=None, metavar="P",
-                        help="the final model's patience (default: the trials'); set it to --final-epochs "
-                             "to run a cosine schedule to its end, the best epoch kept")
+                        help="the final model's patience (default: the trials'; with the cosine schedule, "
+                             "unless --patience is given, its epochs: the schedule runs to its end, the best "
+                             "epoch kept)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh, whatever the --out folder holds")
     method.add_flags(parser)
@@ -130,18 +131,19 @@ def prepare(argv, method):
         raise UsageError("nothing to search: every hyperparameter has a single value")
     out = Path(args.out) if args.out else cli.default_out(method.script)
     return Setup(args, tuple(dims), base, method.count(args, dims, base), out, method.rung(args),
-                 final_budget(args, method.default_space(args), overrides, dims, base))
+                 final_budget(args, method.default_space(args), overrides, dims))
 
 
-def final_budget(args, space, overrides, dims, base):
+def final_budget(args, space, overrides, dims):
     """The final model's epochs and patience. Trials train on the searches' shorter budget
     (TRIAL_DEFAULTS) to rank configurations; unless a flag set the budget, the model you keep
     trains on the training scripts' (HParams: 40 epochs), as train_bn.py would, and never with
     less patience than its trial had (10, not the scripts' 8: with 8 the final model of a
     measured search stopped at epoch 15 and lost 3 points of validation accuracy against its
-    trial). --final-epochs and --final-patience set them whatever the trials had. With a fixed
-    cosine schedule the final model's patience is its epochs unless a flag says otherwise: early
-    stopping would cut the schedule short of its low rates."""
+    trial). --final-epochs and --final-patience set them whatever the trials had. Unless a flag
+    or a grid file set the patience, a best configuration with the cosine schedule trains with
+    patience = its epochs (decided in final.py, once the winner is known): early stopping would
+    cut the schedule short of its low rates."""
     searched = {d.name for d in dims}
     final = {name: max(getattr(HParams(), name), TRIAL_DEFAULTS[name]) for name in ("epochs", "patience")
              if name not in overrides and name not in searched and space.get(name) == TRIAL_DEFAULTS[name]}
@@ -149,8 +151,8 @@ def final_budget(args, space, overrides, dims, base):
         final["epochs"] = args.final_epochs
     if args.final_patience is not None:
         final["patience"] = args.final_patience
-    elif base.schedule == "cosine" and "patience" not in overrides and "patience" not in searched:
-        final["patience"] = final.get("epochs", base.epochs)
+    elif "patience" in final:  # no flag or grid file set it: a cosine winner runs to the end (final.py)
+        final[RUN_COSINE_TO_END] = True
     return final
 
 
