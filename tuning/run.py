@@ -124,14 +124,15 @@ def prepare(argv, method):
     if not args.scheduler and (args.tls_ca_file or args.tls_cert or args.tls_key):
         raise UsageError("--tls-ca-file, --tls-cert and --tls-key go with --scheduler tls://...")
     overrides = {n: getattr(args, n) for n in HPARAM_NAMES if getattr(args, n) is not None}
-    dims, fixed = build_space(method.default_space(args), overrides, method.allow_range)
+    space = method.default_space(args)  # reads a --grid file: once
+    dims, fixed = build_space(space, overrides, method.allow_range)
     base = HParams(**fixed)
     method.check(args, dims, base)
     if not dims:
         raise UsageError("nothing to search: every hyperparameter has a single value")
     out = Path(args.out) if args.out else cli.default_out(method.script)
     return Setup(args, tuple(dims), base, method.count(args, dims, base), out, method.rung(args),
-                 final_budget(args, method.default_space(args), overrides, dims))
+                 final_budget(args, space, overrides, dims))
 
 
 def final_budget(args, space, overrides, dims):
