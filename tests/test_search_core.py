@@ -373,3 +373,31 @@ def test_bayes_answers_a_repeated_proposal_from_the_store(tmp_path, monkeypatch)
     searches.bayes_search(problem, n_calls=7, n_initial_points=2)
     assert len(proposed) == 7 and len(set(proposed)) < 7, proposed  # the GP proposed a point again
     assert sorted(trained) == sorted(set(proposed))  # and each point was trained once
+
+
+def test_a_running_trial_shows_an_epoch_line_at_most_once_per_interval():
+    """A trial of several minutes printed nothing between two progress lines."""
+    now, printed = [0.0], []
+    beat = runner.Heartbeat("layers=4", 60, out=printed.append, clock=lambda: now[0])
+    for t, epoch in [(10, 1), (59.9, 2), (60, 3), (100, 4), (125, 5), (300, 6)]:
+        now[0] = t
+        beat(f"epoch {epoch}/6")
+    assert printed == ["  running layers=4: epoch 3/6", "  running layers=4: epoch 5/6",
+                       "  running layers=4: epoch 6/6"]
+
+
+def test_a_trial_names_its_configuration_and_fold_in_its_epoch_lines(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "data", per_class=3, size=8)
+    beans = common.Beans(data, image_size=8)
+    log = store.TrialStore(tmp_path / "results.csv", ["units", "layers"])
+    log.create()
+    quiet = runner.BeansClassifier(units=4, layers=1, epochs=2, batch_size=4, trials=runner.TrialSettings(log))
+    quiet.fit(beans.train.x, beans.train.y, validation=runner.Holdout(beans.validation.x, beans.validation.y))
+    assert "running" not in capsys.readouterr().out  # seconds, not a minute: no heartbeat
+
+    settings = runner.TrialSettings(log, heartbeat=1e-9)
+    est = runner.BeansClassifier(units=4, layers=1, epochs=2, batch_size=4, seed=7, trials=settings)
+    est.fit(beans.train.x, beans.train.y, validation=runner.Holdout(beans.validation.x, beans.validation.y))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  loss")[0] for line in lines] == ["  running units=4 layers=1 [seed7]: epoch   1/2",
+                                                          "  running units=4 layers=1 [seed7]: epoch   2/2"]

@@ -21,6 +21,13 @@ def duration(seconds):
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def describe(params, fold):
+    """How progress lines name a training: its searched values, and its fold unless the
+    validation split."""
+    shown = " ".join(f"{n}={fmt(v)}" for n, v in params.items())
+    return shown + (f" [{fold}]" if fold != "validation" else "")
+
+
 class Progress:
     """The store's `on_record`: prints one line per appended training, with elapsed time, an
     ETA from this run's own pace, and the best score so far. Picklable (runs in worker processes)."""
@@ -34,10 +41,9 @@ class Progress:
     def __call__(self, number, row, best):
         elapsed = time.time() - self.start
         eta = elapsed / max(number - self.done_before, 1) * max(self.total - number, 0)
-        shown = " ".join(f"{n}={fmt(row['params'][n])}" for n in self.names)
-        fold = f" [{row['fold']}]" if row["fold"] != "validation" else ""
+        shown = describe({n: row["params"][n] for n in self.names}, row["fold"])
         score = f"{row['val_accuracy']:.4f}" if row["status"] == OK else row["status"].upper()
-        print(f"trial {number}/{self.total}  {shown}{fold}  val_acc {score}  fit {row['fit_seconds']:.1f}s  "
+        print(f"trial {number}/{self.total}  {shown}  val_acc {score}  fit {row['fit_seconds']:.1f}s  "
               f"elapsed {duration(elapsed)}  ETA {duration(eta)}  best {'-' if best is None else f'{best:.4f}'}",
               flush=True)
 

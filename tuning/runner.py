@@ -9,6 +9,7 @@ tenth of the training fold with --cv) and is scored by its accuracy on the valid
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -20,6 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 import common
 from common import HPARAM_NAMES, HParams
 
+from .report import describe
 from .space import plain
 from .store import DIVERGED, FAILED, OK, RETRYABLE, TIMEOUT, trial_key
 
@@ -50,6 +52,7 @@ class TrialSettings:
     done: dict = field(default_factory=dict)  # {trial key: row} of a resumed search
     retry: bool = False             # --retry-failed: train failed and timed-out trials again
     killed: frozenset = frozenset()  # keys of trainings that killed their Dask workers in this run
+    heartbeat: float = 60.0         # seconds between a running trial's epoch lines (None: silent)
 
     def finished(self, params, fold):
         """The stored row of a training not to run again, or None: one from before this run
@@ -85,13 +88,29 @@ class Outcome:
     history: dict = None  # per-epoch curves (common.TrainResult.history), stored beside the row
 
 
-def train_trial(hp, train, val, settings):
+class Heartbeat:
+    """A trial's epoch log: passes on at most one epoch line every `every` seconds, so that a
+    trial of several minutes shows that it runs and how far it got, between progress lines."""
+
+    def __init__(self, label, every, out=functools.partial(print, flush=True), clock=time.monotonic):
+        self.label, self.every, self.out, self.clock = label, every, out, clock
+        self.last = clock()
+
+    def __call__(self, line):
+        now = self.clock()
+        if now - self.last >= self.every:
+            self.last = now
+            self.out(f"  running {self.label}: {line}")
+
+
+def train_trial(hp, train, val, settings, label="trial"):
     """Trains one configuration; never raises for a failed trial (the Outcome says why)."""
     if settings.threads:
         limit_threads(settings.threads)
+    log = Heartbeat(label, settings.heartbeat) if settings.heartbeat else None
     start, cpu = time.perf_counter(), time.process_time()
     try:
-        result = common.train(hp, train, val, seed=settings.seed, log=None, timeout=settings.timeout)
+        result = common.train(hp, train, val, seed=settings.seed, log=log, timeout=settings.timeout)
     except Exception as err:  # noqa: BLE001 - a failed trial is recorded, the search goes on
         return Outcome(float("nan"), FAILED, f"{err.__class__.__name__}: {err}", time.perf_counter() - start,
                        time.process_time() - cpu)
@@ -123,7 +142,7 @@ def run_point(params, base, train, val, settings):
         return reuse(done)
     settings.store.started(params, "validation")
     outcome = train_trial(dataclasses.replace(base, **{k: plain(v) for k, v in params.items()}),
-                          train, val, settings)
+                          train, val, settings, describe(params, "validation"))
     record(settings, params, "validation", outcome)
     outcome.model = None  # only the score travels back
     return outcome
@@ -193,7 +212,7 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
         else:
             if settings.store:
                 settings.store.started(self.params_, self.fold_)
-            self.outcome_ = train_trial(self.hparams(), train, val, settings)
+            self.outcome_ = train_trial(self.hparams(), train, val, settings, describe(self.params_, self.fold_))
         self.model_ = self.outcome_.model
         self.outcome_.model = None
         if self.outcome_.status != OK and settings.store:
