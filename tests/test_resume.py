@@ -3,6 +3,7 @@ time out a trial that runs too long."""
 
 import csv
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -71,7 +72,11 @@ def test_ctrl_c_then_rerun_resumes_without_retraining(data_dir, tmp_path, monkey
     assert fits == {round(float(r["fit_seconds"]), 1) for r in final}  # resumed rows keep their fit time
     searched = [k for k in final[0] if k in common.HPARAM_NAMES]
     assert len({tuple(r[k] for k in searched) for r in final}) == 4  # no trial ran twice
-    assert (out / "best.json").exists()
+    best = json.loads((out / "best.json").read_text())
+    # the fit times of both runs' trainings, not only this run's (search_seconds is this run's)
+    assert best["resumed"] is True
+    assert best["fit_seconds"] == pytest.approx(sum(float(r["fit_seconds"]) for r in final), abs=0.11)
+    assert best["fit_seconds"] > sum(float(r["fit_seconds"]) for r in final[2:]) + 0.05
 
 
 def test_resumed_random_search_draws_the_same_candidates(data_dir, tmp_path, monkeypatch, scored):

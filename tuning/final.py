@@ -14,9 +14,12 @@ from .store import BEST, MODEL
 RUN_COSINE_TO_END = "run_cosine_to_end"  # a key of `final`: patience = epochs if the winner's schedule is cosine
 
 
-def final_model(out, beans, base, best, names, seed, trials, search_seconds, script, final=None, board=None):
+def final_model(out, beans, base, best, names, seed, trials, search_seconds, script, final=None, board=None,
+                fit_seconds=None, resumed=False):
     """Returns the contents of best.json, after writing it. `final` ({"epochs": N, "patience":
-    P}) replaces the trials' budget: the search only ranked configurations. With `board`
+    P}) replaces the trials' budget: the search only ranked configurations. `search_seconds` is
+    this run's search wall time; `fit_seconds` the sum of every training's fit time in
+    results.csv, this run's and those of the runs it resumed (`resumed`). With `board`
     (tuning.run.Board, --tensorboard), the final model's epoch curves go there too, as run
     "final-model", once the model and best.json are written."""
     hp = dataclasses.replace(base, **{k: plain(v) for k, v in best.params.items()})
@@ -38,6 +41,7 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
         "hparams": hp.to_dict(), "val_accuracy": best.val_accuracy,
         "final_val_accuracy": final.val_accuracy, "test_accuracy": test_accuracy,
         "final_epochs": final.epochs, "trials": trials, "search_seconds": round(search_seconds, 1),
+        "fit_seconds": None if fit_seconds is None else round(fit_seconds, 1), "resumed": bool(resumed),
         "seed": seed, "image_size": beans.image_size, "data": beans.source, "limit": beans.limit,
     }
     outputs.write_json(out / BEST, summary)

@@ -254,7 +254,7 @@ def run(argv, method):
         raise cli.RunFailed(f"every trial failed; see {out / store.RESULTS} for their messages "
                             "(--retry-failed trains failed and timed-out trials again)")
     summary = final_model(out, beans, setup.base, ok[0], columns, args.seed, len(trials), seconds, method.script,
-                          setup.final, board=board)
+                          setup.final, board=board, fit_seconds=fit_total, resumed=bool(done))
     print()
     print(format_best(summary))
     draw_figures(prog, out, {"val_accuracy.png": lambda: report.plot_scores(trials, setup.dims), **output.figures})
