@@ -60,17 +60,24 @@ def scored(monkeypatch):
     return asked
 
 
+def is_trial(kwargs):
+    """Whether a common.train call (its keyword arguments) is a search's trial, which logs through
+    a tuning.runner.Heartbeat, or a measurement that logs nothing; not a final model."""
+    from tuning.runner import Heartbeat
+
+    log = kwargs.get("log")
+    return log is None or isinstance(log, Heartbeat)
+
+
 def instant_train(common, asked):
     """The `scored` fixture's common.train (also installed in subprocesses, see
     tests/test_bench_methods.py)."""
-    from tuning.runner import Heartbeat
-
     real = common.train
 
     def train(hp, *args, **kwargs):
         asked.append(hp.epochs)
         score = hp.layers / 10 + hp.units / 1000 + hp.epochs / 1e4
-        if kwargs.get("log") is None or isinstance(kwargs["log"], Heartbeat):  # a trial
+        if is_trial(kwargs):
             return common.TrainResult(None, {}, score, hp.epochs, 0.0)
         result = real(dataclasses.replace(hp, epochs=1), *args, **kwargs)
         return dataclasses.replace(result, val_accuracy=score, epochs=hp.epochs)

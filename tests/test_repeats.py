@@ -9,6 +9,7 @@ import pytest
 
 import common
 import tune_grid
+from conftest import is_trial
 from tuning import report
 from tuning.space import parse_dim
 from tuning.store import TrialStore
@@ -28,7 +29,7 @@ def seeded(monkeypatch):
     real, calls = common.train, []
 
     def train(hp, *args, seed=0, **kwargs):
-        if kwargs.get("log") is not None:  # the final model: really trains, 1 epoch
+        if not is_trial(kwargs):  # the final model: really trains, 1 epoch
             return real(hp.__class__(**{**hp.to_dict(), "epochs": 1}), *args, seed=seed, **kwargs)
         calls.append((hp.learning_rate, hp.batch_norm, seed))
         score = hp.learning_rate * 10 + (0.1 if hp.batch_norm else 0) + seed / 100

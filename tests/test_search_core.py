@@ -386,7 +386,7 @@ def test_a_running_trial_shows_an_epoch_line_at_most_once_per_interval():
                        "  running layers=4: epoch 6/6"]
 
 
-def test_a_trial_names_its_configuration_and_fold_in_its_epoch_lines(tmp_path, capsys):
+def test_a_trial_names_its_configuration_and_fold_in_its_epoch_lines(tmp_path, capsys, monkeypatch):
     data = make_image_folder(tmp_path / "data", per_class=3, size=8)
     beans = common.Beans(data, image_size=8)
     log = store.TrialStore(tmp_path / "results.csv", ["units", "layers"])
@@ -401,3 +401,8 @@ def test_a_trial_names_its_configuration_and_fold_in_its_epoch_lines(tmp_path, c
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("  loss")[0] for line in lines] == ["  running units=4 layers=1 [seed7]: epoch   1/2",
                                                           "  running units=4 layers=1 [seed7]: epoch   2/2"]
+
+    monkeypatch.setattr(runner, "on_dask_worker", lambda: True)  # its prints would stay on the worker
+    est.fit(beans.train.x, beans.train.y, validation=runner.Holdout(beans.validation.x, beans.validation.y))
+    assert (est.outcome_.status, est.outcome_.reused) == (store.OK, False)  # it trained, silently
+    assert capsys.readouterr().out == ""

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import common
-from conftest import ROOT
+from conftest import ROOT, is_trial
 from studies import shared
 
 spec = importlib.util.spec_from_file_location("bn_learning_rate", ROOT / "studies" / "bn_learning_rate.py")
@@ -29,7 +29,7 @@ def known_curves(monkeypatch):
     real = common.train
 
     def train(hp, *args, seed=0, **kwargs):
-        if kwargs.get("log") is not None:  # the grid search's final model
+        if not is_trial(kwargs):  # the grid search's final model
             return real(hp.__class__(**{**hp.to_dict(), "epochs": 1}), *args, seed=seed, **kwargs)
         if not hp.batch_norm and hp.learning_rate >= 1:
             return common.TrainResult(None, {"val_accuracy": [0.3], "loss": [float("nan")]}, float("nan"), 1, 0.0,
@@ -105,7 +105,7 @@ def test_the_gap_is_read_at_the_epoch_of_best_validation_accuracy(data_dir, tmp_
     real = common.train
 
     def train(hp, *args, seed=0, **kwargs):  # BN's gap grows with the batch; the baseline's is 0.2
-        if kwargs.get("log") is not None:
+        if not is_trial(kwargs):
             return real(hp.__class__(**{**hp.to_dict(), "epochs": 1}), *args, seed=seed, **kwargs)
         val = [0.5, 0.8, 0.7]  # best at epoch 2
         gap = hp.batch_size / 100 if hp.batch_norm else 0.2
@@ -262,7 +262,7 @@ def test_a_failed_training_is_left_out_of_the_means_and_said(data_dir, tmp_path,
     instant = common.train
 
     def train(hp, *args, seed=0, **kwargs):
-        if hp.batch_norm and hp.learning_rate == 1e-3 and seed == 1 and kwargs.get("log") is None:
+        if hp.batch_norm and hp.learning_rate == 1e-3 and seed == 1 and is_trial(kwargs):
             raise RuntimeError("out of memory")
         return instant(hp, *args, seed=seed, **kwargs)
 
@@ -304,7 +304,7 @@ def test_a_model_whose_every_training_failed_has_no_result(data_dir, tmp_path, k
     instant = common.train
 
     def train(hp, *args, seed=0, **kwargs):
-        if hp.batch_norm and kwargs.get("log") is None:
+        if hp.batch_norm and is_trial(kwargs):
             raise RuntimeError("out of memory")
         return instant(hp, *args, seed=seed, **kwargs)
 
@@ -321,7 +321,7 @@ def test_the_batch_study_names_what_it_left_out_and_a_refused_grid_leaves_no_rec
     real = common.train
 
     def train(hp, *args, seed=0, **kwargs):
-        if kwargs.get("log") is not None:
+        if not is_trial(kwargs):
             return real(hp.__class__(**{**hp.to_dict(), "epochs": 1}), *args, seed=seed, **kwargs)
         if hp.batch_norm and hp.batch_size == 16:
             return common.TrainResult(None, {"val_accuracy": [0.3], "loss": [float("nan")]}, float("nan"), 1, 0.0,

@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 import common
 from common import HPARAM_NAMES, HParams
 
+from .execution import on_dask_worker
 from .report import describe
 from .space import plain
 from .store import DIVERGED, FAILED, OK, RETRYABLE, TIMEOUT, trial_key
@@ -52,7 +53,8 @@ class TrialSettings:
     done: dict = field(default_factory=dict)  # {trial key: row} of a resumed search
     retry: bool = False             # --retry-failed: train failed and timed-out trials again
     killed: frozenset = frozenset()  # keys of trainings that killed their Dask workers in this run
-    heartbeat: float = 60.0         # seconds between a running trial's epoch lines (None: silent)
+    heartbeat: float = 60.0         # seconds between a running trial's epoch lines (None: silent;
+                                    # on a Dask worker always silent)
 
     def finished(self, params, fold):
         """The stored row of a training not to run again, or None: one from before this run
@@ -107,7 +109,8 @@ def train_trial(hp, train, val, settings, label="trial"):
     """Trains one configuration; never raises for a failed trial (the Outcome says why)."""
     if settings.threads:
         limit_threads(settings.threads)
-    log = Heartbeat(label, settings.heartbeat) if settings.heartbeat else None
+    # on a Dask worker a print reaches the worker's log, not the user: no heartbeat there
+    log = Heartbeat(label, settings.heartbeat) if settings.heartbeat and not on_dask_worker() else None
     start, cpu = time.perf_counter(), time.process_time()
     try:
         result = common.train(hp, train, val, seed=settings.seed, log=log, timeout=settings.timeout)
@@ -192,7 +195,7 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
         return HParams(**{n: plain(getattr(self, n)) for n in HPARAM_NAMES if getattr(self, n) is not None})
 
     def fit(self, X, y, test_fold=None, validation=None):
-        settings = self.trials or TrialSettings(store=None)
+        settings = self.trials or TrialSettings(store=None, heartbeat=None)  # a bare estimator: silent
         fold_index = _held_out_fold(test_fold)
         self.fold_ = "validation" if validation is not None else f"cv{fold_index + 1}"
         if self.seed is not None:  # one repeat of the configuration: its own seed, its own row
