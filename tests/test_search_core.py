@@ -406,3 +406,18 @@ def test_a_trial_names_its_configuration_and_fold_in_its_epoch_lines(tmp_path, c
     est.fit(beans.train.x, beans.train.y, validation=runner.Holdout(beans.validation.x, beans.validation.y))
     assert (est.outcome_.status, est.outcome_.reused) == (store.OK, False)  # it trained, silently
     assert capsys.readouterr().out == ""
+
+
+def test_an_estimator_used_outside_a_search_trains_without_a_heartbeat(monkeypatch):
+    """scikit-learn used directly (no TrialSettings): no "running" lines in the user's output."""
+    logs = []
+
+    def spy(hp, train, val, **kwargs):
+        logs.append(kwargs.get("log"))
+        return common.TrainResult(None, {}, 0.5, hp.epochs, 0.0)
+
+    monkeypatch.setattr(common, "train", spy)
+    x, y = np.zeros((30, 8, 8, 3), np.float32), np.arange(30) % 3
+    runner.BeansClassifier(epochs=1).fit(x, y)
+    runner.BeansClassifier(epochs=1, trials=runner.TrialSettings(None)).fit(x, y)
+    assert logs[0] is None and isinstance(logs[1], runner.Heartbeat)
