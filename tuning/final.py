@@ -3,6 +3,7 @@ validation), evaluated once on the test split, saved as model.keras with best.js
 best.json is written last: its presence marks a finished search, whose test score is final."""
 
 import dataclasses
+from dataclasses import dataclass
 
 import common
 import outputs
@@ -11,24 +12,35 @@ from .space import fmt, plain
 from .store import BEST, MODEL
 
 
-RUN_COSINE_TO_END = "run_cosine_to_end"  # a key of `final`: patience = epochs if the winner's schedule is cosine
+@dataclass(frozen=True)
+class FinalBudget:
+    """What the final model trains with beyond the best trial's values: epochs and patience
+    where set (None keeps the trial's), and whether a winner on the cosine schedule runs it to
+    its end (patience = its epochs), decided once the winner is known."""
+
+    epochs: int = None
+    patience: int = None
+    cosine_to_end: bool = False
+
+    def apply(self, hp):
+        hp = dataclasses.replace(hp, **{name: value for name, value in
+                                        (("epochs", self.epochs), ("patience", self.patience)) if value is not None})
+        if self.cosine_to_end and hp.schedule == "cosine":
+            hp = dataclasses.replace(hp, patience=hp.epochs)
+        return hp
 
 
 def final_model(out, beans, base, best, names, seed, trials, search_seconds, script, final=None, board=None,
                 fit_seconds=None, resumed=False):
-    """Returns the contents of best.json, after writing it. `final` ({"epochs": N, "patience":
-    P}) replaces the trials' budget: the search only ranked configurations. `search_seconds` is
+    """Returns the contents of best.json, after writing it. `final` (a FinalBudget)
+    replaces the trials' budget: the search only ranked configurations. `search_seconds` is
     this run's search wall time; `fit_seconds` the sum of every training's fit time in
     results.csv, this run's and those of the runs it resumed (`resumed`). With `board`
     (tuning.run.Board, --tensorboard), the final model's epoch curves go there too, as run
     "final-model", once the model and best.json are written."""
     hp = dataclasses.replace(base, **{k: plain(v) for k, v in best.params.items()})
     trial_budget = f"{hp.epochs} epochs, patience {hp.patience}"
-    final = dict(final or {})
-    to_end = final.pop(RUN_COSINE_TO_END, False)
-    hp = dataclasses.replace(hp, **final)
-    if to_end and hp.schedule == "cosine":
-        hp = dataclasses.replace(hp, patience=hp.epochs)
+    hp = (final or FinalBudget()).apply(hp)
     longer = f"{hp.epochs} epochs, patience {hp.patience}"
     print(f"\nbest: {' '.join(f'{n}={fmt(best.params[n])}' for n in names)}  "
           f"(val_acc {best.val_accuracy:.4f}); retraining on the train split"

@@ -23,7 +23,7 @@ from common import HPARAM_NAMES, HParams, UsageError
 
 from . import execution as ex
 from . import report, store
-from .final import RUN_COSINE_TO_END, final_model, format_best
+from .final import FinalBudget, final_model, format_best
 from .runner import TrialSettings, limit_threads
 from .searches import Problem
 from .space import TRIAL_DEFAULTS, build_space
@@ -59,7 +59,7 @@ class Setup:
     total: int
     out: Path
     rung: str = None  # successive halving: the hyperparameter each rung sets ("epochs")
-    final: dict = field(default_factory=dict)  # what the final model trains with beyond the best trial's values
+    final: FinalBudget = FinalBudget()  # what the final model trains with beyond the best trial's values
 
     @property
     def names(self):
@@ -152,9 +152,8 @@ def final_budget(args, space, overrides, dims):
         final["epochs"] = args.final_epochs
     if args.final_patience is not None:
         final["patience"] = args.final_patience
-    elif "patience" in final:  # no flag or grid file set it: a cosine winner runs to the end (final.py)
-        final[RUN_COSINE_TO_END] = True
-    return final
+    # no flag or grid file set the patience: a cosine winner runs to the end
+    return FinalBudget(**final, cosine_to_end=args.final_patience is None and "patience" in final)
 
 
 # Hyperparameters added after searches were first saved, at the value that trains as before they
