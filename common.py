@@ -362,6 +362,11 @@ class Beans:
 def make_dataset(split, batch_size, seed=0, training=False, augment=False):
     """tf.data over in-memory arrays: seeded per-epoch shuffle, batch, augment, prefetch.
 
+    Augmentation maps one batch at a time: its layers draw from one random state, and
+    batches augmented in parallel read it before either had moved it on, so they drew the
+    same numbers, and which ones differed from run to run. One at a time, a seed gives the
+    same augmented images every run; prefetch still overlaps them with training.
+
     In a trial capped at N threads (--threads-per-trial, or local --n-jobs), tf.data gets N
     threads and no autotuning: its autotuner's background thread made two 1-thread trials
     side by side each 1.25 times slower than one alone; without it, 1.01 (bench/scale.py)."""
@@ -374,8 +379,7 @@ def make_dataset(split, batch_size, seed=0, training=False, augment=False):
     ds = ds.batch(batch_size)
     if training and augment:
         augmenter = make_augmenter(seed)
-        ds = ds.map(lambda x, y: (augmenter(x, training=True), y),
-                    num_parallel_calls=threads or tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y))
     if not threads:
         return ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
@@ -386,11 +390,18 @@ def make_dataset(split, batch_size, seed=0, training=False, augment=False):
 
 
 def make_augmenter(seed):
+    """Each image independently: mirrored left-right or not, upside down or not (a leaf photo
+    has no up or left), then turned by up to +-18 degrees.
+
+    Two flip layers, not one RandomFlip("horizontal_and_vertical"): that layer (Keras 3.15)
+    draws one coin per image for both axes, so it only ever turns an image by 180 degrees and
+    never mirrors it. Each layer gets its own seed; with one seed their coins would agree."""
     import keras
 
     return keras.Sequential([
-        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-        keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed),  # +-18 degrees
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        keras.layers.RandomFlip("vertical", seed=seed + 1),
+        keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 2),  # +-18 degrees
     ], name="augment")
 
 

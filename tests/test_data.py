@@ -1,5 +1,6 @@
 """Data loading through tfds.folder_dataset.ImageFolder, on generated folders."""
 
+import collections
 import socket
 import time
 
@@ -123,3 +124,48 @@ def test_training_batches_are_shuffled_per_epoch_with_a_seed(data_dir):
     again = next(iter(common.make_dataset(split, batch_size=12, seed=3, training=True)))[1].numpy()
     assert not np.array_equal(first, second)  # a new order each epoch
     np.testing.assert_array_equal(first, again)  # the same order for the same seed
+
+
+def _marked_images(n, size=6):
+    """n identical images, black but for one bright pixel in the top-left corner."""
+    x = np.zeros((n, size, size, 3), np.float32)
+    x[:, 0, 0, :] = 1.0
+    return common.Split(x=x, y=np.zeros(n, np.int64))
+
+
+def _corners(batches):
+    """Where each image's marked corner went: (top?, left?) after flips; a turn of up to 18
+    degrees moves it along the image's edge but leaves it brightest in its own corner."""
+    out = []
+    for xb in batches:
+        for img in xb[..., 0]:
+            c = [img[0, 0], img[0, -1], img[-1, 0], img[-1, -1]]
+            out.append(("top", "left") if np.argmax(c) == 0 else ("top", "right") if np.argmax(c) == 1
+                       else ("bottom", "left") if np.argmax(c) == 2 else ("bottom", "right"))
+    return out
+
+
+def _epochs(ds, n):
+    return [xb.numpy() for _ in range(n) for xb, _ in ds]
+
+
+def test_augmentation_mirrors_and_flips_each_image_independently():
+    # Keras' RandomFlip("horizontal_and_vertical") draws one coin for both axes: it only ever
+    # turns an image by 180 degrees, so only top-left and bottom-right would appear here.
+    ds = common.make_dataset(_marked_images(16), batch_size=8, seed=0, training=True, augment=True)
+    seen = collections.Counter(_corners(_epochs(ds, 4)))
+    assert set(seen) == {("top", "left"), ("top", "right"), ("bottom", "left"), ("bottom", "right")}
+    assert min(seen.values()) >= 6  # 64 images: about 16 each
+
+
+def test_augmentation_is_reproducible_and_new_for_every_batch():
+    split = _marked_images(16)
+    runs = [_epochs(common.make_dataset(split, batch_size=4, seed=5, training=True, augment=True), 2)
+            for _ in range(2)]
+    np.testing.assert_array_equal(np.stack(runs[0]), np.stack(runs[1]))  # same seed, same images
+    # the images are identical, so batches that come out identical drew the same random numbers
+    # (batches augmented in parallel from one shared random state did)
+    batches = runs[0]
+    assert all(not np.array_equal(a, b) for i, a in enumerate(batches) for b in batches[i + 1:])
+    other = _epochs(common.make_dataset(split, batch_size=4, seed=6, training=True, augment=True), 2)
+    assert not np.array_equal(np.stack(other), np.stack(runs[0]))
