@@ -51,7 +51,7 @@ def parse_value(name, text):
         if kind is bool:
             return parse_bool(text)
         if kind is str:
-            return str(text)
+            return str(text).strip()  # as the tuning scripts read ' cosine'
         number = float(text)
         if not math.isfinite(number):
             raise UsageError(f"{flag(name)}: expected a finite number, got {text!r}")

@@ -150,6 +150,13 @@ def test_the_final_model_trains_on_the_training_scripts_budget_unless_told(data_
     assert manifest["fixed"].get("schedule") == ("cosine" if "cosine" in argv else None)
 
 
+def test_the_final_budget_is_said_in_words(data_dir, tmp_path, scored, capsys):
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--layers", "1,2",
+                           "--learning-rate", "1e-3", *TINY, "--epochs", "3", "--final-epochs", "1"]) == 0
+    assert "retraining on the train split for up to 1 epoch, patience 10 (the trial had 3 epochs, patience 10)" \
+        in capsys.readouterr().out
+
+
 def test_with_cosine_the_final_model_keeps_a_patience_the_user_set(data_dir, tmp_path, scored):
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({"layers": [1, 2], "patience": [1]}))

@@ -30,9 +30,12 @@ def test_baseline_writes_every_output(data_dir, tmp_path, capsys):
 
 def test_bn_script_trains_with_bn(data_dir, tmp_path):
     out = tmp_path / "run"
-    assert train_bn.main(["--data-dir", str(data_dir), "--out", str(out), "--bn-momentum", "0.8", *FAST]) == 0
+    # a word with spaces around it is read as the tuning scripts read it
+    assert train_bn.main(["--data-dir", str(data_dir), "--out", str(out), "--bn-momentum", "0.8",
+                          "--schedule", " cosine ", "--optimizer", "sgd ", *FAST]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["hparams"]["batch_norm"] is True and metrics["hparams"]["bn_momentum"] == 0.8
+    assert (metrics["hparams"]["schedule"], metrics["hparams"]["optimizer"]) == ("cosine", "sgd")
     import keras
     model = keras.saving.load_model(out / "model.keras")
     assert any(l.__class__.__name__ == "BatchNormalization" for l in model.layers)

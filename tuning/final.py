@@ -30,6 +30,10 @@ class FinalBudget:
         return hp
 
 
+def epoch_count(n):
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
 def final_model(out, beans, base, best, names, seed, trials, search_seconds, script, final=None, board=None,
                 fit_seconds=None, resumed=False):
     """Returns the contents of best.json, after writing it. `final` (a FinalBudget)
@@ -39,9 +43,9 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
     (tuning.run.Board, --tensorboard), the final model's epoch curves go there too, as run
     "final-model", once the model and best.json are written."""
     hp = dataclasses.replace(base, **{k: plain(v) for k, v in best.params.items()})
-    trial_budget = f"{hp.epochs} epochs, patience {hp.patience}"
+    trial_budget = f"{epoch_count(hp.epochs)}, patience {hp.patience}"
     hp = (final or FinalBudget()).apply(hp)
-    longer = f"{hp.epochs} epochs, patience {hp.patience}"
+    longer = f"{epoch_count(hp.epochs)}, patience {hp.patience}"
     print(f"\nbest: {' '.join(f'{n}={fmt(best.params[n])}' for n in names)}  "
           f"(val_acc {best.val_accuracy:.4f}); retraining on the train split"
           + (f" for up to {longer} (the trial had {trial_budget})" if longer != trial_budget else ""), flush=True)

@@ -23,7 +23,7 @@ from common import HPARAM_NAMES, HParams, UsageError
 
 from . import execution as ex
 from . import report, store
-from .final import FinalBudget, final_model, format_best
+from .final import FinalBudget, epoch_count, final_model, format_best
 from .runner import TrialSettings, limit_threads
 from .searches import Problem
 from .space import TRIAL_DEFAULTS, build_space
@@ -398,7 +398,7 @@ def show_finished(prog, setup, trial_store, summary):
     for name in ("epochs", "patience"):
         asked, trained = getattr(setup.args, f"final_{name}"), summary.get("hparams", {}).get(name)
         if asked is not None and asked != trained:
-            budget = f"for up to {trained} epochs" if name == "epochs" else f"with patience {trained}"
+            budget = f"for up to {epoch_count(trained)}" if name == "epochs" else f"with patience {trained}"
             print(f"{prog}: note: --final-{name} {asked} not applied: the finished search's model "
                   f"trained {budget}", file=sys.stderr)
     print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung))
