@@ -395,13 +395,17 @@ def make_augmenter(seed):
 
     Two flip layers, not one RandomFlip("horizontal_and_vertical"): that layer (Keras 3.15)
     draws one coin per image for both axes, so it only ever turns an image by 180 degrees and
-    never mirrors it. Each layer gets its own seed; with one seed their coins would agree."""
+    never mirrors it. Each layer gets its own seed, drawn from `seed` by numpy's SeedSequence:
+    with one seed their numbers would agree (the rotation turned the images it flipped), and
+    with seed, seed + 1, seed + 2 a run with seed 1 would mirror the images seed 0 flipped."""
     import keras
 
+    # Keras takes seeds below 2**31 - 1
+    flip_lr, flip_ud, turn = (int(s) % (2**31 - 1) for s in np.random.SeedSequence(seed).generate_state(3))
     return keras.Sequential([
-        keras.layers.RandomFlip("horizontal", seed=seed),
-        keras.layers.RandomFlip("vertical", seed=seed + 1),
-        keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 2),  # +-18 degrees
+        keras.layers.RandomFlip("horizontal", seed=flip_lr),
+        keras.layers.RandomFlip("vertical", seed=flip_ud),
+        keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=turn),  # +-18 degrees
     ], name="augment")
 
 

@@ -153,9 +153,18 @@ def test_augmentation_mirrors_and_flips_each_image_independently():
     # Keras' RandomFlip("horizontal_and_vertical") draws one coin for both axes: it only ever
     # turns an image by 180 degrees, so only top-left and bottom-right would appear here.
     ds = common.make_dataset(_marked_images(16), batch_size=8, seed=0, training=True, augment=True)
-    seen = collections.Counter(_corners(_epochs(ds, 4)))
+    batches = _epochs(ds, 4)
+    seen = collections.Counter(_corners(batches))
     assert set(seen) == {("top", "left"), ("top", "right"), ("bottom", "left"), ("bottom", "right")}
     assert min(seen.values()) >= 6  # 64 images: about 16 each
+    assert all(len(set(_corners([xb]))) > 1 for xb in batches)  # drawn per image, not per batch
+
+
+def test_augmentation_layers_and_seeds_draw_apart():
+    seeds = [[layer.seed for layer in common.make_augmenter(s).layers] for s in (0, 1, 2)]
+    assert all(len(set(run)) == 3 for run in seeds)  # a layer's numbers are not another's
+    assert len({seed for run in seeds for seed in run}) == 9  # nor those of a neighbouring seed's run
+    assert seeds[0] == [layer.seed for layer in common.make_augmenter(0).layers]
 
 
 def test_augmentation_is_reproducible_and_new_for_every_batch():
@@ -167,5 +176,6 @@ def test_augmentation_is_reproducible_and_new_for_every_batch():
     # (batches augmented in parallel from one shared random state did)
     batches = runs[0]
     assert all(not np.array_equal(a, b) for i, a in enumerate(batches) for b in batches[i + 1:])
+    assert all(not np.array_equal(xb[0], xb[i]) for xb in batches for i in range(1, len(xb)))  # nor within one
     other = _epochs(common.make_dataset(split, batch_size=4, seed=6, training=True, augment=True), 2)
     assert not np.array_equal(np.stack(other), np.stack(runs[0]))
