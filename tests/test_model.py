@@ -112,8 +112,9 @@ def test_train_returns_history_and_stops_early():
     assert result.seconds > 0
 
 
-def test_train_is_seeded():
-    hp = common.HParams(layers=1, units=4, epochs=2, batch_size=8)
+@pytest.mark.parametrize("augment", [False, True])
+def test_train_is_seeded(augment):
+    hp = common.HParams(layers=1, units=4, epochs=2, batch_size=8, augment=augment)
     runs = [common.train(hp, random_split(24), random_split(12, seed=1), seed=5, log=None) for _ in range(2)]
     assert runs[0].history["loss"] == runs[1].history["loss"]
 
