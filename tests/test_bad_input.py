@@ -74,6 +74,7 @@ def test_hyperparameters_above_their_range_are_refused(data_dir, tmp_path, capsy
     (tune_grid, ["--trial-timeout", "0"], "argument --trial-timeout: must be in (0, 1e+06]"),
     (tune_grid, ["--threads-per-trial", "0"], "argument --threads-per-trial: must be in [1, 256]"),
     (tune_grid, ["--cv", "1"], "argument --cv: must be in [2, 100]"),
+    (tune_grid, ["--connect-timeout", "5"], "--connect-timeout goes with --scheduler"),
     (tune_random, ["--n-iter", "inf"], "argument --n-iter: expected an integer"),
     (tune_random, ["--keep", "nan"], "argument --keep: expected a finite number"),
     (tune_random, ["--keep", "0"], "argument --keep: must be in (0, 1]"),

@@ -87,7 +87,7 @@ def tuning_parser(method):
     parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
                         help="run the trials on an existing Dask cluster, e.g. tcp://127.0.0.1:8786 "
                              "(see README: Scaling out)")
-    parser.add_argument("--connect-timeout", type=cli.number(float, 1, 3600), default=30, metavar="SECONDS",
+    parser.add_argument("--connect-timeout", type=cli.number(float, 1, 3600), default=None, metavar="SECONDS",
                         help="with --scheduler: how long to wait for a worker, at start and whenever the "
                              "cluster has none (default: 30)")
     for name, what in (("ca-file", "the CA certificate"), ("cert", "this client's certificate"),
@@ -123,6 +123,9 @@ def prepare(argv, method):
     cli.check_run_args(args)
     if not args.scheduler and (args.tls_ca_file or args.tls_cert or args.tls_key):
         raise UsageError("--tls-ca-file, --tls-cert and --tls-key go with --scheduler tls://...")
+    if not args.scheduler and args.connect_timeout is not None:
+        raise UsageError("--connect-timeout goes with --scheduler")
+    args.connect_timeout = 30.0 if args.connect_timeout is None else args.connect_timeout
     overrides = {n: getattr(args, n) for n in HPARAM_NAMES if getattr(args, n) is not None}
     space = method.default_space(args)  # reads a --grid file: once
     dims, fixed = build_space(space, overrides, method.allow_range)
