@@ -79,6 +79,20 @@ def test_ctrl_c_then_rerun_resumes_without_retraining(data_dir, tmp_path, monkey
     assert best["fit_seconds"] > sum(float(r["fit_seconds"]) for r in final[2:]) + 0.05
 
 
+def test_ctrl_c_during_the_final_model_says_how_to_finish(data_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    command = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *TINY]
+    count_trainings(monkeypatch, interrupt_at=3)  # two trials, then the final model
+    assert tune_grid.main(command) == 130
+    printed = capsys.readouterr()
+    assert "interrupted while training the final model; the search's trainings are saved in" in printed.out
+    assert printed.err.strip() == "tune_grid.py: interrupted"
+    assert len(rows(out)) == 2 and not (out / "best.json").exists()
+    calls = count_trainings(monkeypatch)
+    assert tune_grid.main(command) == 0
+    assert len(calls) == 1 and (out / "best.json").exists()  # only the final model
+
+
 def test_resumed_random_search_draws_the_same_candidates(data_dir, tmp_path, monkeypatch, scored):
     argv = ["--data-dir", str(data_dir), "--n-iter", "4", "--learning-rate", "1e-4:1e-1", "--units", "4:64",
             "--seed", "3", "--image-size", "8", "--epochs", "1", "--batch-size", "4", "--decay", "0"]

@@ -255,8 +255,14 @@ def run(argv, method):
     if not ok:
         raise cli.RunFailed(f"every trial failed; see {out / store.RESULTS} for their messages "
                             "(--retry-failed trains failed and timed-out trials again)")
-    summary = final_model(out, beans, setup.base, ok[0], columns, args.seed, len(trials), seconds, method.script,
-                          setup.final, board=board, fit_seconds=fit_total, resumed=bool(done))
+    try:
+        summary = final_model(out, beans, setup.base, ok[0], columns, args.seed, len(trials), seconds, method.script,
+                              setup.final, board=board, fit_seconds=fit_total, resumed=bool(done))
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted while training the final model; the search's trainings are saved in "
+              f"{trial_store.path}. Run the same command again to train the final model (the search is not "
+              "run again).", flush=True)
+        raise
     print()
     print(format_best(summary))
     draw_figures(prog, out, {"val_accuracy.png": lambda: report.plot_scores(trials, setup.dims), **output.figures})
