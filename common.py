@@ -397,7 +397,8 @@ def make_augmenter(seed):
     draws one coin per image for both axes, so it only ever turns an image by 180 degrees and
     never mirrors it. Each layer gets its own seed, drawn from `seed` by numpy's SeedSequence:
     with one seed their numbers would agree (the rotation turned the images it flipped), and
-    with seed, seed + 1, seed + 2 a run with seed 1 would mirror the images seed 0 flipped."""
+    with seed, seed + 1, seed + 2 a run with seed 1 would draw its mirror coins from the
+    stream seed 0 drew its upside-down coins from."""
     import keras
 
     # Keras takes seeds below 2**31 - 1
