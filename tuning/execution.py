@@ -19,6 +19,9 @@ from common import UsageError
 from .store import RETRYABLE, trial_key
 
 
+CONNECT_TIMEOUT = 30  # seconds to wait for a worker, at start and whenever a cluster has none (--connect-timeout)
+
+
 @dataclass
 class Execution:
     """How a search runs its trials. `client` is a distributed.Client on a Dask cluster."""
@@ -26,7 +29,7 @@ class Execution:
     n_jobs: int = 1
     client: object = None
     relay: object = None  # the Relay carrying rows from the cluster's workers, while a search runs
-    patience: float = 30  # seconds a cluster may have no worker before its search ends (--connect-timeout)
+    patience: float = CONNECT_TIMEOUT  # seconds a cluster may have no worker before its search ends
     _copies: dict = field(default_factory=dict, repr=False)  # {id(data): (data, its future)}
 
     @property
@@ -162,7 +165,7 @@ def tls_security(ca_file, cert, key):
     return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
 
 
-def connect(address, timeout=30, security=None):
+def connect(address, timeout=CONNECT_TIMEOUT, security=None):
     """A distributed.Client for an existing scheduler with at least one worker, where the
     scheduler and every worker can import the project. Anything else is one line, within
     about `timeout` seconds, instead of a search that waits forever."""

@@ -89,7 +89,7 @@ def tuning_parser(method):
                              "(see README: Scaling out)")
     parser.add_argument("--connect-timeout", type=cli.number(float, 1, 3600), default=None, metavar="SECONDS",
                         help="with --scheduler: how long to wait for a worker, at start and whenever the "
-                             "cluster has none (default: 30)")
+                             f"cluster has none (default: {ex.CONNECT_TIMEOUT})")
     for name, what in (("ca-file", "the CA certificate"), ("cert", "this client's certificate"),
                        ("key", "this client's private key")):
         parser.add_argument(f"--tls-{name}", metavar="FILE", default=None,
@@ -125,7 +125,6 @@ def prepare(argv, method):
         raise UsageError("--tls-ca-file, --tls-cert and --tls-key go with --scheduler tls://...")
     if not args.scheduler and args.connect_timeout is not None:
         raise UsageError("--connect-timeout goes with --scheduler")
-    args.connect_timeout = 30.0 if args.connect_timeout is None else args.connect_timeout
     overrides = {n: getattr(args, n) for n in HPARAM_NAMES if getattr(args, n) is not None}
     space = method.default_space(args)  # reads a --grid file: once
     dims, fixed = build_space(space, overrides, method.allow_range)
@@ -180,9 +179,10 @@ def open_execution(args, stack):
     """Execution (where trials run) and TensorFlow threads per trial."""
     if args.scheduler:
         security = ex.tls_security(args.tls_ca_file, args.tls_cert, args.tls_key)
-        client = stack.enter_context(ex.connect(args.scheduler, args.connect_timeout, security))
+        timeout = args.connect_timeout or ex.CONNECT_TIMEOUT
+        client = stack.enter_context(ex.connect(args.scheduler, timeout, security))
         n_jobs = args.n_jobs if args.n_jobs > 1 else max(sum(client.nthreads().values()), 1)
-        return ex.Execution(n_jobs, client, patience=args.connect_timeout), args.threads_per_trial
+        return ex.Execution(n_jobs, client, patience=timeout), args.threads_per_trial
     threads = args.threads_per_trial
     if args.n_jobs > 1 and threads is None:
         threads = ex.default_threads(args.n_jobs)
