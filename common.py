@@ -489,20 +489,33 @@ class TrainResult:
 
 
 def epoch_line(epoch, epochs, logs, seconds, lr):
-    return (f"epoch {epoch:>3}/{epochs}  loss {logs.get('loss', float('nan')):.4f}  "
-            f"acc {logs.get('accuracy', float('nan')):.4f}  val_loss {logs.get('val_loss', float('nan')):.4f}  "
-            f"val_acc {logs.get('val_accuracy', float('nan')):.4f}  lr {lr:.2e}  {seconds:5.1f}s")
+    """One epoch's progress line; without a validation split (train(..., None)) no val_ fields."""
+    nan = float("nan")
+    val = (f"val_loss {logs.get('val_loss', nan):.4f}  val_acc {logs.get('val_accuracy', nan):.4f}  "
+           if "val_loss" in logs or "val_accuracy" in logs else "")
+    return (f"epoch {epoch:>3}/{epochs}  loss {logs.get('loss', nan):.4f}  "
+            f"acc {logs.get('accuracy', nan):.4f}  {val}lr {lr:.2e}  {seconds:5.1f}s")
+
+
+def join_splits(*splits):
+    """One split holding the images of all `splits`, in order (the final model's train +
+    validation, --final-data)."""
+    return Split(x=np.concatenate([s.x for s in splits]), y=np.concatenate([s.y for s in splits]),
+                 files=tuple(f for s in splits for f in s.files))
 
 
 def train(hp, train_split, val_split, seed=0, log=print, image_size=None, timeout=None, keep_best=True):
     """Trains a fresh model; early-stops on validation accuracy and keeps the best weights
     (keep_best=False: the last epoch's, for measurements that must not pick an epoch on the
-    validation split they then score).
+    validation split they then score). With `val_split` None there is nothing to stop on or
+    pick by: all hp.epochs train, the last epoch's weights are kept, val_accuracy is NaN.
 
     With `timeout` (seconds), training stops at the first batch past it: status "timeout"."""
     import keras
     import tensorflow as tf
 
+    if val_split is None and keep_best:
+        raise ValueError("keep_best needs a validation split to pick the best epoch on")
     tf.get_logger().setLevel("ERROR")  # each new model retraces tf.functions; that is expected here
     keras.backend.clear_session()  # free the previous model's graph and memory
     keras.utils.set_random_seed(seed)
@@ -531,14 +544,16 @@ def train(hp, train_split, val_split, seed=0, log=print, image_size=None, timeou
                 TimeLimit.expired = True
                 self.model.stop_training = True
 
-    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=hp.patience,
-                                            restore_best_weights=keep_best)
+    callbacks = [EpochLog(), keras.callbacks.TerminateOnNaN(), TimeLimit()]
+    if val_split is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=hp.patience,
+                                                       restore_best_weights=keep_best))
     start = time.perf_counter()
     fit = model.fit(
         make_dataset(train_split, hp.batch_size, seed=seed, training=True, augment=hp.augment),
-        validation_data=make_dataset(val_split, hp.batch_size),
+        validation_data=None if val_split is None else make_dataset(val_split, hp.batch_size),
         epochs=hp.epochs, verbose=0, shuffle=False,  # make_dataset shuffles
-        callbacks=[EpochLog(), keras.callbacks.TerminateOnNaN(), TimeLimit(), stopper],
+        callbacks=callbacks,
     )
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}

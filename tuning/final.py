@@ -1,6 +1,7 @@
 """The end of a search: the best configuration retrained on the train split (early-stopped on
-validation), evaluated once on the test split, saved as model.keras with best.json beside it.
-best.json is written last: its presence marks a finished search, whose test score is final."""
+validation), or with --final-data train+validation on both splits for all its epochs, evaluated
+once on the test split, saved as model.keras with best.json beside it. best.json is written
+last: its presence marks a finished search, whose test score is final."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -11,22 +12,32 @@ import outputs
 from .space import fmt, plain
 from .store import BEST, MODEL
 
+TRAIN_AND_VALIDATION = "train+validation"
+FINAL_DATA = ("train", TRAIN_AND_VALIDATION)  # what --final-data takes
+
 
 @dataclass(frozen=True)
 class FinalBudget:
     """What the final model trains with beyond the best trial's values: epochs and patience
-    where set (None keeps the trial's), and whether a winner on the cosine schedule runs it to
-    its end (patience = its epochs), decided once the winner is known."""
+    where set (None keeps the trial's), whether a winner on the cosine schedule runs it to
+    its end (patience = its epochs), decided once the winner is known, and the data it trains
+    on (FINAL_DATA): the train split, early-stopped on validation with the best epoch kept, or
+    train + validation, all its epochs with the last one kept (nothing is left to stop on)."""
 
     epochs: int = None
     patience: int = None
     cosine_to_end: bool = False
+    data: str = "train"
+
+    @property
+    def on_validation_too(self):
+        return self.data == TRAIN_AND_VALIDATION
 
     def apply(self, hp):
         hp = dataclasses.replace(hp, **{name: value for name, value in
                                         (("epochs", self.epochs), ("patience", self.patience)) if value is not None})
-        if self.cosine_to_end and hp.schedule == "cosine":
-            hp = dataclasses.replace(hp, patience=hp.epochs)
+        if self.on_validation_too or (self.cosine_to_end and hp.schedule == "cosine"):
+            hp = dataclasses.replace(hp, patience=hp.epochs)  # runs to its end
         return hp
 
 
@@ -42,32 +53,45 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
     results.csv, this run's and those of the runs it resumed (`resumed`). With `board`
     (tuning.run.Board, --tensorboard), the final model's epoch curves go there too, as run
     "final-model", once the model and best.json are written."""
+    final = final or FinalBudget()
     hp = dataclasses.replace(base, **{k: plain(v) for k, v in best.params.items()})
     trial_budget = f"{epoch_count(hp.epochs)}, patience {hp.patience}"
-    hp = (final or FinalBudget()).apply(hp)
-    longer = f"{epoch_count(hp.epochs)}, patience {hp.patience}"
-    print(f"\nbest: {' '.join(f'{n}={fmt(best.params[n])}' for n in names)}  "
-          f"(val_acc {best.val_accuracy:.4f}); retraining on the train split"
-          + (f" for up to {longer} (the trial had {trial_budget})" if longer != trial_budget else ""), flush=True)
-    final = common.train(hp, beans.train, beans.validation, seed=seed, log=lambda line: print(line, flush=True))
-    test_accuracy = common.evaluate(final.model, beans.test)  # the test split's one reading
-    outputs.save_model(out / MODEL, final.model)
+    hp = final.apply(hp)
+    chosen = f"\nbest: {' '.join(f'{n}={fmt(best.params[n])}' for n in names)}  (val_acc {best.val_accuracy:.4f}); "
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if final.on_validation_too:
+        print(chosen + f"retraining on the train and validation splits ({len(beans.train) + len(beans.validation)} "
+              f"images) for all {epoch_count(hp.epochs)}, the last one's weights kept: no split is left to stop "
+              f"on or pick an epoch by (the trial had {trial_budget})", flush=True)
+        trained = common.train(hp, common.join_splits(beans.train, beans.validation), None, seed=seed, log=log,
+                               keep_best=False)
+    else:
+        longer = f"{epoch_count(hp.epochs)}, patience {hp.patience}"
+        print(chosen + "retraining on the train split"
+              + (f" for up to {longer} (the trial had {trial_budget})" if longer != trial_budget else ""), flush=True)
+        trained = common.train(hp, beans.train, beans.validation, seed=seed, log=log)
+    test_accuracy = common.evaluate(trained.model, beans.test)  # the test split's one reading
+    outputs.save_model(out / MODEL, trained.model)
     summary = {
         "script": script, "params": {k: plain(v) for k, v in best.params.items()},
         "hparams": hp.to_dict(), "val_accuracy": best.val_accuracy,
-        "final_val_accuracy": final.val_accuracy, "test_accuracy": test_accuracy,
-        "final_epochs": final.epochs, "trials": trials, "search_seconds": round(search_seconds, 1),
+        "final_data": final.data,
+        # None when the final model trained on the validation split: its score there means nothing
+        "final_val_accuracy": None if final.on_validation_too else trained.val_accuracy,
+        "test_accuracy": test_accuracy,
+        "final_epochs": trained.epochs, "trials": trials, "search_seconds": round(search_seconds, 1),
         "fit_seconds": None if fit_seconds is None else round(fit_seconds, 1), "resumed": bool(resumed),
         "seed": seed, "image_size": beans.image_size, "data": beans.source, "limit": beans.limit,
     }
     outputs.write_json(out / BEST, summary)
     if board is not None:
-        board.curves("final-model", final.history)
+        board.curves("final-model", trained.history)
     return summary
 
 
 def format_best(summary):
     return outputs.format_table(
         ["model", "val_accuracy (search)", "val_accuracy (final)", "test_accuracy", "epochs"],
-        [["best", f"{summary['val_accuracy']:.4f}", f"{summary['final_val_accuracy']:.4f}",
+        [["best", f"{summary['val_accuracy']:.4f}",
+          "trained on it" if summary["final_val_accuracy"] is None else f"{summary['final_val_accuracy']:.4f}",
           f"{summary['test_accuracy']:.4f}", summary["final_epochs"]]])

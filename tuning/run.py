@@ -23,7 +23,7 @@ from common import HPARAM_NAMES, HParams, UsageError
 
 from . import execution as ex
 from . import report, store
-from .final import FinalBudget, epoch_count, final_model, format_best
+from .final import FINAL_DATA, TRAIN_AND_VALIDATION, FinalBudget, epoch_count, final_model, format_best
 from .runner import TrialSettings, limit_threads
 from .searches import Problem
 from .space import TRIAL_DEFAULTS, build_space
@@ -105,6 +105,10 @@ def tuning_parser(method):
                         help="the final model's patience (default: the trials'; with the cosine schedule, "
                              "unless --patience is given, its epochs: the schedule runs to its end, the best "
                              "epoch kept)")
+    parser.add_argument("--final-data", type=lambda text: text.strip().lower(), choices=FINAL_DATA, default="train",
+                        help="what the final model trains on: the train split, early-stopped on validation "
+                             "and the best epoch kept (default), or train+validation: 13%% more images, all "
+                             "its epochs, the last kept (the search still ranks on validation alone)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh, whatever the --out folder holds")
     method.add_flags(parser)
@@ -125,6 +129,9 @@ def prepare(argv, method):
         raise UsageError("--tls-ca-file, --tls-cert and --tls-key go with --scheduler tls://...")
     if not args.scheduler and args.connect_timeout is not None:
         raise UsageError("--connect-timeout goes with --scheduler")
+    if args.final_data == TRAIN_AND_VALIDATION and args.final_patience is not None:
+        raise UsageError("--final-patience has nothing to stop on with --final-data train+validation: "
+                         "the final model trains all --final-epochs")
     overrides = {n: getattr(args, n) for n in HPARAM_NAMES if getattr(args, n) is not None}
     space = method.default_space(args)  # reads a --grid file: once
     dims, fixed = build_space(space, overrides, method.allow_range)
@@ -155,7 +162,8 @@ def final_budget(args, space, overrides, dims):
     if args.final_patience is not None:
         final["patience"] = args.final_patience
     # no flag or grid file set the patience: a cosine winner runs to the end
-    return FinalBudget(**final, cosine_to_end=args.final_patience is None and "patience" in final)
+    return FinalBudget(**final, cosine_to_end=args.final_patience is None and "patience" in final,
+                       data=args.final_data)
 
 
 # Hyperparameters added after searches were first saved, at the value that trains as before they
@@ -228,6 +236,8 @@ def run(argv, method):
             "trainings": setup.total, "trials run in": execution.describe(),
             "parallel trials": execution.n_jobs if not threads else f"{execution.n_jobs} ({threads} threads each)",
             **({"trial timeout": f"{args.trial_timeout:g}s"} if args.trial_timeout else {}),
+            "final model trains on": ("train + validation, all its epochs, the last kept"
+                                      if setup.final.on_validation_too else "train, early-stopped on validation"),
             **{f"search {d.name}": d.describe() for d in setup.dims},
             **{k: v for k, v in setup.base.to_dict().items() if k not in names}})
         settings = TrialSettings(trial_store, args.seed, threads, args.trial_timeout,
@@ -410,6 +420,10 @@ def show_finished(prog, setup, trial_store, summary):
             budget = f"for up to {epoch_count(trained)}" if name == "epochs" else f"with patience {trained}"
             print(f"{prog}: note: --final-{name} {asked} not applied: the finished search's model "
                   f"trained {budget}", file=sys.stderr)
+    trained_on = summary.get("final_data", "train")  # searches finished before --final-data: train
+    if setup.args.final_data != trained_on:
+        print(f"{prog}: note: --final-data {setup.args.final_data} not applied: the finished search's model "
+              f"trained on {trained_on}", file=sys.stderr)
     print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung))
     print()
     print(format_best(summary))
