@@ -54,6 +54,8 @@ def results(folder):
 
 
 def spread(values, digits=4):
+    if any(v is None for v in values):  # a final model trained on validation (--final-data) has no score there
+        return "trained on it"
     return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
 
 
@@ -104,7 +106,7 @@ def main(argv=None):
             note = "read back"
         per_seed[seed] = found
         print(f"  seed {seed}: " + "  ".join(
-            f"{model} val {r['val_accuracy']:.4f} test {r['test_accuracy']:.4f}"
+            f"{model} val {'trained on it' if r['val_accuracy'] is None else format(r['val_accuracy'], '.4f')} test {r['test_accuracy']:.4f}"
             + (f" epochs {r['epochs']}" if "epochs" in r else "") for model, r in found.items())
               + f"  ({note})", flush=True)
     rows = []

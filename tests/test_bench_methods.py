@@ -108,6 +108,15 @@ def test_seeds_runs_a_command_per_seed_and_resumes(data_dir, tmp_path, capsys):
     assert stop.value.code == 2
 
 
+def test_seeds_reads_a_final_model_trained_on_validation_as_having_no_score_there(tmp_path):
+    (tmp_path / "best.json").write_text(json.dumps({"final_val_accuracy": None, "test_accuracy": 0.95,
+                                                    "final_epochs": 150, "search_seconds": 60.0}))
+    found = seeds.results(tmp_path)["best"]
+    assert found["val_accuracy"] is None
+    assert seeds.spread([0.9, found["val_accuracy"]]) == "trained on it"
+    assert seeds.spread([0.9, 0.8, 1.0]) == "0.9000 [0.8000-1.0000]"
+
+
 @pytest.mark.parametrize("command", [["--", "train_bn.py", "--seed", "3"], ["--", "nothing.py"], []])
 def test_seeds_refuses_what_it_cannot_run(tmp_path, command):
     with pytest.raises(SystemExit) as stop:

@@ -112,6 +112,27 @@ def test_train_returns_history_and_stops_early():
     assert result.seconds > 0
 
 
+def test_train_without_a_validation_split_runs_every_epoch():
+    # patience 0 would stop at the first epoch that does not improve: with nothing to stop on, all 6 run
+    hp = common.HParams(layers=1, units=4, epochs=6, patience=0, batch_size=8)
+    lines = []
+    result = common.train(hp, random_split(24), None, seed=0, log=lines.append, keep_best=False)
+    assert result.status == "ok" and result.epochs == 6 and len(lines) == 6
+    assert "val_" not in "".join(lines) and lines[0].startswith("epoch   1/6  loss ")
+    assert set(result.history) == {"loss", "accuracy", "lr"} and np.isnan(result.val_accuracy)
+    with pytest.raises(ValueError, match="keep_best needs a validation split"):
+        common.train(hp, random_split(24), None, log=None)
+
+
+def test_join_splits_keeps_every_image_in_order():
+    a, b = random_split(4), random_split(3, seed=1)
+    a, b = dataclasses.replace(a, files=("a",) * 4), dataclasses.replace(b, files=("b",) * 3)
+    joined = common.join_splits(a, b)
+    assert len(joined) == 7 and joined.files == ("a",) * 4 + ("b",) * 3
+    np.testing.assert_array_equal(joined.x, np.concatenate([a.x, b.x]))
+    np.testing.assert_array_equal(joined.y, np.concatenate([a.y, b.y]))
+
+
 @pytest.mark.parametrize("augment", [False, True])
 def test_train_is_seeded(augment):
     hp = common.HParams(layers=1, units=4, epochs=2, batch_size=8, augment=augment)

@@ -128,6 +128,10 @@ def test_cosine_schedule_fixes_decay_at_zero_unless_decay_was_asked_for():
     (tune_random, ["--schedule", "cosine", "--decay", "0.03"], "--decay belongs to --schedule inverse-time"),
     (tune_grid, ["--schedule", "step"], "--schedule: schedule must be one of inverse-time, cosine, got 'step'"),
     (tune_grid, ["--final-patience", "-1"], "argument --final-patience: must be in [0, 1000], got -1"),
+    (tune_grid, ["--final-data", "all"], "argument --final-data: invalid choice: 'all'"),
+    (tune_random, ["--final-data", ""], "argument --final-data: invalid choice: ''"),
+    (tune_bayes, ["--final-data", "train+validation", "--final-patience", "5"],
+     "--final-patience has nothing to stop on with --final-data train+validation"),
     (tune_random, ["--n-iter", "0"], "argument --n-iter: must be in [1, 10000], got 0"),
     (tune_grid, ["--learning-rate", "1e-4:1e-2"], "a grid takes a comma list"),
     (tune_grid, ["--units", ""], "--units: empty value"),
@@ -429,3 +433,43 @@ def test_estimator_follows_scikit_learn_conventions(data_dir, tmp_path):
     shortcut = est.score(val.x, val.y)
     assert shortcut == pytest.approx(accuracy_score(val.y, est.predict(val.x)), abs=1e-6)
     assert len(log.rows()) == 1 and log.rows()[0]["params"]["units"] == 4
+
+
+def test_final_data_train_and_validation_trains_on_both_for_all_epochs(data_dir, tmp_path, monkeypatch, capsys):
+    """The search ranks on validation alone; only the final model sees the validation images,
+    then trains all its epochs (no early stopping, the last epoch kept) and claims no validation score."""
+    calls, fake = [], instant_train(common, [])
+
+    def spy(hp, train_split, val_split, **kwargs):
+        calls.append((hp.epochs, hp.patience, len(train_split), val_split, kwargs.get("keep_best", True)))
+        return fake(hp, train_split, val_split, **kwargs)
+
+    monkeypatch.setattr(common, "train", spy)
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *TINY,
+            "--final-epochs", "5", "--final-data", " Train+Validation"]
+    assert tune_grid.main(argv) == 0
+    printed = capsys.readouterr().out
+    (_, _, n_train, val, _), (_, _, n_train2, val2, _) = calls[:2]  # the trials: train split, scored on validation
+    assert n_train == n_train2 == 12 and len(val) == len(val2) == 12
+    assert calls[2] == (5, 5, 24, None, False)  # train + validation, all 5 epochs, the last kept
+    best = json.loads((out / "best.json").read_text())
+    assert best["final_data"] == "train+validation" and best["final_val_accuracy"] is None
+    assert best["hparams"]["epochs"] == 5 and best["final_epochs"] == 5
+    assert "retraining on the train and validation splits (24 images) for all 5 epochs" in printed
+    assert "trained on it" in printed[printed.index("val_accuracy (final)"):]
+    assert tune_grid.main([*argv[:-1], "train"]) == 0  # finished: shown, not trained again, and it says so
+    assert len(calls) == 3
+    assert capsys.readouterr().err.strip() == ("tune_grid.py: note: --final-data train not applied: the "
+                                               "finished search's model trained on train+validation")
+
+
+def test_the_final_model_trains_on_the_train_split_by_default(data_dir, tmp_path, monkeypatch):
+    calls, fake = [], instant_train(common, [])
+    monkeypatch.setattr(common, "train", lambda hp, t, v, **k: calls.append((len(t), v is None)) or fake(hp, t, v, **k))
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2",
+                           "--learning-rate", "1e-3", *TINY]) == 0
+    assert calls == [(12, False)] * 3
+    best = json.loads((out / "best.json").read_text())
+    assert best["final_data"] == "train" and best["final_val_accuracy"] == pytest.approx(0.2041)
