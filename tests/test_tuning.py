@@ -2,6 +2,7 @@
 coarse-to-fine narrowing, the Bayesian optimizer, and the files each run writes."""
 
 import csv
+import dataclasses
 import json
 import math
 
@@ -12,7 +13,7 @@ import common
 import tune_bayes
 import tune_grid
 import tune_random
-from conftest import instant_train
+from conftest import instant_train, is_trial
 from tuning import runner, searches, store
 from tuning.space import build_space, parse_dim
 
@@ -436,8 +437,9 @@ def test_estimator_follows_scikit_learn_conventions(data_dir, tmp_path):
 
 
 def test_final_data_train_and_validation_trains_on_both_for_all_epochs(data_dir, tmp_path, monkeypatch, capsys):
-    """The search ranks on validation alone; only the final model sees the validation images,
-    then trains all its epochs (no early stopping, the last epoch kept) and claims no validation score."""
+    """The trials train on train and score on validation as without the flag; only the final
+    model also trains on the validation images, all its epochs (no early stopping, the last epoch
+    kept), and claims no validation score."""
     calls, fake = [], instant_train(common, [])
 
     def spy(hp, train_split, val_split, **kwargs):
@@ -458,10 +460,13 @@ def test_final_data_train_and_validation_trains_on_both_for_all_epochs(data_dir,
     assert best["hparams"]["epochs"] == 5 and best["final_epochs"] == 5
     assert "retraining on the train and validation splits (24 images) for all 5 epochs" in printed
     assert "trained on it" in printed[printed.index("val_accuracy (final)"):]
-    assert tune_grid.main([*argv[:-1], "train"]) == 0  # finished: shown, not trained again, and it says so
+    assert tune_grid.main([*argv[:-1], "train", "--final-patience", "3"]) == 0  # finished: not trained again
     assert len(calls) == 3
-    assert capsys.readouterr().err.strip() == ("tune_grid.py: note: --final-data train not applied: the "
-                                               "finished search's model trained on train+validation")
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "tune_grid.py: note: --final-patience 3 not applied: the finished search's model trained on "
+        "train+validation, all its epochs",
+        "tune_grid.py: note: --final-data train not applied: the finished search's model trained on "
+        "train+validation"]
 
 
 def test_the_final_model_trains_on_the_train_split_by_default(data_dir, tmp_path, monkeypatch):
@@ -473,3 +478,23 @@ def test_the_final_model_trains_on_the_train_split_by_default(data_dir, tmp_path
     assert calls == [(12, False)] * 3
     best = json.loads((out / "best.json").read_text())
     assert best["final_data"] == "train" and best["final_val_accuracy"] == pytest.approx(0.2041)
+
+
+@pytest.mark.parametrize("final_data", ["train", "train+validation"])
+def test_a_final_model_that_diverged_says_so(data_dir, tmp_path, monkeypatch, capsys, final_data):
+    fake = instant_train(common, [])
+
+    def train(hp, *args, **kwargs):
+        result = fake(hp, *args, **kwargs)
+        return result if is_trial(kwargs) else dataclasses.replace(result, status="nan", val_accuracy=float("nan"))
+
+    monkeypatch.setattr(common, "train", train)
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate",
+                           "1e-3", *TINY, "--final-data", final_data]) == 0
+    captured = capsys.readouterr()
+    assert "tune_grid.py: warning: the final model's training ended as 'nan' after 1 epoch" in captured.err
+    best = json.loads((out / "best.json").read_text())
+    assert best["final_status"] == "nan"
+    table = captured.out[captured.out.index("val_accuracy (final)"):]
+    assert table.splitlines()[2].split()[2] == "nan"

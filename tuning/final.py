@@ -4,6 +4,7 @@ once on the test split, saved as model.keras with best.json beside it. best.json
 last: its presence marks a finished search, whose test score is final."""
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 
 import common
@@ -70,6 +71,9 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
         print(chosen + "retraining on the train split"
               + (f" for up to {longer} (the trial had {trial_budget})" if longer != trial_budget else ""), flush=True)
         trained = common.train(hp, beans.train, beans.validation, seed=seed, log=log)
+    if trained.status != "ok":
+        print(f"{script}.py: warning: the final model's training ended as {trained.status!r} after "
+              f"{epoch_count(trained.epochs)} (see final_status in best.json)", file=sys.stderr, flush=True)
     test_accuracy = common.evaluate(trained.model, beans.test)  # the test split's one reading
     outputs.save_model(out / MODEL, trained.model)
     summary = {
@@ -78,7 +82,7 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
         "final_data": final.data,
         # None when the final model trained on the validation split: its score there means nothing
         "final_val_accuracy": None if final.on_validation_too else trained.val_accuracy,
-        "test_accuracy": test_accuracy,
+        "final_status": trained.status, "test_accuracy": test_accuracy,
         "final_epochs": trained.epochs, "trials": trials, "search_seconds": round(search_seconds, 1),
         "fit_seconds": None if fit_seconds is None else round(fit_seconds, 1), "resumed": bool(resumed),
         "seed": seed, "image_size": beans.image_size, "data": beans.source, "limit": beans.limit,
@@ -90,8 +94,10 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
 
 
 def format_best(summary):
+    status = summary.get("final_status", "ok")  # searches finished before final_status existed: ok
+    final_val = (status if status != "ok" else "trained on it" if summary["final_val_accuracy"] is None
+                 else f"{summary['final_val_accuracy']:.4f}")
     return outputs.format_table(
         ["model", "val_accuracy (search)", "val_accuracy (final)", "test_accuracy", "epochs"],
-        [["best", f"{summary['val_accuracy']:.4f}",
-          "trained on it" if summary["final_val_accuracy"] is None else f"{summary['final_val_accuracy']:.4f}",
+        [["best", f"{summary['val_accuracy']:.4f}", final_val,
           f"{summary['test_accuracy']:.4f}", summary["final_epochs"]]])

@@ -106,9 +106,9 @@ def tuning_parser(method):
                              "unless --patience is given, its epochs: the schedule runs to its end, the best "
                              "epoch kept)")
     parser.add_argument("--final-data", type=lambda text: text.strip().lower(), choices=FINAL_DATA, default="train",
-                        help="what the final model trains on: the train split, early-stopped on validation "
-                             "and the best epoch kept (default), or train+validation: 13%% more images, all "
-                             "its epochs, the last kept (the search still ranks on validation alone)")
+                        help="what the final model trains on: the train split, the best epoch on validation "
+                             "kept (default), or train+validation: the validation images too, all its epochs, "
+                             "the last kept (the search ranks configurations as without it)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh, whatever the --out folder holds")
     method.add_flags(parser)
@@ -237,7 +237,7 @@ def run(argv, method):
             "parallel trials": execution.n_jobs if not threads else f"{execution.n_jobs} ({threads} threads each)",
             **({"trial timeout": f"{args.trial_timeout:g}s"} if args.trial_timeout else {}),
             "final model trains on": ("train + validation, all its epochs, the last kept"
-                                      if setup.final.on_validation_too else "train, early-stopped on validation"),
+                                      if setup.final.on_validation_too else "train, the best epoch on validation kept"),
             **{f"search {d.name}": d.describe() for d in setup.dims},
             **{k: v for k, v in setup.base.to_dict().items() if k not in names}})
         settings = TrialSettings(trial_store, args.seed, threads, args.trial_timeout,
@@ -414,9 +414,13 @@ def show_finished(prog, setup, trial_store, summary):
     """A finished search is not run again: its stored results are shown, the test split is not read."""
     print(f"{prog}: {setup.out} holds this search, finished; its stored results follow. The test "
           "split is not read again (--overwrite starts afresh).")
+    on_validation_too = summary.get("final_data") == TRAIN_AND_VALIDATION
     for name in ("epochs", "patience"):
         asked, trained = getattr(setup.args, f"final_{name}"), summary.get("hparams", {}).get(name)
-        if asked is not None and asked != trained:
+        if name == "patience" and on_validation_too and asked is not None:
+            print(f"{prog}: note: --final-patience {asked} not applied: the finished search's model trained on "
+                  "train+validation, all its epochs", file=sys.stderr)
+        elif asked is not None and asked != trained:
             budget = f"for up to {epoch_count(trained)}" if name == "epochs" else f"with patience {trained}"
             print(f"{prog}: note: --final-{name} {asked} not applied: the finished search's model "
                   f"trained {budget}", file=sys.stderr)
