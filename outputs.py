@@ -12,6 +12,11 @@ from pathlib import Path
 import numpy as np
 
 
+def epoch_count(n):
+    """'1 epoch', '40 epochs'."""
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path`; renames it into place when the block succeeds."""

@@ -231,7 +231,7 @@ def main(argv=None):
         parser.error(f"--out: {folder} is a file")
     folder.mkdir(parents=True, exist_ok=True)
     total = budget(args.epochs)
-    print(f"methods.py: budget {total} epochs per search ({TRIALS} trainings x {args.epochs} epochs; "
+    print(f"methods.py: budget {total} epochs per search ({TRIALS} trainings x {outputs.epoch_count(args.epochs)}; "
           f"halving: {halving_candidates(total, args.epochs)} candidates from 1 epoch), "
           f"{args.image_size}x{args.image_size}, seeds 0-{args.seeds - 1}, into {folder}/", flush=True)
     start = time.perf_counter()

@@ -115,7 +115,7 @@ def run(argv):
     found = summarize(grid)
     shared.save(folder, table(found, shared.train_images(args.data_dir)), {"args": vars(args), "models": {
         m: {str(b): pairs for b, pairs in per.items()} for m, per in found.items()}},
-        {"gap.png": figure(found, f"beans, {args.image_size}x{args.image_size}, {args.epochs} epochs: train - "
+        {"gap.png": figure(found, f"beans, {args.image_size}x{args.image_size}, {outputs.epoch_count(args.epochs)}: train - "
                                   f"validation accuracy ({args.seeds} seeds, median and range)")})
     print(f"validation accuracy per batch size: {folder}/grid/val_accuracy.png")
     return 0

@@ -154,7 +154,7 @@ def run(argv):
                       + ("-" if record["swing"] is None else f"{record['swing']:.3f}"), flush=True)
         shared.save(folder, table(records, args.batch_sizes), {"args": vars(args), "records": records},
                     {"inference.png": figure(records, args.batch_sizes, f"beans, BN model, {args.image_size}x"
-                                             f"{args.image_size}, {args.epochs} epochs: moving averages vs batch "
+                                             f"{args.image_size}, {outputs.epoch_count(args.epochs)}: moving averages vs batch "
                                              f"statistics ({args.seeds} seeds)")})
     return 0
 

@@ -498,3 +498,8 @@ def test_a_final_model_that_diverged_says_so(data_dir, tmp_path, monkeypatch, ca
     assert best["final_status"] == "nan"
     table = captured.out[captured.out.index("val_accuracy (final)"):]
     assert table.splitlines()[2].split()[2] == "nan"
+
+
+def test_epoch_counts_are_said_in_words():
+    import outputs
+    assert [outputs.epoch_count(n) for n in (1, 2, 40)] == ["1 epoch", "2 epochs", "40 epochs"]

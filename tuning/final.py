@@ -42,10 +42,6 @@ class FinalBudget:
         return hp
 
 
-def epoch_count(n):
-    return f"{n} epoch" + ("" if n == 1 else "s")
-
-
 def final_model(out, beans, base, best, names, seed, trials, search_seconds, script, final=None, board=None,
                 fit_seconds=None, resumed=False):
     """Returns the contents of best.json, after writing it. `final` (a FinalBudget)
@@ -56,24 +52,24 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
     "final-model", once the model and best.json are written."""
     final = final or FinalBudget()
     hp = dataclasses.replace(base, **{k: plain(v) for k, v in best.params.items()})
-    trial_budget = f"{epoch_count(hp.epochs)}, patience {hp.patience}"
+    trial_budget = f"{outputs.epoch_count(hp.epochs)}, patience {hp.patience}"
     hp = final.apply(hp)
     chosen = f"\nbest: {' '.join(f'{n}={fmt(best.params[n])}' for n in names)}  (val_acc {best.val_accuracy:.4f}); "
     log = lambda line: print(line, flush=True)  # noqa: E731
     if final.on_validation_too:
         print(chosen + f"retraining on the train and validation splits ({len(beans.train) + len(beans.validation)} "
-              f"images) for all {epoch_count(hp.epochs)}, the last one's weights kept: no split is left to stop "
+              f"images) for all {outputs.epoch_count(hp.epochs)}, the last one's weights kept: no split is left to stop "
               f"on or pick an epoch by (the trial had {trial_budget})", flush=True)
         trained = common.train(hp, common.join_splits(beans.train, beans.validation), None, seed=seed, log=log,
                                keep_best=False)
     else:
-        longer = f"{epoch_count(hp.epochs)}, patience {hp.patience}"
+        longer = f"{outputs.epoch_count(hp.epochs)}, patience {hp.patience}"
         print(chosen + "retraining on the train split"
               + (f" for up to {longer} (the trial had {trial_budget})" if longer != trial_budget else ""), flush=True)
         trained = common.train(hp, beans.train, beans.validation, seed=seed, log=log)
     if trained.status != "ok":
         print(f"{script}.py: warning: the final model's training ended as {trained.status!r} after "
-              f"{epoch_count(trained.epochs)} (see final_status in best.json)", file=sys.stderr, flush=True)
+              f"{outputs.epoch_count(trained.epochs)} (see final_status in best.json)", file=sys.stderr, flush=True)
     test_accuracy = common.evaluate(trained.model, beans.test)  # the test split's one reading
     outputs.save_model(out / MODEL, trained.model)
     summary = {

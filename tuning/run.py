@@ -23,7 +23,7 @@ from common import HPARAM_NAMES, HParams, UsageError
 
 from . import execution as ex
 from . import report, store
-from .final import FINAL_DATA, TRAIN_AND_VALIDATION, FinalBudget, epoch_count, final_model, format_best
+from .final import FINAL_DATA, TRAIN_AND_VALIDATION, FinalBudget, final_model, format_best
 from .runner import TrialSettings, limit_threads
 from .searches import Problem
 from .space import TRIAL_DEFAULTS, build_space
@@ -421,7 +421,7 @@ def show_finished(prog, setup, trial_store, summary):
             print(f"{prog}: note: --final-patience {asked} not applied: the finished search's model trained on "
                   "train+validation, all its epochs", file=sys.stderr)
         elif asked is not None and asked != trained:
-            budget = f"for up to {epoch_count(trained)}" if name == "epochs" else f"with patience {trained}"
+            budget = f"for up to {outputs.epoch_count(trained)}" if name == "epochs" else f"with patience {trained}"
             print(f"{prog}: note: --final-{name} {asked} not applied: the finished search's model "
                   f"trained {budget}", file=sys.stderr)
     trained_on = summary.get("final_data", "train")  # searches finished before --final-data: train
