@@ -139,8 +139,10 @@ def check_run_args(args):
         except Exception as err:  # noqa: BLE001 - a broken install (protobuf versions, say)
             raise UsageError(f"--tensorboard: the tensorboard package does not import ({err.__class__.__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
-    if args.out is not None and not args.out.strip():
-        raise UsageError("--out must name a folder, got an empty string")
+    for name in ("data_dir", "out"):  # an empty --data-dir is not "no --data-dir" (that falls to TFDS)
+        value = getattr(args, name)
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag(name)} must name a folder, got an empty string")
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out must be a folder, {args.out} is a file")  # found before any training
     board = Path(args.out) / "tensorboard" if args.out else None

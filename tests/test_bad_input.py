@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import cli
 import common
 import train_baseline
+import train_bn
 import tune_bayes
 import tune_grid
 import tune_random
@@ -121,9 +122,13 @@ def test_paths(data_dir, tmp_path, capsys, no_training):
         (train_baseline, ["--out", str(a_file / "run")], "--out: cannot write in"),
         (tune_grid, ["--out", str(a_file / "run")], "--out: cannot write in"),
         (train_baseline, ["--out", ""], "--out must name a folder"),
+        # not "no --data-dir": that would fall through to TFDS's download
+        (train_bn, ["--data-dir", " "], "--data-dir must name a folder, got an empty string"),
+        (tune_random, ["--data-dir", ""], "--data-dir must name a folder, got an empty string"),
     ]
     for script, argv, message in cases:
-        argv = ["--data-dir", str(data_dir), *argv] + ([] if "--out" in argv else ["--out", str(tmp_path / "o")])
+        argv = ([] if "--data-dir" in argv else ["--data-dir", str(data_dir)]) + argv + (
+            [] if "--out" in argv else ["--out", str(tmp_path / "o")])
         refused(capsys, script.main(argv), tmp_path / "o", message)
     refused(capsys, train_baseline.main(["--data-dir", str(a_file), "--out", str(tmp_path / "o")]), tmp_path / "o",
             f"data folder {a_file} is not a folder")
