@@ -5,9 +5,12 @@ one-line error contract (stderr, exit code 2), and the echo of a resolved config
 """
 
 import argparse
+import contextlib
 import datetime
 import math
+import signal
 import sys
+import threading
 from dataclasses import fields
 from pathlib import Path
 
@@ -155,10 +158,44 @@ def default_out(script):
     return Path("runs") / f"{script}-{stamp}"
 
 
+class _Interrupts:
+    """Ctrl-C, remembered: Python drops a KeyboardInterrupt raised while a weakref or garbage-
+    collector callback runs ("Exception ignored in ..."), as one can when Keras frees the last
+    model between two trials; check_interrupted() raises it again where the run checks."""
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum, frame):
+        cls.seen = True
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+
+
+def check_interrupted():
+    """Raises KeyboardInterrupt if Ctrl-C came during this run, also one that Python dropped."""
+    if _Interrupts.seen:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _remember_interrupts():
+    _Interrupts.seen = False
+    mine = threading.current_thread() is threading.main_thread() and \
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if mine:
+        signal.signal(signal.SIGINT, _Interrupts.handler)
+    try:
+        yield
+    finally:
+        if mine:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_cli(body, argv, prog):
     """Runs a script's body; bad input ends in one stderr line and exit code 2."""
     try:
-        body(argv)
+        with _remember_interrupts():
+            body(argv)
     except SystemExit as stop:  # argparse: --help (0) or a bad flag (2, message printed)
         return stop.code
     except UsageError as err:

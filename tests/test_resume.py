@@ -93,6 +93,35 @@ def test_ctrl_c_during_the_final_model_says_how_to_finish(data_dir, tmp_path, mo
     assert len(calls) == 1 and (out / "best.json").exists()  # only the final model
 
 
+@pytest.mark.parametrize("dropped_at", [1, 3])  # the first trial; the last, just before the final model
+def test_a_ctrl_c_that_python_dropped_still_stops_the_run(data_dir, tmp_path, monkeypatch, capsys, dropped_at):
+    """A KeyboardInterrupt raised inside a weakref or GC callback is printed as "Exception
+    ignored" and dropped (seen when Keras frees a model between trials): the run noticed none,
+    trained the rest and read the test split. Now the next trial, or the final model, does not start."""
+    fake, calls, evaluated = instant_train(common, []), [], []
+
+    def train(hp, *args, **kwargs):
+        calls.append(hp)
+        if len(calls) == dropped_at:
+            try:
+                signal.raise_signal(signal.SIGINT)  # the script's handler runs, as on a real Ctrl-C
+            except KeyboardInterrupt:
+                pass  # ... and the exception is lost, as in a callback
+        return fake(hp, *args, **kwargs)
+
+    monkeypatch.setattr(common, "train", train)
+    monkeypatch.setattr(common, "evaluate", lambda *a, **k: evaluated.append(a) or 0.5)
+    out = tmp_path / "run"
+    command = ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,2e-3,3e-3", "--layers", "1", *TINY]
+    assert tune_grid.main(command) == 130
+    printed = capsys.readouterr()
+    assert f"interrupted; {dropped_at} of 3 trainings are saved" in printed.out
+    assert printed.err.strip() == "tune_grid.py: interrupted"
+    assert len(calls) == len(rows(out)) == dropped_at and not evaluated and not (out / "best.json").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back after the run
+    assert tune_grid.main(command) == 0 and len(evaluated) == 1  # a rerun resumes and finishes
+
+
 def test_resumed_random_search_draws_the_same_candidates(data_dir, tmp_path, monkeypatch, scored):
     argv = ["--data-dir", str(data_dir), "--n-iter", "4", "--learning-rate", "1e-4:1e-1", "--units", "4:64",
             "--seed", "3", "--image-size", "8", "--epochs", "1", "--batch-size", "4", "--decay", "0"]

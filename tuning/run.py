@@ -108,7 +108,7 @@ def tuning_parser(method):
     parser.add_argument("--final-data", type=lambda text: text.strip().lower(), choices=FINAL_DATA, default="train",
                         help="what the final model trains on: the train split, the best epoch on validation "
                              "kept (default), or train+validation: the validation images too, all its epochs, "
-                             "the last kept (the search ranks configurations as without it)")
+                             "the last kept (the search ranks configurations as without it); any case")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh, whatever the --out folder holds")
     method.add_flags(parser)
@@ -291,11 +291,15 @@ def search(prog, method, problem, setup, trial_store):
     try:
         with contextlib.ExitStack() as stack:
             if problem.execution.client is None:
-                return method.search(problem, setup.args), time.perf_counter() - start
+                found = method.search(problem, setup.args)
+                cli.check_interrupted()  # not a final model (nor the test split) after a dropped Ctrl-C
+                return found, time.perf_counter() - start
             relay = stack.enter_context(ex.Relay(problem.execution, trial_store, problem.settings.retry))
             while True:
                 try:
-                    return method.search(problem, setup.args), time.perf_counter() - start
+                    found = method.search(problem, setup.args)
+                    cli.check_interrupted()
+                    return found, time.perf_counter() - start
                 except (concurrent.futures.CancelledError, asyncio.CancelledError):  # Dask cancelled the trials
                     why = (f"has had no worker for {problem.execution.patience:g}s (--connect-timeout)" if relay.lost
                            else "cancelled the trials")
@@ -421,7 +425,8 @@ def show_finished(prog, setup, trial_store, summary):
             print(f"{prog}: note: --final-patience {asked} not applied: the finished search's model trained on "
                   "train+validation, all its epochs", file=sys.stderr)
         elif asked is not None and asked != trained:
-            budget = f"for up to {outputs.epoch_count(trained)}" if name == "epochs" else f"with patience {trained}"
+            budget = (f"all {outputs.epoch_count(trained)}" if on_validation_too else
+                      f"for up to {outputs.epoch_count(trained)}") if name == "epochs" else f"with patience {trained}"
             print(f"{prog}: note: --final-{name} {asked} not applied: the finished search's model "
                   f"trained {budget}", file=sys.stderr)
     trained_on = summary.get("final_data", "train")  # searches finished before --final-data: train

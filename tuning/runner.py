@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+import cli
 import common
 from common import HPARAM_NAMES, HParams
 
@@ -107,6 +108,7 @@ class Heartbeat:
 
 def train_trial(hp, train, val, settings, label="trial"):
     """Trains one configuration; never raises for a failed trial (the Outcome says why)."""
+    cli.check_interrupted()  # a Ctrl-C that Python dropped during the last trial stops the search here
     if settings.threads:
         limit_threads(settings.threads)
     # on a Dask worker a print reaches the worker's log, not the user: no heartbeat there
