@@ -76,7 +76,8 @@ seeds = importlib.util.module_from_spec(seeds_spec)
 seeds_spec.loader.exec_module(seeds)
 
 
-@pytest.mark.parametrize("argv", [["--epochs", "5"], ["--methods", "grid,annealing"], ["--data-dir", "nowhere"]])
+@pytest.mark.parametrize("argv", [["--epochs", "5"], ["--methods", "grid,annealing"], ["--data-dir", "nowhere"],
+                                  ["--data-dir", ""]])
 def test_methods_refuses_a_budget_it_cannot_share_fairly(tmp_path, argv):
     with pytest.raises(SystemExit) as stop:
         methods.main(["--out", str(tmp_path / "b"), *argv])

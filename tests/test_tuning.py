@@ -467,6 +467,9 @@ def test_final_data_train_and_validation_trains_on_both_for_all_epochs(data_dir,
         "train+validation, all its epochs",
         "tune_grid.py: note: --final-data train not applied: the finished search's model trained on "
         "train+validation"]
+    assert tune_grid.main([*argv, "--final-epochs", "9"]) == 0 and len(calls) == 3
+    assert capsys.readouterr().err.strip() == ("tune_grid.py: note: --final-epochs 9 not applied: the finished "
+                                               "search's model trained all 5 epochs")
 
 
 def test_the_final_model_trains_on_the_train_split_by_default(data_dir, tmp_path, monkeypatch):
@@ -495,7 +498,7 @@ def test_a_final_model_that_diverged_says_so(data_dir, tmp_path, monkeypatch, ca
     captured = capsys.readouterr()
     assert "tune_grid.py: warning: the final model's training ended as 'nan' after 1 epoch" in captured.err
     best = json.loads((out / "best.json").read_text())
-    assert best["final_status"] == "nan"
+    assert best["final_status"] == "nan" and best["final_val_accuracy"] is None  # strict JSON: no NaN
     table = captured.out[captured.out.index("val_accuracy (final)"):]
     assert table.splitlines()[2].split()[2] == "nan"
 

@@ -76,8 +76,9 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
         "script": script, "params": {k: plain(v) for k, v in best.params.items()},
         "hparams": hp.to_dict(), "val_accuracy": best.val_accuracy,
         "final_data": final.data,
-        # None when the final model trained on the validation split: its score there means nothing
-        "final_val_accuracy": None if final.on_validation_too else trained.val_accuracy,
+        # None when the final model trained on the validation split (its score there means nothing)
+        # or did not end well (NaN, which strict JSON has no word for; final_status says why)
+        "final_val_accuracy": None if final.on_validation_too or trained.status != "ok" else trained.val_accuracy,
         "final_status": trained.status, "test_accuracy": test_accuracy,
         "final_epochs": trained.epochs, "trials": trials, "search_seconds": round(search_seconds, 1),
         "fit_seconds": None if fit_seconds is None else round(fit_seconds, 1), "resumed": bool(resumed),
