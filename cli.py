@@ -164,11 +164,12 @@ class _Interrupts:
     model between two trials; check_interrupted() raises it again where the run checks."""
 
     seen = False
+    previous = signal.default_int_handler  # the handler this one stands in front of
 
     @classmethod
     def handler(cls, signum, frame):
         cls.seen = True
-        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+        cls.previous(signum, frame)  # Python's own raises KeyboardInterrupt
 
 
 def check_interrupted():
@@ -180,15 +181,16 @@ def check_interrupted():
 @contextlib.contextmanager
 def _remember_interrupts():
     _Interrupts.seen = False
-    mine = threading.current_thread() is threading.main_thread() and \
-        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    mine = callable(previous)  # not where Ctrl-C is ignored (SIG_IGN) or kills at once (SIG_DFL)
     if mine:
+        _Interrupts.previous = previous
         signal.signal(signal.SIGINT, _Interrupts.handler)
     try:
         yield
     finally:
         if mine:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, previous)
 
 
 def run_cli(body, argv, prog):

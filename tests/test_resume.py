@@ -111,6 +111,7 @@ def test_a_ctrl_c_that_python_dropped_still_stops_the_run(data_dir, tmp_path, mo
 
     monkeypatch.setattr(common, "train", train)
     monkeypatch.setattr(common, "evaluate", lambda *a, **k: evaluated.append(a) or 0.5)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as a script starts with
     out = tmp_path / "run"
     command = ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,2e-3,3e-3", "--layers", "1", *TINY]
     assert tune_grid.main(command) == 130
