@@ -12,9 +12,14 @@ from pathlib import Path
 import numpy as np
 
 
+def count(n, word):
+    """'1 seed', '3 seeds'."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def epoch_count(n):
     """'1 epoch', '40 epochs'."""
-    return f"{n} epoch" + ("" if n == 1 else "s")
+    return count(n, "epoch")
 
 
 @contextlib.contextmanager

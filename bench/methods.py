@@ -259,7 +259,7 @@ def main(argv=None):
     outputs.write_json(folder / "methods.json", records)
     outputs.save_figure(folder / "methods.png", figure(
         records, total, f"beans, BN model, {args.image_size}x{args.image_size}: best validation accuracy "
-                        f"vs epochs spent ({args.seeds} seeds)"))
+                        f"vs epochs spent ({outputs.count(args.seeds, 'seed')})"))
     print(f"\nwrote {folder}/methods.txt, methods.json, methods.png  ({time.perf_counter() - start:.0f}s)")
 
 

@@ -116,7 +116,7 @@ def run(argv):
     shared.save(folder, table(found, shared.train_images(args.data_dir)), {"args": vars(args), "models": {
         m: {str(b): pairs for b, pairs in per.items()} for m, per in found.items()}},
         {"gap.png": figure(found, f"beans, {args.image_size}x{args.image_size}, {outputs.epoch_count(args.epochs)}: train - "
-                                  f"validation accuracy ({args.seeds} seeds, median and range)")})
+                                  f"validation accuracy ({outputs.count(args.seeds, 'seed')}, median and range)")})
     print(f"validation accuracy per batch size: {folder}/grid/val_accuracy.png")
     return 0
 

@@ -155,7 +155,7 @@ def run(argv):
         shared.save(folder, table(records, args.batch_sizes), {"args": vars(args), "records": records},
                     {"inference.png": figure(records, args.batch_sizes, f"beans, BN model, {args.image_size}x"
                                              f"{args.image_size}, {outputs.epoch_count(args.epochs)}: moving averages vs batch "
-                                             f"statistics ({args.seeds} seeds)")})
+                                             f"statistics ({outputs.count(args.seeds, 'seed')})")})
     return 0
 
 

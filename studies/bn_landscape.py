@@ -146,7 +146,7 @@ def run(argv):
                       f"{points[0][2]:.3f} -> {points[-1][2]:.3f} (epoch 1 -> {args.epochs})", flush=True)
         steps = ", ".join(f"{s:g}" for s in args.steps)
         title = (f"beans, {args.image_size}x{args.image_size}, Adam 1e-3: stepping along the gradient by {steps} "
-                 f"({args.seeds} seeds)")
+                 f"({outputs.count(args.seeds, 'seed')})")
         shared.save(folder, table(records, args.epochs), {"args": vars(args), "records": records},
                     {"landscape.png": figure(records, args.epochs, title)})
     return 0

@@ -152,7 +152,7 @@ def run(argv):
     shared.save(folder, table(found, args.threshold), {"args": vars(args), "models": {
         m: {**f, "per_rate": {f"{r:g}": s for r, s in f["per_rate"].items()}} for m, f in found.items()}},
         {"convergence.png": figure(found, args.threshold, f"beans, {args.image_size}x{args.image_size}: validation "
-                                   f"accuracy per epoch at each model's best learning rate ({args.seeds} seeds)")})
+                                   f"accuracy per epoch at each model's best learning rate ({outputs.count(args.seeds, 'seed')})")})
     print(f"the sweep's figure: {folder}/grid/val_accuracy.png")
     return 0
 

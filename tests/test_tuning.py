@@ -506,3 +506,4 @@ def test_a_final_model_that_diverged_says_so(data_dir, tmp_path, monkeypatch, ca
 def test_epoch_counts_are_said_in_words():
     import outputs
     assert [outputs.epoch_count(n) for n in (1, 2, 40)] == ["1 epoch", "2 epochs", "40 epochs"]
+    assert [outputs.count(n, "seed") for n in (1, 3)] == ["1 seed", "3 seeds"]
