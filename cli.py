@@ -133,6 +133,16 @@ def add_run_flags(parser, image_size=64):
                              "search's trials as an HParams experiment): tensorboard --logdir OUT/tensorboard")
 
 
+def empty_folder_flag(args, names=("data_dir", "out")):
+    """Why one of these path flags is given but empty, or None. An empty --data-dir is not "no
+    --data-dir" (that means tfds.load), and Path("") is the current folder."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and not value.strip():
+            return f"{flag(name)} must name a folder, got an empty string"
+    return None
+
+
 def check_run_args(args):
     if getattr(args, "tensorboard", False):
         try:
@@ -142,10 +152,8 @@ def check_run_args(args):
         except Exception as err:  # noqa: BLE001 - a broken install (protobuf versions, say)
             raise UsageError(f"--tensorboard: the tensorboard package does not import ({err.__class__.__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
-    for name in ("data_dir", "out"):  # an empty --data-dir is not "no --data-dir" (that falls to TFDS)
-        value = getattr(args, name)
-        if value is not None and not value.strip():
-            raise UsageError(f"{flag(name)} must name a folder, got an empty string")
+    if empty := empty_folder_flag(args):
+        raise UsageError(empty)
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out must be a folder, {args.out} is a file")  # found before any training
     board = Path(args.out) / "tensorboard" if args.out else None

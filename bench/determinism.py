@@ -63,8 +63,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=5)
     parser.add_argument("--repeats", type=cli.number(int, 1, 100), default=2)
     args = parser.parse_args(argv)
-    if args.data_dir is not None and not args.data_dir.strip():  # not "no --data-dir": that means TFDS
-        parser.error("--data-dir must name a folder, got an empty string")
+    if empty := cli.empty_folder_flag(args):
+        parser.error(empty)
     if args.data_dir and not Path(args.data_dir).is_dir():
         parser.error(f"--data-dir: {args.data_dir} is not a folder")
     settings = [(False, 0, args.repeats), (True, 0, args.repeats), (False, 1, 1), (True, 1, 1)]

@@ -224,8 +224,8 @@ def main(argv=None):
         parser.error(f"--methods: unknown {', '.join(sorted(unknown))}")
     if 3 ** round(math.log(args.epochs, 3)) != args.epochs:
         parser.error(f"--epochs: halving's rungs run 1, 3, 9, 27, 81 epochs; give one of them, not {args.epochs}")
-    if args.data_dir is not None and not args.data_dir.strip():  # not "no --data-dir": that means TFDS
-        parser.error("--data-dir must name a folder, got an empty string")
+    if empty := cli.empty_folder_flag(args):
+        parser.error(empty)
     if args.data_dir and not Path(args.data_dir).is_dir():
         parser.error(f"--data-dir: {args.data_dir} is not a folder")
     folder = Path(args.out or f"runs/bench-methods-{args.image_size}px")

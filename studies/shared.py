@@ -189,10 +189,8 @@ def study_folder(made, args, study, settings=None, fits=None):
     be written or is in use by another run, an --out that holds another study or this one
     measured with other `settings` (lists compared as sets): one line, exit code 2, nothing
     written. `settings` are the flags that change what a record measures."""
-    for name in ("data_dir", "out"):
-        value = getattr(args, name)
-        if value is not None and not value.strip():
-            made.error(f"{cli.flag(name)} must name a folder, got an empty string")
+    if empty := cli.empty_folder_flag(args):
+        made.error(empty)
     if args.data_dir and not Path(args.data_dir).is_dir():
         made.error(f"--data-dir: {args.data_dir} is not a folder")
     chosen = common.resolve_data_dir(args.data_dir)
