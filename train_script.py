@@ -23,15 +23,20 @@ def training_parser(prog, description, compare=False):
     return parser
 
 
+def parse(argv, script, batch_norm):
+    """The flags and the hyperparameters they give; every check that needs no data (UsageError,
+    or argparse's SystemExit 2)."""
+    parser = training_parser(f"{script}.py", f"Train the beans CNN {'with' if batch_norm else 'without'} "
+                                             "BatchNormalization.", compare=batch_norm)
+    args = parser.parse_args(argv)
+    cli.check_run_args(args)
+    return args, cli.hparams_from_args(args, batch_norm=batch_norm)
+
+
 def run_training(argv, script, batch_norm):
     """Parses flags, trains one model (or baseline and BN with --compare), then reads the test
     split once, evaluates each final model on it, writes the outputs and prints the table."""
-    prog = f"{script}.py"
-    parser = training_parser(prog, f"Train the beans CNN {'with' if batch_norm else 'without'} "
-                                   "BatchNormalization.", compare=batch_norm)
-    args = parser.parse_args(argv)
-    cli.check_run_args(args)
-    hp = cli.hparams_from_args(args, batch_norm=batch_norm)
+    args, hp = parse(argv, script, batch_norm)
     compare = getattr(args, "compare", False)
     runs = {"baseline": dataclasses.replace(hp, batch_norm=False), "bn": hp} if compare else {
         "bn" if batch_norm else "baseline": hp}
