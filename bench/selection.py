@@ -238,34 +238,38 @@ def run(argv):
         for i, c in enumerate(configs):
             print(f"  config {i}: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                for k, v in c.items()), flush=True)
-        for k in numbers:
-            beans = common.Beans(resplit.make_resplit(out / "splits" / f"resplit-{k}", images, k, data.resolve()),
-                                 image_size=args.image_size)
-            jobs = [(c, "validation", s) for s in seeds for c in range(len(configs))]
-            if args.cv:
-                jobs += [(c, f"cv{f}", seeds[0]) for f in range(1, args.cv + 1) for c in range(len(configs))]
-            folds = None
-            for c, fold, s in jobs:
-                if (k, c, fold, s) in done:
-                    continue
-                hp = dataclasses.replace(base, **configs[c])
-                start = time.perf_counter()
-                if fold == "validation":
-                    result = common.train(hp, beans.train, beans.validation, seed=s, log=None, keep_best=False)
-                    scored = {"test_accuracy": common.evaluate(result.model, beans.test)}
-                else:
-                    folds = folds or folds_of(beans.train, beans.validation, args.cv, seeds[0])
-                    fit, stop, held = folds[int(fold[2:]) - 1]
-                    result = common.train(hp, fit, stop, seed=s, log=None, keep_best=False)
-                    scored = {"fold_accuracy": common.evaluate(result.model, held)}
-                record = {"resplit": k, "config": c, "fold": fold, "seed": s, "params": configs[c],
-                          "status": result.status, "history": result.history, **scored,
-                          "seconds": round(time.perf_counter() - start, 1)}
-                append(path, record)
-                records.append(record)
-                print(f"  resplit {k} config {c} {fold} seed {s}: " + "  ".join(f"{n} {v:.4f}" for n, v in scored.items())
-                      + f"  last-5 val {SCORES[f'last {LAST}'](result.history):.4f}  ({record['seconds']:.0f}s)",
-                      flush=True)
+        # every resplit's seeds first, then the folds: an interrupted bench has whole resplits to read
+        jobs = [(k, c, "validation", s) for k in numbers for s in seeds for c in range(len(configs))]
+        if args.cv:
+            jobs += [(k, c, f"cv{f}", seeds[0]) for k in numbers for f in range(1, args.cv + 1)
+                     for c in range(len(configs))]
+        data_of, folds_by = {}, {}
+        for k, c, fold, s in jobs:
+            if (k, c, fold, s) in done:
+                continue
+            if k not in data_of:
+                data_of[k] = common.Beans(resplit.make_resplit(out / "splits" / f"resplit-{k}", images, k,
+                                                               data.resolve()), image_size=args.image_size)
+            beans = data_of[k]
+            hp = dataclasses.replace(base, **configs[c])
+            start = time.perf_counter()
+            if fold == "validation":
+                result = common.train(hp, beans.train, beans.validation, seed=s, log=None, keep_best=False)
+                scored = {"test_accuracy": common.evaluate(result.model, beans.test)}
+            else:
+                if k not in folds_by:
+                    folds_by[k] = folds_of(beans.train, beans.validation, args.cv, seeds[0])
+                fit, stop, held = folds_by[k][int(fold[2:]) - 1]
+                result = common.train(hp, fit, stop, seed=s, log=None, keep_best=False)
+                scored = {"fold_accuracy": common.evaluate(result.model, held)}
+            record = {"resplit": k, "config": c, "fold": fold, "seed": s, "params": configs[c],
+                      "status": result.status, "history": result.history, **scored,
+                      "seconds": round(time.perf_counter() - start, 1)}
+            append(path, record)
+            records.append(record)
+            print(f"  resplit {k} config {c} {fold} seed {s}: " + "  ".join(f"{n} {v:.4f}" for n, v in scored.items())
+                  + f"  last-5 val {SCORES[f'last {LAST}'](result.history):.4f}  ({record['seconds']:.0f}s)",
+                  flush=True)
         events, truth = evaluate_picks(records, configs, seeds, args.cv)
         text = table(events, truth, seeds, args.cv)
         per_config = outputs.format_table(
