@@ -1,0 +1,237 @@
+"""bench/resplit.py and bench/selection.py: resplits keep the canonical sizes and class balance,
+are the same for the same number, are links; runs resume, pair up, and refuse bad input before
+anything trains; the selection bench picks by each score as a search would."""
+
+import csv
+import importlib.util
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, make_image_folder
+
+sys.path.insert(0, str(ROOT / "bench"))
+spec = importlib.util.spec_from_file_location("bench_resplit", ROOT / "bench" / "resplit.py")
+resplit = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(resplit)
+spec = importlib.util.spec_from_file_location("bench_selection", ROOT / "bench" / "selection.py")
+selection = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(selection)
+
+TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--layers", "1"]
+
+
+def counts(dealt):
+    return {split: sorted((c, sum(1 for _, k, _ in members if k == c)) for c in {k for _, k, _ in members})
+            for split, members in dealt.items()}
+
+
+@pytest.fixture
+def uneven(tmp_path):
+    """Splits of different sizes per class, as beans's are."""
+    root = make_image_folder(tmp_path / "pool", per_class=3, splits=("validation", "test"))
+    make_image_folder(root, per_class=9, splits=("train",), seed=1)
+    (root / "train" / "healthy" / "healthy_8.jpg").unlink()
+    return root
+
+
+def test_a_resplit_deals_every_image_once_with_the_canonical_sizes_per_class(uneven):
+    images = resplit.labelled_images(uneven)
+    keys = sorted(key for members in images.values() for key, _, _ in members)
+    assert len(keys) == 3 * 3 + 3 * 3 + 9 * 3 - 1
+    first = resplit.resplit(images, 1)
+    assert counts(first) == counts(images)
+    dealt = [key for members in first.values() for key, _, _ in members]
+    assert sorted(dealt) == keys, "every image in exactly one split"
+    assert resplit.resplit(images, 1) == first, "the same number deals the same resplit"
+    assert resplit.resplit(images, 2)["test"] != first["test"]
+    assert resplit.resplit(images, 0) == images, "resplit 0 is the canonical split"
+    moved = {key for key, _, _ in first["test"]} - {key for key, _, _ in images["test"]}
+    assert moved, "a resplit's test split holds images the canonical one does not"
+
+
+def test_a_resplit_depends_on_the_images_not_on_where_they_lie(uneven, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(uneven, tmp_path / "elsewhere")
+    here = resplit.resplit(resplit.labelled_images(uneven), 3)
+    there = resplit.resplit(resplit.labelled_images(copy), 3)
+    assert {s: [k for k, _, _ in m] for s, m in here.items()} == {s: [k for k, _, _ in m] for s, m in there.items()}
+
+
+def test_resplit_folders_are_links_made_once(uneven, tmp_path):
+    images = resplit.labelled_images(uneven)
+    folder = resplit.make_resplit(tmp_path / "splits" / "resplit-1", images, 1, uneven)
+    links = sorted(p for p in folder.rglob("*") if p.is_symlink())
+    assert len(links) == sum(len(m) for m in images.values())
+    assert all(p.resolve().is_relative_to(uneven.resolve()) for p in links)
+    assert {p.relative_to(folder).parts[0] for p in links} == {"train", "validation", "test"}
+    stamp = (folder / resplit.LISTING).stat().st_mtime_ns
+    resplit.make_resplit(folder, images, 1, uneven)
+    assert (folder / resplit.LISTING).stat().st_mtime_ns == stamp, "made once"
+    with pytest.raises(resplit.common.UsageError, match="other images"):
+        resplit.make_resplit(folder, images, 2, uneven)
+
+
+def test_runs_a_command_and_its_rival_on_the_same_resplits_and_resumes(data_dir, tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["--data-dir", str(data_dir), "--resplits", "2", "--first", "1", "--out", str(out),
+            "--vs", "train_baseline.py " + " ".join(TINY), "--", "train_bn.py", *TINY]
+    assert resplit.main(argv) == 0
+    rows = list(csv.DictReader((out / "resplits.csv").open()))
+    assert [int(r["resplit"]) for r in rows] == [1, 2] and [int(r["seed"]) for r in rows] == [1, 2]
+    for row, k in zip(rows, (1, 2)):
+        bn = json.loads((out / "main" / f"resplit-{k}" / "metrics.json").read_text())
+        base = json.loads((out / "vs" / f"resplit-{k}" / "metrics.json").read_text())
+        assert (bn["hparams"]["batch_norm"], base["hparams"]["batch_norm"]) == (True, False)
+        assert bn["seed"] == base["seed"] == k
+        assert bn["data"] == base["data"] == str(out / "splits" / f"resplit-{k}"), "each run reads its resplit"
+        assert float(row["test_accuracy"]) == bn["test_accuracy"]
+        assert float(row["vs_test_accuracy"]) == base["test_accuracy"]
+        assert float(row["test_difference"]) == pytest.approx(bn["test_accuracy"] - base["test_accuracy"])
+    text = (out / "resplits.txt").read_text()
+    assert "paired difference in test accuracy" in text and "sign test p" in text
+    capsys.readouterr()
+    stamp = (out / "main" / "resplit-1" / "metrics.json").stat().st_mtime_ns
+    (out / "vs" / "resplit-2" / "metrics.json").unlink()  # a run cut short is run again
+    assert resplit.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert (out / "main" / "resplit-1" / "metrics.json").stat().st_mtime_ns == stamp, "finished runs are read back"
+    assert printed.count("(read back)") == 3
+    assert (out / "vs" / "resplit-2" / "metrics.json").exists()
+    walls = json.loads((out / "vs" / "resplit-2.wall.json").read_text())["invocations"]
+    assert len(walls) == 2, "a run's wall time adds up over the invocations that made it"
+
+
+def test_a_search_resplit_reads_the_searchs_score_and_final_test(data_dir, tmp_path):
+    out = tmp_path / "bench"
+    assert resplit.main(["--data-dir", str(data_dir), "--resplits", "1", "--first", "0", "--out", str(out), "--",
+                         "tune_grid.py", *TINY, "--learning-rate", "1e-3,2e-3"]) == 0
+    best = json.loads((out / "main" / "resplit-0" / "best.json").read_text())
+    row = next(csv.DictReader((out / "resplits.csv").open()))
+    assert (float(row["val_accuracy"]), float(row["test_accuracy"])) == (best["val_accuracy"], best["test_accuracy"])
+    assert "canonical split (seed 0)" in (out / "resplits.txt").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--", "train_bn.py", "--seed", "3"], "--seed is set for each resplit"),
+    (["--", "train_bn.py", "--out=x"], "--out is set for each resplit"),
+    (["--", "nothing.py"], "give one of"),
+    ([], "give one of"),
+    (["--", "train_bn.py", "--epochs", "0"], "train_bn.py: epochs must be an integer >= 1"),
+    (["--", "tune_grid.py", "--learning-rate", "1e-3:1e-2"], "a grid takes a comma list"),
+    (["--vs", "tune_random.py --n-iter -1", "--", "train_bn.py"], "--n-iter"),
+    (["--vs", "train_bn.py 'unclosed", "--", "train_bn.py"], "--vs"),
+    (["--resplits", "0", "--", "train_bn.py"], "--resplits"),
+    (["--data-dir", "", "--", "train_bn.py"], "--data-dir must name a folder"),
+])
+def test_bad_input_is_one_line_before_anything_runs(data_dir, tmp_path, capsys, argv, message):
+    out = tmp_path / "b"
+    full = ["--data-dir", str(data_dir), "--out", str(out), *argv]
+    assert resplit.main(full) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists(), "nothing written"
+
+
+def test_a_missing_data_folder_and_a_file_as_out_are_refused(data_dir, tmp_path, capsys):
+    assert resplit.main(["--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "b"), "--", "train_bn.py"]) == 2
+    assert "data folder not found" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert resplit.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "file"), "--", "train_bn.py"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_out_folder_of_another_command_is_refused(data_dir, tmp_path, capsys):
+    out = tmp_path / "b"
+    (out / "main").mkdir(parents=True)
+    (out / "main" / "command.json").write_text(json.dumps(["train_bn.py", "--epochs", "3"]))
+    assert resplit.main(["--data-dir", str(data_dir), "--out", str(out), "--", "train_bn.py"]) == 2
+    assert "holds the runs of another command" in capsys.readouterr().err
+
+
+def test_the_sign_test_and_the_interval_of_paired_differences():
+    positive, negative, p, coverage = resplit.sign_test([0.02, 0.01, 0.03, -0.01, 0.0])
+    assert (positive, negative) == (3, 1)
+    assert p == pytest.approx(0.625)  # 2 * P(X >= 3), X ~ Binomial(4, 1/2)
+    assert coverage == pytest.approx(1 - 2 / 32)
+    assert resplit.sign_test([0.01] * 5)[2] == pytest.approx(2 / 32)
+    line = resplit.paired_line([0.02, 0.01, 0.03])
+    assert "median +0.0200, range [+0.0100, +0.0300]" in line and "75% confidence" in line
+
+
+# --------------------------------------------------------------------------------------
+# bench/selection.py
+# --------------------------------------------------------------------------------------
+
+
+def history(val_accuracy, val_loss=None):
+    return {"val_accuracy": list(val_accuracy), "val_loss": list(val_loss or [1 - v for v in val_accuracy])}
+
+
+def records_for(histories, tests):
+    """One resplit, configurations x seeds."""
+    return [{"resplit": 1, "config": c, "fold": "validation", "seed": s, "history": histories[c][s],
+             "test_accuracy": tests[c][s]} for c in range(len(histories)) for s in range(len(histories[c]))]
+
+
+def test_each_score_picks_what_it_ranks_first_and_is_read_against_the_oracle():
+    # config 0 peaks once (a lucky epoch) and tests badly; config 1 is steady and tests well
+    lucky = history([0.5, 0.95, 0.6, 0.6, 0.6, 0.6, 0.6])
+    steady = history([0.5, 0.8, 0.85, 0.85, 0.86, 0.85, 0.86])
+    records = records_for([[lucky, lucky], [steady, steady]], [[0.6, 0.62], [0.85, 0.9]])
+    events, truth = selection.evaluate_picks(records, [{}, {}], [0, 1], cv=None)
+    assert [e[2] for e in events["best epoch"]] == [0, 0]
+    assert [e[2] for e in events["last 5"]] == [1, 1]
+    assert [e[2] for e in events["last epoch"]] == [1, 1]
+    assert events["oracle"][0][2] == 1 and events["oracle"][0][4] == pytest.approx(0.875)
+    assert events["any"][0][4] == pytest.approx((0.61 + 0.875) / 2)
+    same, other = events["last 5"][0][3], events["last 5"][0][4]
+    assert (same, other) == (0.85, 0.9), "the winning trial's seed, and the other seed"
+    assert [e[2] for e in events["2 seeds, last 5"]] == [1]
+    text = selection.table(events, truth, [0, 1], None)
+    assert "best epoch" in text and "lost vs oracle" in text
+
+
+def test_a_tie_goes_to_the_first_configuration_and_nan_never_wins():
+    assert selection.pick([0.9, 0.9, 0.8]) == 0
+    assert selection.pick([math.nan, 0.5]) == 1
+    assert selection.pick([math.nan, math.nan]) is None
+
+
+def test_the_loss_scores_prefer_a_lower_loss():
+    low, high = history([0.8] * 6, [0.2] * 6), history([0.8] * 6, [0.9] * 6)
+    assert selection.SCORES["min loss"](low) > selection.SCORES["min loss"](high)
+    assert selection.SCORES["last 5 loss"](low) > selection.SCORES["last 5 loss"](high)
+
+
+def test_configurations_are_drawn_from_the_random_searchs_ranges_on_its_scales():
+    configs = selection.configurations(200, seed=0)
+    assert configs == selection.configurations(200, seed=0)
+    rates = np.log10([c["learning_rate"] for c in configs])
+    assert 3e-4 <= 10 ** rates.min() and 10 ** rates.max() <= 1e-2
+    assert abs(np.median(rates) - np.log10(np.sqrt(3e-4 * 1e-2))) < 0.15, "log-uniform"
+    assert {c["batch_size"] for c in configs} == {16, 32, 64}
+    assert {c["layers"] for c in configs} == {2, 3, 4}
+
+
+def test_the_selection_bench_trains_every_configuration_seed_and_fold_once(data_dir, tmp_path, capsys):
+    out = tmp_path / "sel"
+    argv = ["--data-dir", str(data_dir), "--resplits", "1", "--configs", "2", "--seeds", "2", "--cv", "2",
+            "--epochs", "1", "--image-size", "8", "--out", str(out)]
+    assert selection.main(argv) == 0
+    records = [json.loads(line) for line in (out / "trainings.jsonl").read_text().splitlines()]
+    assert sorted((r["config"], r["fold"], r["seed"]) for r in records) == sorted(
+        [(c, "validation", s) for c in (0, 1) for s in (0, 1)] + [(c, f"cv{f}", 0) for c in (0, 1) for f in (1, 2)])
+    assert all(r["resplit"] == 1 for r in records), "never the canonical split"
+    assert all(len(r["history"]["val_accuracy"]) == 1 for r in records)
+    assert "2-fold" in (out / "selection.txt").read_text()
+    capsys.readouterr()
+    assert selection.main(argv) == 0
+    assert len((out / "trainings.jsonl").read_text().splitlines()) == len(records), "a rerun trains nothing"
+    assert selection.main([*argv[:-2], "--first", "0", "--out", str(out)]) == 2
+    assert "--first" in capsys.readouterr().err
