@@ -5,6 +5,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -138,6 +139,21 @@ def plot_curves(histories):
     axes[1].set_ylim(0, 1)
     fig.tight_layout()
     return fig
+
+
+def binomial_se(accuracy, images):
+    """The standard error of an accuracy measured on `images` images, from (correct + 1) /
+    (images + 2) so that a perfect score is not certain; NaN without a count."""
+    if not images or accuracy is None or not math.isfinite(accuracy):
+        return math.nan
+    p = (accuracy * images + 1) / (images + 2)
+    return math.sqrt(p * (1 - p) / images)
+
+
+def accuracy_with_se(accuracy, images):
+    """'0.9609 ± 0.0171': an accuracy and its standard error over the images it was measured on."""
+    se = binomial_se(accuracy, images)
+    return f"{accuracy:.4f}" + (f" ± {se:.4f}" if math.isfinite(se) else "")
 
 
 def format_table(headers, rows):

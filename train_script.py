@@ -72,13 +72,15 @@ def train_and_report(args, script, hp, runs, beans, out, compare):
         })
         outputs.write_history_csv(folder / "history.csv", result.history)
         outputs.save_model(folder / "model.keras", result.model)
-        rows.append((name, f"{result.val_accuracy:.4f}", f"{result.test_accuracy:.4f}", result.epochs,
-                     f"{result.seconds:.1f}"))
+        rows.append((name, outputs.accuracy_with_se(result.val_accuracy, len(val_split)),
+                     outputs.accuracy_with_se(result.test_accuracy, len(test)), result.epochs, f"{result.seconds:.1f}"))
     outputs.save_figure(out / "curves.png", outputs.plot_curves({n: r.history for n, r in results.items()}))
     if args.tensorboard:  # last: a failure here is a warning, the results above are kept
         for name, result in results.items():
             tensorboard_log.guarded(prog, lambda: tensorboard_log.write_curves(
                 out / tensorboard_log.FOLDER / name, result.history))
     print()
-    print(outputs.format_table(["model", "val_accuracy", "test_accuracy", "epochs", "train_s"], rows))
+    print(outputs.format_table(["model", "val_accuracy ± se", "test_accuracy ± se", "epochs", "train_s"], rows))
+    print(f"(± one standard error over the {len(val_split)} validation and {len(test)} test images; a seed moves a "
+          "training too: bench/seeds.py, bench/resplit.py)")
     print(f"\nwrote {out}/")

@@ -70,7 +70,7 @@ def search(problem, args):
         trials = store.trials(found)
         if args.refine:
             print(f"\nround {round_ + 1}/{args.refine + 1}: best of {len(found)}")
-            print(report.format_trials(trials, problem.names, top=args.top))
+            print(report.format_trials(trials, problem.names, top=args.top, images=len(problem.validation)))
         top = [t for t in rank(trials) if t.status == OK][:max(2, math.ceil(args.keep * len(trials)))]
         dims = [d.narrowed([t.params[d.name] for t in top]) for d in dims]
     return searches.SearchOutput()

@@ -17,7 +17,8 @@ def test_baseline_writes_every_output(data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("train_baseline.py: resolved configuration")
     assert "epoch   1/1  loss" in printed
-    assert "model     val_accuracy  test_accuracy  epochs  train_s" in printed
+    assert "model     val_accuracy ± se  test_accuracy ± se  epochs  train_s" in printed
+    assert "(± one standard error over the 12 validation and 12 test images" in printed
     assert sorted(p.name for p in out.iterdir()) == ["curves.png", "history.csv", "metrics.json", "model.keras"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["hparams"]["batch_norm"] is False

@@ -83,6 +83,7 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
         "final_epochs": trained.epochs, "trials": trials, "search_seconds": round(search_seconds, 1),
         "fit_seconds": None if fit_seconds is None else round(fit_seconds, 1), "resumed": bool(resumed),
         "seed": seed, "image_size": beans.image_size, "data": beans.source, "limit": beans.limit,
+        "validation_images": len(beans.validation), "test_images": len(beans.test),
     }
     outputs.write_json(out / BEST, summary)
     if board is not None:
@@ -94,7 +95,8 @@ def format_best(summary):
     status = summary.get("final_status", "ok")  # searches finished before final_status existed: ok
     final_val = (status if status != "ok" else "trained on it" if summary["final_val_accuracy"] is None
                  else f"{summary['final_val_accuracy']:.4f}")
+    # best.json written before it held test_images: the accuracy alone
+    test = outputs.accuracy_with_se(summary["test_accuracy"], summary.get("test_images"))
     return outputs.format_table(
-        ["model", "val_accuracy (search)", "val_accuracy (final)", "test_accuracy", "epochs"],
-        [["best", f"{summary['val_accuracy']:.4f}", final_val,
-          f"{summary['test_accuracy']:.4f}", summary["final_epochs"]]])
+        ["model", "val_accuracy (search)", "val_accuracy (final)", "test_accuracy ± se", "epochs"],
+        [["best", f"{summary['val_accuracy']:.4f}", final_val, test, summary["final_epochs"]]])

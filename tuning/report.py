@@ -48,21 +48,83 @@ class Progress:
               flush=True)
 
 
-def format_trials(trials, names, top=10, rung=None):
-    """The ranked table; a std column when configurations were scored on several folds; with
-    successive halving (`rung`: the hyperparameter a rung sets), each training's rung, the
-    highest rung first."""
+def standard_error(trial, images=None):
+    """How far a trial's score could move on other images (and seeds): over K folds of train +
+    validation, the folds' spread; over R seeds on one validation split, the seeds' spread and the
+    split's `images`; on the validation split alone, its images (a seed moves it too, unmeasured)."""
+    if not math.isfinite(trial.val_accuracy):
+        return math.nan
+    if trial.folds > 1 and math.isfinite(trial.std):
+        between = trial.std / math.sqrt(trial.folds - 1)  # the sample std over folds / sqrt(folds)
+        if trial.kind == "cv":
+            return between
+        within = outputs.binomial_se(trial.val_accuracy, images)
+        return math.hypot(between, within) if math.isfinite(within) else between
+    return outputs.binomial_se(trial.val_accuracy, images)
+
+
+def format_trials(trials, names, top=10, rung=None, images=None):
+    """The ranked table with each score's standard error (`images`: how many validation images
+    one score is measured on), then a line on whether the best stands apart from the runner-up;
+    a std column when configurations were scored on several folds; with successive halving
+    (`rung`: the hyperparameter a rung sets), each training's rung, the highest rung first."""
     cv = any(t.folds > 1 for t in trials)
     budgets = sorted({t.params[rung] for t in trials}) if rung else []
-    headers = ["rank", *(["rung"] if rung else []), *names, "val_acc"] + (["std"] if cv else []) + ["fit_s", "status"]
+    headers = ["rank", *(["rung"] if rung else []), *names, "val_acc", "± se"] + (["std"] if cv else []) + \
+        ["fit_s", "status"]
     rows = []
     for i, t in enumerate(rank(trials, rung)[:top], 1):
         score = f"{t.val_accuracy:.4f}" if math.isfinite(t.val_accuracy) else "nan"
+        se = standard_error(t, images)
         std = [f"{t.std:.4f}" if math.isfinite(t.std) else "nan"] if cv else []
         level = [budgets.index(t.params[rung])] if rung else []
-        rows.append([i, *level, *(fmt(t.params.get(n, "")) for n in names), score, *std, f"{t.fit_seconds:.1f}",
+        rows.append([i, *level, *(fmt(t.params.get(n, "")) for n in names), score,
+                     f"{se:.4f}" if math.isfinite(se) else "-", *std, f"{t.fit_seconds:.1f}",
                      t.status if not t.message else f"{t.status}: {t.message[:40]}"])
-    return outputs.format_table(headers, rows)
+    table = outputs.format_table(headers, rows)
+    line = separation(trials, images, rung)
+    return f"{table}\n{line}" if line else table
+
+
+def separation(trials, images=None, rung=None):
+    """Whether the best configuration stands apart from the runner-up by more than two standard
+    errors of their difference, how many lie that close to the best, and what would tell them
+    apart; '' with fewer than two scored configurations (of the top rung, with halving)."""
+    ok = [t for t in rank(trials, rung) if t.status == OK and math.isfinite(t.val_accuracy)]
+    if rung and ok:
+        ok = [t for t in ok if t.params[rung] == ok[0].params[rung]]
+    if len(ok) < 2:
+        return ""
+    best, second = ok[0], ok[1]
+    errors = [standard_error(t, images) for t in ok]
+    if not all(math.isfinite(e) for e in errors[:2]):
+        return ""
+    gap = best.val_accuracy - second.val_accuracy
+    noise = math.hypot(errors[0], errors[1])
+    close = sum(best.val_accuracy - t.val_accuracy <= 2 * math.hypot(errors[0], e) for t, e in zip(ok, errors))
+    over = {"cv": f"its {best.folds} folds", "seeds": f"its {best.folds} seeds and {images} validation images",
+            "validation": f"{images} validation images"}[best.kind]
+    apart = f"{gap:.4f} apart" + (f" ({gap * images:.0f} of {images} validation images)"
+                                  if best.kind == "validation" and images else "")
+    if gap == 0:
+        return (f"best vs runner-up: {best.val_accuracy:.4f} each, a tie (the first trained is kept); "
+                f"{close} of {len(ok)} configurations lie within 2 standard errors of the best (over {over}).")
+    if noise == 0:  # folds or seeds that agree to the digit
+        return f"best vs runner-up: {best.val_accuracy:.4f} vs {second.val_accuracy:.4f}, {apart}, with no spread over {over}."
+    head = (f"best vs runner-up: {best.val_accuracy:.4f} vs {second.val_accuracy:.4f}, {apart}: "
+            f"{gap / noise:.1f} standard errors of the difference ({noise:.4f}, over {over})")
+    if gap > 2 * noise:
+        return head + "; separated."
+    if best.kind == "cv":
+        more = "more folds (--cv) narrow the error"
+    else:
+        needed = f"about {images * (2 * noise / gap) ** 2:,.0f} validation images" if images else \
+            "more validation images"
+        more = (f"telling them apart at 2 standard errors takes {needed}; --cv K scores every train + validation "
+                "image" + (", --repeats R averages R seeds (this error counts images, not seeds)"
+                           if best.kind == "validation" else ""))
+    return (head + f"; within noise: {close} of {len(ok)} configurations lie within 2 standard errors of the "
+            f"best.\n{more}.")
 
 
 def series_dim(dims):

@@ -260,7 +260,7 @@ def run(argv, method):
     print(f"\n{prog}: {configurations} configurations, {len(trial_store.rows())} trainings in "
           f"{report.duration(seconds)} (sum of fit times {report.duration(fit_total)}"
           f"{', this run and before' if done else ''})")
-    print(report.format_trials(trials, columns, args.top, rung=setup.rung))
+    print(report.format_trials(trials, columns, args.top, rung=setup.rung, images=len(validation)))
     ok = [t for t in store.rank(trials, setup.rung) if t.status == store.OK]
     if not ok:
         raise cli.RunFailed(f"every trial failed; see {out / store.RESULTS} for their messages "
@@ -314,7 +314,8 @@ def search(prog, method, problem, setup, trial_store):
         print(f"\n{prog}: interrupted; {len(rows)} of {setup.total} trainings are saved in "
               f"{trial_store.path}. Run the same command again to resume.")
         if rows:
-            print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung))
+            print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung,
+                                       images=len(problem.validation)))
         raise
 
 
@@ -433,7 +434,8 @@ def show_finished(prog, setup, trial_store, summary):
     if setup.args.final_data != trained_on:
         print(f"{prog}: note: --final-data {setup.args.final_data} not applied: the finished search's model "
               f"trained on {trained_on}", file=sys.stderr)
-    print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung))
+    print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung,
+                               images=summary.get("validation_images")))  # searches finished before: no count
     print()
     print(format_best(summary))
     return summary

@@ -56,6 +56,7 @@ class Trial:
     folds: int = 1
     low: float = math.nan   # min and max over folds (repeats); NaN unless every fold is "ok"
     high: float = math.nan
+    kind: str = "validation"  # what the folds are: "validation" (one split), "cv" (K folds), "seeds" (repeats)
 
 
 class TrialStore:
@@ -209,11 +210,14 @@ class TrialStore:
 def _aggregate(params, rows):
     scores = [r["val_accuracy"] for r in rows]
     fits = float(np.mean([r["fit_seconds"] for r in rows]))
+    fold = rows[0]["fold"]
+    kind = "cv" if fold.startswith("cv") else "seeds" if fold.startswith("seed") else "validation"
     bad = next((r for r in rows if r["status"] != OK), None)
     if bad is not None:
-        return Trial(params, float("nan"), float("nan"), fits, bad["status"], bad["message"], len(rows))
+        return Trial(params, float("nan"), float("nan"), fits, bad["status"], bad["message"], len(rows), kind=kind)
     std = float(np.std(scores)) if len(scores) > 1 else float("nan")
-    return Trial(params, float(np.mean(scores)), std, fits, OK, "", len(rows), float(min(scores)), float(max(scores)))
+    return Trial(params, float(np.mean(scores)), std, fits, OK, "", len(rows), float(min(scores)), float(max(scores)),
+                 kind)
 
 
 def rank(trials, rung=None):
