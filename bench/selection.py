@@ -21,7 +21,9 @@ won (a final model that repeats the winning trial) and averaged over the other s
 model with a seed of its own). The oracle picks by that test accuracy itself, as no search can;
 'any' is the mean over all configurations, what a pick at random is worth.
 
-    python bench/selection.py --data-dir ../shared/beans --resplits 3 --first 1 --configs 8 --seeds 3 --cv 3
+    python bench/selection.py --data-dir ../shared/beans --resplits 3 --first 1 --configs 8 --seeds 2 --cv 3
+    # the same work in two processes of one TensorFlow thread each (2 cores):
+    python bench/selection.py ... --threads 1 --shard 1/2 & python bench/selection.py ... --threads 1 --shard 2/2
 
 Every training is appended to OUT/trainings.jsonl as it ends, so an interrupted bench resumes
 where it stopped. The tables go to stdout and OUT/selection.txt.
@@ -172,7 +174,11 @@ def done_records(path):
 
 
 def append(path, record):
+    """One line, under a lock: two benches may share an --out, each given its own resplits."""
+    import fcntl
+
     with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         handle.write(json.dumps(record) + "\n")
         handle.flush()
 
@@ -207,8 +213,20 @@ def run(argv):
     parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=40,
                         help="each training's epochs, its cosine schedule run to the end (default: 40)")
     parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=64)
+    parser.add_argument("--threads", type=cli.number(int, 1, 256), default=None, metavar="N",
+                        help="TensorFlow threads (default: TensorFlow's choice); two benches of one thread each "
+                             "(--shard) keep 2 cores busier than one of two threads")
+    parser.add_argument("--shard", default="1/1", metavar="I/N",
+                        help="train only every N-th training, starting at the I-th (default: 1/1, all): N benches "
+                             "with --shard 1/N .. N/N into one --out share the work")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    try:
+        shard, shards = (int(part) for part in args.shard.split("/"))
+        if not 1 <= shard <= shards:
+            raise ValueError
+    except ValueError:
+        raise common.UsageError(f"--shard: expected I/N with 1 <= I <= N, got {args.shard!r}") from None
     if empty := cli.empty_folder_flag(args):
         raise common.UsageError(empty)
     data = common.resolve_data_dir(args.data_dir)
@@ -232,6 +250,10 @@ def run(argv):
         records = done_records(path)
         done = {(r["resplit"], r["config"], r["fold"], r["seed"]) for r in records}
         base = common.HParams(**regime(args.epochs))
+        if args.threads:
+            from tuning.runner import limit_threads
+
+            limit_threads(args.threads)
         print(f"selection.py: {len(configs)} configurations x {len(seeds)} seeds"
               + (f" + {args.cv}-fold" if args.cv else "") + f" on resplits {numbers[0]}-{numbers[-1]}, "
               f"{args.epochs} epochs each; into {out}/", flush=True)
@@ -244,7 +266,7 @@ def run(argv):
             jobs += [(k, c, f"cv{f}", seeds[0]) for k in numbers for f in range(1, args.cv + 1)
                      for c in range(len(configs))]
         data_of, folds_by = {}, {}
-        for k, c, fold, s in jobs:
+        for k, c, fold, s in jobs[shard - 1::shards]:
             if (k, c, fold, s) in done:
                 continue
             if k not in data_of:
@@ -270,6 +292,7 @@ def run(argv):
             print(f"  resplit {k} config {c} {fold} seed {s}: " + "  ".join(f"{n} {v:.4f}" for n, v in scored.items())
                   + f"  last-5 val {SCORES[f'last {LAST}'](result.history):.4f}  ({record['seconds']:.0f}s)",
                   flush=True)
+        records = done_records(path)  # with those of another bench sharing the folder
         events, truth = evaluate_picks(records, configs, seeds, args.cv)
         text = table(events, truth, seeds, args.cv)
         per_config = outputs.format_table(
