@@ -29,13 +29,11 @@ Every training is appended to OUT/trainings.jsonl as it ends, so an interrupted 
 where it stopped. The tables go to stdout and OUT/selection.txt.
 """
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
 import json
 import math
-import statistics
 import sys
 import time
 from pathlib import Path

@@ -3,8 +3,9 @@ or taken from the store when a resumed search already ran it; and `BeansClassifi
 scikit-learn estimator through which GridSearchCV and RandomizedSearchCV run trials.
 
 Every trial trains on the train split (early-stopped on the validation split, or on a held-out
-tenth of the training fold with --cv) and is scored by its accuracy on the validation split
-(or the fold). Nothing here ever sees the test split.
+tenth of the training fold with --cv) and is scored on the validation split (tuning.scoring: its
+best epoch, or its last epochs), or by its accuracy on the fold. Nothing here ever sees the test
+split.
 """
 
 import contextlib
@@ -22,6 +23,7 @@ import cli
 import common
 from common import HPARAM_NAMES, HParams
 
+from . import scoring
 from .execution import on_dask_worker
 from .report import describe
 from .space import plain
@@ -56,6 +58,7 @@ class TrialSettings:
     killed: frozenset = frozenset()  # keys of trainings that killed their Dask workers in this run
     heartbeat: float = 60.0         # seconds between a running trial's epoch lines (None: silent;
                                     # on a Dask worker always silent)
+    score: str = "best-epoch"       # how a trial scored on the validation split is ranked (tuning.scoring)
 
     def finished(self, params, fold):
         """The stored row of a training not to run again, or None: one from before this run
@@ -126,7 +129,9 @@ def train_trial(hp, train, val, settings, label="trial"):
     if result.status == "nan":
         return Outcome(float("nan"), DIVERGED, f"loss became NaN (epoch {result.epochs})", seconds, cpu,
                        result.epochs, history=result.history)
-    return Outcome(result.val_accuracy, OK, "", seconds, cpu, result.epochs, result.model, history=result.history)
+    # best-epoch is what train() measured for the weights it kept; another score reads the curve
+    score = result.val_accuracy if settings.score == "best-epoch" else scoring.score(result.history, settings.score)
+    return Outcome(score, OK, "", seconds, cpu, result.epochs, result.model, history=result.history)
 
 
 def record(settings, params, fold, outcome):

@@ -21,6 +21,7 @@ import numpy as np
 import cli
 import common
 
+from . import scoring
 from .execution import Execution
 from .runner import BeansClassifier, Holdout, TrialSettings, run_point
 from .space import plain
@@ -192,5 +193,5 @@ def check_cv_folds(args, train, validation):
 
 
 def describe_cv(args):
-    return {"scoring": f"{args.cv}-fold CV over train+validation" if args.cv
-            else "accuracy on the validation split"}
+    return {"scoring": f"{args.cv}-fold CV over train+validation, each fold's accuracy" if args.cv
+            else scoring.describe(args.score)}
