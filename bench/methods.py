@@ -43,7 +43,7 @@ import outputs  # noqa: E402
 import tune_bayes  # noqa: E402
 import tune_grid  # noqa: E402
 import tune_random  # noqa: E402
-from tuning.space import DEFAULT_RANGES  # noqa: E402
+from tuning.space import DEFAULT_RANGES, untuned_training_flags  # noqa: E402
 
 # The space every method searches: the searches' default ranges (tuning.space.DEFAULT_RANGES) for
 # four of their five hyperparameters, on the scales the searches sample them; batch size is fixed
@@ -97,7 +97,7 @@ def method_argv(method, args, seed, out):
     ranges = {name: f"{low:g}:{high:g}" for name, (low, high, _) in SPACE.items()}
     common = ["--image-size", str(args.image_size), "--seed", str(seed), "--out", str(out),
               "--epochs", str(args.epochs), "--patience", str(args.epochs), "--final-epochs", str(args.epochs),
-              *[x for k, v in FIXED.items() for x in (cli.flag(k), str(v))],
+              *[x for k, v in FIXED.items() for x in (cli.flag(k), str(v))], *untuned_training_flags(),
               *(["--data-dir", args.data_dir] if args.data_dir else [])]
     if method == "grid":
         levels = {name: ",".join(f"{v:g}" for v in grid_levels(*spec)) for name, spec in SPACE.items()}

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import outputs  # noqa: E402
 import tune_random  # noqa: E402
+from tuning.space import untuned_training_flags  # noqa: E402
 
 
 def read_rows(path):
@@ -38,7 +39,8 @@ def search(cluster, data_dir, out, n_iter, epochs, image_size, seed=0):
     argv = [*(["--data-dir", data_dir] if data_dir else []), "--out", str(out), "--scheduler",
             cluster.scheduler_address, "--n-iter", str(n_iter), "--epochs", str(epochs), "--patience",
             str(epochs), "--image-size", str(image_size), "--threads-per-trial", "1", "--seed", str(seed),
-            "--learning-rate", "1e-4:1e-2", "--layers", "2", "--units", "64", "--batch-size", "32", "--decay", "0"]
+            "--learning-rate", "1e-4:1e-2", "--layers", "2", "--units", "64", "--batch-size", "32", "--decay", "0",
+            *untuned_training_flags()]
     code = tune_random.main(argv)
     if code:
         sys.exit(code)

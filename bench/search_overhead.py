@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import outputs  # noqa: E402
 import tune_random  # noqa: E402
+from tuning.space import untuned_training_flags  # noqa: E402
 
 
 def read_rows(path):
@@ -40,7 +41,7 @@ def main(argv=None):
         code = tune_random.main([*(["--data-dir", args.data_dir] if args.data_dir else []),
                                  "--n-iter", str(args.n_iter), "--epochs", str(args.epochs),
                                  "--patience", str(args.epochs), "--image-size", str(args.image_size),
-                                 "--out", str(out)])
+                                 "--out", str(out), *untuned_training_flags()])
         if code:
             sys.exit(code)
         rows = read_rows(out / "results.csv")

@@ -28,6 +28,7 @@ import cli  # noqa: E402
 import outputs  # noqa: E402
 from studies import shared  # noqa: E402
 from studies.shared import median_range  # noqa: E402
+from tuning.space import untuned_training_flags  # noqa: E402
 from tuning.store import OK  # noqa: E402
 
 BATCH_SIZES = (16, 32, 64, 128, 256)
@@ -39,7 +40,7 @@ def grid_argv(args, out):
     return ["--batch-norm", "false,true", "--batch-size", ",".join(str(b) for b in sorted(args.batch_sizes)),
             "--repeats", str(args.seeds), "--learning-rate", "1e-3", "--layers", "3", "--decay", "0",
             "--epochs", str(args.epochs), "--patience", str(args.epochs), "--image-size", str(args.image_size),
-            "--out", str(out), *(["--data-dir", args.data_dir] if args.data_dir else [])]
+            "--out", str(out), *(["--data-dir", args.data_dir] if args.data_dir else []), *untuned_training_flags()]
 
 
 def gap_at_best(history):

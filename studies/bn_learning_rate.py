@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cli  # noqa: E402
 import outputs  # noqa: E402
 from studies import shared  # noqa: E402
+from tuning.space import untuned_training_flags  # noqa: E402
 from tuning.store import DIVERGED, OK  # noqa: E402
 
 RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
@@ -34,12 +35,13 @@ MODELS = {False: "baseline", True: "bn"}
 
 def grid_argv(args, out):
     """The sweep as a grid search: only BN and the learning rate vary (the default grid's other
-    dimensions fixed at the BN model's defaults: 3 conv blocks, no decay)."""
+    dimensions fixed at the BN model's defaults: 3 conv blocks, no decay, batch 32, trained as
+    the training scripts train it)."""
     rates = ",".join(repr(r) for r in sorted(args.rates))  # exact: 1e-3 and 1.0000001e-3 stay two rates
     return ["--batch-norm", "false,true", "--learning-rate", rates, "--repeats", str(args.seeds),
             "--epochs", str(args.epochs), "--patience", str(args.epochs), "--decay", "0", "--layers", "3",
-            "--image-size", str(args.image_size), "--out", str(out),
-            *(["--data-dir", args.data_dir] if args.data_dir else [])]
+            "--batch-size", "32", "--image-size", str(args.image_size), "--out", str(out),
+            *(["--data-dir", args.data_dir] if args.data_dir else []), *untuned_training_flags()]
 
 
 def first_epoch_at(history, threshold):

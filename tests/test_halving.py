@@ -96,7 +96,7 @@ def test_halving_random_search_and_final_epochs(data_dir, tmp_path, scored, caps
     out = tmp_path / "run"
     argv = ["--data-dir", str(data_dir), "--out", str(out), "--halving", "--n-iter", "4", "--min-epochs", "1",
             "--factor", "2", "--epochs", "4", "--layers", "1:3", *TINY, "--learning-rate", "1e-4:1e-2",
-            "--final-epochs", "7"]
+            "--schedule", "inverse-time", "--final-epochs", "7"]
     assert tune_random.main(argv) == 0
     assert Counter(int(r["epochs"]) for r in results(out)) == {1: 4, 2: 2, 4: 1}
     assert scored[-1] == 7  # the final model trained for --final-epochs
@@ -108,7 +108,7 @@ def test_halving_random_search_and_final_epochs(data_dir, tmp_path, scored, caps
                                                "search's model trained for up to 7 epochs")
     assert tune_random.main([*argv, "--final-patience", "3"]) == 0
     assert capsys.readouterr().err.strip() == ("tune_random.py: note: --final-patience 3 not applied: the finished "
-                                               "search's model trained with patience 10")
+                                               "search's model trained with patience 20")
     assert scored[-1] == 7
 
 
@@ -124,36 +124,41 @@ def test_a_candidate_drawn_twice_is_trained_once(data_dir, tmp_path, scored):
     assert len(scored) == len(rows) + 1  # and the final model
 
 
-@pytest.mark.parametrize("argv, trial, final", [
-    ([], (20, 10), (40, 10)),                                 # the training scripts' epochs, the trial's patience
-    (["--epochs", "3"], (3, 10), (3, 10)),                    # a budget the user set is kept
-    (["--patience", "2"], (20, 2), (40, 2)),
-    (["--final-epochs", "6"], (20, 10), (6, 10)),
-    (["--epochs", "3", "--patience", "2", "--final-epochs", "6"], (3, 2), (6, 2)),
-    (["--final-epochs", "6", "--final-patience", "4"], (20, 10), (6, 4)),
-    (["--schedule", "cosine", "--final-epochs", "6"], (20, 10), (6, 6)),  # cosine runs to its end
-    (["--schedule", "cosine", "--patience", "2"], (20, 2), (40, 2)),
+@pytest.mark.parametrize("argv, trial, final, data", [
+    # the searches' trials: 20 epochs on a cosine schedule run to its end; the model kept: 60 epochs on
+    # train + validation, all of them (auto), unless a flag says otherwise
+    ([], (20, 20), (60, 60), "train+validation"),
+    (["--epochs", "3"], (3, 20), (3, 3), "train+validation"),      # a budget the user set is kept
+    (["--patience", "2"], (20, 2), (60, 2), "train"),              # early stopping asked for: train
+    (["--final-epochs", "6"], (20, 20), (6, 6), "train+validation"),
+    (["--epochs", "3", "--patience", "2", "--final-epochs", "6"], (3, 2), (6, 2), "train"),
+    (["--final-epochs", "6", "--final-patience", "4"], (20, 20), (6, 4), "train"),
+    (["--schedule", "inverse-time", "--final-epochs", "6"], (20, 20), (6, 20), "train"),
+    (["--schedule", "inverse-time"], (20, 20), (60, 20), "train"),
+    (["--final-data", "train"], (20, 20), (60, 60), "train"),       # cosine runs to its end, the best epoch kept
 ])
-def test_the_final_model_trains_on_the_training_scripts_budget_unless_told(data_dir, tmp_path, scored, argv,
-                                                                          trial, final):
+def test_the_final_model_trains_longer_than_the_trials_unless_told(data_dir, tmp_path, scored, argv, trial, final,
+                                                                   data):
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate",
                            "1e-3", *TINY, *argv]) == 0
     assert scored == [trial[0], trial[0], final[0]]
     best = json.loads((out / "best.json").read_text())
     assert (best["hparams"]["epochs"], best["hparams"]["patience"]) == final
-    assert best["hparams"]["schedule"] == ("cosine" if "cosine" in argv else "inverse-time")
+    assert best["final_data"] == data
+    assert best["hparams"]["schedule"] == ("inverse-time" if "inverse-time" in argv else "cosine")
     assert {(int(r["epochs"])) for r in results(out)} <= {trial[0]}
     manifest = json.loads((out / "search.json").read_text())
     assert (manifest["fixed"]["epochs"], manifest["fixed"]["patience"]) == trial
-    # the default schedule is left out of search.json, so searches saved before it existed resume
-    assert manifest["fixed"].get("schedule") == ("cosine" if "cosine" in argv else None)
+    # inverse-time is left out of search.json, so searches saved before --schedule existed resume
+    assert manifest["fixed"].get("schedule") == (None if "inverse-time" in argv else "cosine")
 
 
 def test_the_final_budget_is_said_in_words(data_dir, tmp_path, scored, capsys):
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--layers", "1,2",
-                           "--learning-rate", "1e-3", *TINY, "--epochs", "3", "--final-epochs", "1"]) == 0
-    assert "retraining on the train split for up to 1 epoch, patience 10 (the trial had 3 epochs, patience 10)" \
+                           "--learning-rate", "1e-3", *TINY, "--epochs", "3", "--final-epochs", "1",
+                           "--schedule", "inverse-time"]) == 0
+    assert "retraining on the train split for up to 1 epoch, patience 20 (the trial had 3 epochs, patience 20)" \
         in capsys.readouterr().out
 
 

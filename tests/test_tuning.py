@@ -279,7 +279,7 @@ def test_search_never_sees_the_test_split(data_dir, tmp_path, monkeypatch):
     real_train, real_split = common.train, common.Beans.split
 
     def spy_trial(hp, train, val, *args, **kw):
-        seen.append((train.x.copy(), val.x.copy()))
+        seen.append((train.x.copy(), val.x.copy() if val is not None else np.zeros((0, *train.x.shape[1:]))))
         order.append("trial")
         return real_train(hp, train, val, *args, **kw)
 
@@ -297,7 +297,7 @@ def test_search_never_sees_the_test_split(data_dir, tmp_path, monkeypatch):
     assert len(seen) == 3  # two trials and the final model
     for train_x, val_x in seen:
         images = np.concatenate([train_x, val_x]).reshape(len(train_x) + len(val_x), -1)
-        assert len(train_x) == 12 and len(val_x) == 12
+        assert len(images) == 24, "train and validation: as two splits (trials) or one (the final model)"
         assert not any((np.abs(images - t).max(axis=1) == 0).any() for t in test)
 
 
@@ -472,15 +472,19 @@ def test_final_data_train_and_validation_trains_on_both_for_all_epochs(data_dir,
                                                "search's model trained all 5 epochs")
 
 
-def test_the_final_model_trains_on_the_train_split_by_default(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("schedule, final_data", [("cosine", "train+validation"), ("inverse-time", "train")])
+def test_by_default_the_final_model_of_a_cosine_schedule_learns_from_validation_too(
+        data_dir, tmp_path, monkeypatch, schedule, final_data):
     calls, fake = [], instant_train(common, [])
     monkeypatch.setattr(common, "train", lambda hp, t, v, **k: calls.append((len(t), v is None)) or fake(hp, t, v, **k))
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2",
-                           "--learning-rate", "1e-3", *TINY]) == 0
-    assert calls == [(12, False)] * 3
+                           "--learning-rate", "1e-3", *TINY, "--schedule", schedule]) == 0
+    on_both = final_data == "train+validation"
+    assert calls == [(12, False)] * 2 + [(24, True) if on_both else (12, False)]
     best = json.loads((out / "best.json").read_text())
-    assert best["final_data"] == "train" and best["final_val_accuracy"] == pytest.approx(0.2041)
+    assert best["final_data"] == final_data
+    assert best["final_val_accuracy"] is None if on_both else best["final_val_accuracy"] == pytest.approx(0.2041)
 
 
 @pytest.mark.parametrize("final_data", ["train", "train+validation"])
@@ -507,3 +511,53 @@ def test_epoch_counts_are_said_in_words():
     import outputs
     assert [outputs.epoch_count(n) for n in (1, 2, 40)] == ["1 epoch", "2 epochs", "40 epochs"]
     assert [outputs.count(n, "seed") for n in (1, 3)] == ["1 seed", "3 seeds"]
+
+
+@pytest.fixture
+def curves(monkeypatch):
+    """Instant trainings whose validation curves differ in shape: layers 1 peaks once at 0.9 and
+    ends at 0.5; layers 2 never passes 0.8 and ends there. Only the final model really trains."""
+    real = common.train
+
+    def train(hp, *args, **kwargs):
+        if not is_trial(kwargs):
+            return real(dataclasses.replace(hp, epochs=1), *args, **kwargs)
+        curve = [0.3, 0.9, 0.5, 0.5, 0.5, 0.5, 0.5] if hp.layers == 1 else [0.3, 0.6, 0.8, 0.8, 0.8, 0.8, 0.8]
+        return common.TrainResult(None, {"val_accuracy": curve}, max(curve), len(curve), 0.0)
+
+    monkeypatch.setattr(common, "train", train)
+
+
+@pytest.mark.parametrize("score, kept, value", [("best-epoch", 1, 0.9), ("last-5", 2, 0.8)])
+def test_score_picks_by_the_best_epoch_or_the_last_five(data_dir, tmp_path, curves, score, kept, value):
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate",
+                           "1e-3", *TINY, "--score", score]) == 0
+    best = json.loads((out / "best.json").read_text())
+    assert best["params"]["layers"] == kept and best["val_accuracy"] == pytest.approx(value)
+    manifest = json.loads((out / "search.json").read_text())
+    # the default is left out of search.json, so searches saved before --score existed resume
+    assert manifest.get("score") == (None if score == "best-epoch" else score)
+
+
+def test_a_search_scored_otherwise_is_another_search(data_dir, tmp_path, curves, capsys):
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *TINY]
+    assert tune_grid.main(argv) == 0
+    capsys.readouterr()
+    assert tune_grid.main([*argv, "--score", "last-5"]) == 2
+    assert "holds a different search" in capsys.readouterr().err
+
+
+def test_the_default_searches_train_the_augmented_bn_model_on_a_cosine_schedule(data_dir, tmp_path, scored):
+    from tuning.space import TRIAL_DEFAULTS
+
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--image-size", "8"]) == 0
+    manifest = json.loads((out / "search.json").read_text())
+    assert manifest["space"] == {"learning_rate": {"choices": [1e-3, 3e-3]}, "layers": {"choices": [3, 4]},
+                                 "batch_size": {"choices": [16, 32]}}
+    assert {k: manifest["fixed"][k] for k in TRIAL_DEFAULTS} == TRIAL_DEFAULTS == {
+        "batch_norm": True, "augment": True, "schedule": "cosine", "bn_momentum": 0.9, "epochs": 20, "patience": 20}
+    assert len(results(out)) == 8 and scored[:8] == [20] * 8 and scored[8] == 60
+    assert json.loads((out / "best.json").read_text())["final_data"] == "train+validation"

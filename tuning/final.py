@@ -13,8 +13,8 @@ import outputs
 from .space import fmt, plain
 from .store import BEST, MODEL
 
-TRAIN_AND_VALIDATION = "train+validation"
-FINAL_DATA = ("train", TRAIN_AND_VALIDATION)  # what --final-data takes
+AUTO, TRAIN_AND_VALIDATION = "auto", "train+validation"
+FINAL_DATA = (AUTO, "train", TRAIN_AND_VALIDATION)  # what --final-data takes
 
 
 @dataclass(frozen=True)
@@ -22,22 +22,28 @@ class FinalBudget:
     """What the final model trains with beyond the best trial's values: epochs and patience
     where set (None keeps the trial's), whether a winner on the cosine schedule runs it to
     its end (patience = its epochs), decided once the winner is known, and the data it trains
-    on (FINAL_DATA): the train split, early-stopped on validation with the best epoch kept, or
-    train + validation, all its epochs with the last one kept (nothing is left to stop on)."""
+    on (FINAL_DATA): the train split, early-stopped on validation with the best epoch kept;
+    train + validation, all its epochs with the last one kept (nothing is left to stop on); or
+    auto, the one of the two that suits the winner (data_for)."""
 
     epochs: int = None
     patience: int = None
     cosine_to_end: bool = False
     data: str = "train"
 
-    @property
-    def on_validation_too(self):
-        return self.data == TRAIN_AND_VALIDATION
+    def data_for(self, hp):
+        """What the final model of `hp` trains on. auto: train + validation for a cosine schedule
+        run to its end, whose last epoch, at a rate near 0, is the one to keep; otherwise train,
+        with the best epoch on validation kept (a constant or slowly decaying rate can end on an
+        epoch that validation would have thrown away)."""
+        if self.data != AUTO:
+            return self.data
+        return TRAIN_AND_VALIDATION if self.cosine_to_end and hp.schedule == "cosine" else "train"
 
     def apply(self, hp):
         hp = dataclasses.replace(hp, **{name: value for name, value in
                                         (("epochs", self.epochs), ("patience", self.patience)) if value is not None})
-        if self.on_validation_too or (self.cosine_to_end and hp.schedule == "cosine"):
+        if self.data_for(hp) == TRAIN_AND_VALIDATION or (self.cosine_to_end and hp.schedule == "cosine"):
             hp = dataclasses.replace(hp, patience=hp.epochs)  # runs to its end
         return hp
 
@@ -54,9 +60,11 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
     hp = dataclasses.replace(base, **{k: plain(v) for k, v in best.params.items()})
     trial_budget = f"{outputs.epoch_count(hp.epochs)}, patience {hp.patience}"
     hp = final.apply(hp)
+    data = final.data_for(hp)
+    on_validation_too = data == TRAIN_AND_VALIDATION
     chosen = f"\nbest: {' '.join(f'{n}={fmt(best.params[n])}' for n in names)}  (val_acc {best.val_accuracy:.4f}); "
     log = lambda line: print(line, flush=True)  # noqa: E731
-    if final.on_validation_too:
+    if on_validation_too:
         print(chosen + f"retraining on the train and validation splits ({len(beans.train) + len(beans.validation)} "
               f"images) for all {outputs.epoch_count(hp.epochs)}, the last one's weights kept: no split is left to stop "
               f"on or pick an epoch by (the trial had {trial_budget})", flush=True)
@@ -75,10 +83,10 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
     summary = {
         "script": script, "params": {k: plain(v) for k, v in best.params.items()},
         "hparams": hp.to_dict(), "val_accuracy": best.val_accuracy,
-        "final_data": final.data,
+        "final_data": data,
         # None when the final model trained on the validation split (its score there means nothing)
         # or did not end well (NaN, which strict JSON has no word for; final_status says why)
-        "final_val_accuracy": None if final.on_validation_too or trained.status != "ok" else trained.val_accuracy,
+        "final_val_accuracy": None if on_validation_too or trained.status != "ok" else trained.val_accuracy,
         "final_status": trained.status, "test_accuracy": test_accuracy,
         "final_epochs": trained.epochs, "trials": trials, "search_seconds": round(search_seconds, 1),
         "fit_seconds": None if fit_seconds is None else round(fit_seconds, 1), "resumed": bool(resumed),

@@ -22,11 +22,11 @@ import tensorboard_log
 from common import HPARAM_NAMES, HParams, UsageError
 
 from . import execution as ex
-from . import report, store
-from .final import FINAL_DATA, TRAIN_AND_VALIDATION, FinalBudget, final_model, format_best
+from . import report, scoring, store
+from .final import AUTO, FINAL_DATA, TRAIN_AND_VALIDATION, FinalBudget, final_model, format_best
 from .runner import TrialSettings, limit_threads
 from .searches import Problem
-from .space import TRIAL_DEFAULTS, build_space
+from .space import FINAL_EPOCHS, TRIAL_DEFAULTS, build_space
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Method:
     count: object                     # (args, dims, base) -> trainings the search will run
     identity: object                  # (args) -> {setting: value} that define the search (resume)
     search: object                    # (problem, args) -> SearchOutput
-    describe: object = field(default=lambda args: {"scoring": "accuracy on the validation split"})
+    describe: object = field(default=lambda args: {"scoring": scoring.describe(args.score)})
     check_data: object = field(default=lambda args, train, validation: None)  # raises UsageError
     figures: tuple = ()               # names of the figures its search may draw, besides val_accuracy.png
     requested: object = None          # (args) -> trainings asked for (more than count: a small space)
@@ -98,17 +98,23 @@ def tuning_parser(method):
                         help="TensorFlow threads per trial (default: cores / n-jobs for local "
                              "processes; TensorFlow's own choice otherwise)")
     parser.add_argument("--final-epochs", type=cli.number(int, 1, 1000), default=None, metavar="N",
-                        help="train the best configuration for up to N epochs at the end (default: 40, "
-                             "as the training scripts, unless --epochs is given); trials only rank "
-                             "configurations, the final model may train longer")
+                        help=f"train the best configuration for up to N epochs at the end (default: {FINAL_EPOCHS}, "
+                             "unless --epochs is given); trials only rank configurations, the final model trains "
+                             "longer")
     parser.add_argument("--final-patience", type=cli.number(int, 0, 1000), default=None, metavar="P",
                         help="the final model's patience (default: the trials'; with the cosine schedule, "
                              "unless --patience is given, its epochs: the schedule runs to its end, the best "
                              "epoch kept)")
-    parser.add_argument("--final-data", type=lambda text: text.strip().lower(), choices=FINAL_DATA, default="train",
-                        help="what the final model trains on: the train split, the best epoch on validation "
-                             "kept (default), or train+validation: the validation images too, all its epochs, "
-                             "the last kept (the search ranks configurations as without it); any case")
+    parser.add_argument("--final-data", type=lambda text: text.strip().lower(), choices=FINAL_DATA, default=AUTO,
+                        help="what the final model trains on: train, the best epoch on validation kept; "
+                             "train+validation, the validation images too, all its epochs, the last kept (the "
+                             "search ranks configurations as without it); or auto (default): train+validation "
+                             "for a cosine schedule run to its end, train otherwise; any case")
+    parser.add_argument("--score", type=lambda text: text.strip().lower(), choices=scoring.SCORES,
+                        default=scoring.DEFAULT,
+                        help=f"how a trial is scored on the validation split: {scoring.SCORES[0]} (its best epoch's "
+                             f"accuracy) or {scoring.SCORES[1]} (the mean over its last {scoring.LAST} epochs) "
+                             f"(default: {scoring.DEFAULT}; with --cv, each fold's accuracy)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh, whatever the --out folder holds")
     method.add_flags(parser)
@@ -146,16 +152,15 @@ def prepare(argv, method):
 
 def final_budget(args, space, overrides, dims):
     """The final model's epochs and patience. Trials train on the searches' shorter budget
-    (TRIAL_DEFAULTS) to rank configurations; unless a flag set the budget, the model you keep
-    trains on the training scripts' (HParams: 40 epochs), as train_bn.py would, and never with
-    less patience than its trial had (10, not the scripts' 8: with 8 the final model of a
-    measured search stopped at epoch 15 and lost 3 points of validation accuracy against its
-    trial). --final-epochs and --final-patience set them whatever the trials had. Unless a flag
-    or a grid file set the patience, a best configuration with the cosine schedule trains with
-    patience = its epochs (decided in final.py, once the winner is known): early stopping would
-    cut the schedule short of its low rates."""
+    (TRIAL_DEFAULTS) to rank configurations; unless a flag or a grid file set the trials' epochs,
+    the model you keep trains for FINAL_EPOCHS, and never with less patience than its trial had
+    nor than the training scripts'. --final-epochs and --final-patience set them whatever the
+    trials had. Unless a flag or a grid file set the patience, a best configuration with the
+    cosine schedule trains with patience = its epochs (decided in final.py, once the winner is
+    known): early stopping would cut the schedule short of its low rates."""
     searched = {d.name for d in dims}
-    final = {name: max(getattr(HParams(), name), TRIAL_DEFAULTS[name]) for name in ("epochs", "patience")
+    longest = {"epochs": FINAL_EPOCHS, "patience": max(HParams().patience, TRIAL_DEFAULTS["patience"])}
+    final = {name: longest[name] for name in ("epochs", "patience")
              if name not in overrides and name not in searched and space.get(name) == TRIAL_DEFAULTS[name]}
     if args.final_epochs:
         final["epochs"] = args.final_epochs
@@ -164,6 +169,14 @@ def final_budget(args, space, overrides, dims):
     # no flag or grid file set the patience: a cosine winner runs to the end
     return FinalBudget(**final, cosine_to_end=args.final_patience is None and "patience" in final,
                        data=args.final_data)
+
+
+FINAL_DATA_SHOWN = {
+    "train": "train, the best epoch on validation kept",
+    TRAIN_AND_VALIDATION: "train + validation, all its epochs, the last kept",
+    AUTO: "train + validation for a cosine schedule run to its end (all its epochs, the last kept), else train "
+          "(the best epoch on validation kept)",
+}
 
 
 # Hyperparameters added after searches were first saved, at the value that trains as before they
@@ -180,7 +193,9 @@ def manifest(setup, method, beans):
     fixed = {k: v for k, v in setup.base.to_dict().items() if LATER_FIELDS.get(k, ...) != v}
     return {"script": method.script, "space": {d.name: d.spec() for d in setup.dims},
             "fixed": fixed, "data": data, "image_size": beans.image_size,
-            "limit": beans.limit, "seed": args.seed, "method": method.identity(args)}
+            "limit": beans.limit, "seed": args.seed, "method": method.identity(args),
+            # searches saved before --score ranked by the best epoch, and still resume
+            **({"score": args.score} if args.score != "best-epoch" else {})}
 
 
 def open_execution(args, stack):
@@ -236,12 +251,11 @@ def run(argv, method):
             "trainings": setup.total, "trials run in": execution.describe(),
             "parallel trials": execution.n_jobs if not threads else f"{execution.n_jobs} ({threads} threads each)",
             **({"trial timeout": f"{args.trial_timeout:g}s"} if args.trial_timeout else {}),
-            "final model trains on": ("train + validation, all its epochs, the last kept"
-                                      if setup.final.on_validation_too else "train, the best epoch on validation kept"),
+            "final model trains on": FINAL_DATA_SHOWN[setup.final.data],
             **{f"search {d.name}": d.describe() for d in setup.dims},
             **{k: v for k, v in setup.base.to_dict().items() if k not in names}})
         settings = TrialSettings(trial_store, args.seed, threads, args.trial_timeout,
-                                 store.latest_by_key(done), args.retry_failed)
+                                 store.latest_by_key(done), args.retry_failed, score=args.score)
         retried = announce_resume(prog, out, setup.total, done, args.retry_failed)
         trial_store.create()
         trial_store.on_record = report.Progress(columns, setup.total + retried, done_before=len(done))
@@ -431,7 +445,7 @@ def show_finished(prog, setup, trial_store, summary):
             print(f"{prog}: note: --final-{name} {asked} not applied: the finished search's model "
                   f"trained {budget}", file=sys.stderr)
     trained_on = summary.get("final_data", "train")  # searches finished before --final-data: train
-    if setup.args.final_data != trained_on:
+    if setup.args.final_data not in (AUTO, trained_on):
         print(f"{prog}: note: --final-data {setup.args.final_data} not applied: the finished search's model "
               f"trained on {trained_on}", file=sys.stderr)
     print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung,
