@@ -5,7 +5,8 @@
     python tune_grid.py --data-dir ../shared/beans --grid grid.json   # {"units": [32, 64], ...}
 
 Every combination is trained on the train split and scored on the validation split; the best
-is retrained and evaluated once on the test split.
+is retrained (by default on train + validation, tuning.final) and evaluated once on the test
+split.
 """
 
 import json

@@ -1,5 +1,6 @@
-"""Benchmark (not a test): one command on K stratified resplits of all labelled images, and what
-it scores on each; with --vs, a second command on the same resplits and the paired difference.
+"""Benchmark (not a test): a command's accuracy on K stratified resplits of all labelled images.
+
+With --vs, a second command on the same resplits and the paired difference.
 
 One split of beans cannot say what a command's accuracy is: its 128 test images move a model by
 0.78 points each, and the canonical test split has been read while this project's defaults were
@@ -7,7 +8,7 @@ chosen. A resplit pools train + validation + test (1,295 images on beans) and de
 with the canonical sizes and class balance (1,034 / 133 / 128); each run reads its resplit's test
 images once, by its final model, as every script does.
 
-    python bench/resplit.py --data-dir ../shared/beans --resplits 3 --first 1 --out runs/resplit-bn -- train_bn.py
+    python bench/resplit.py --data-dir ../shared/beans --resplits 5 --out runs/resplit-bn -- train_bn.py
     python bench/resplit.py --data-dir ../shared/beans --resplits 5 --out runs/resplit-grid \\
         --vs train_bn.py -- tune_grid.py
 
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
 import common  # noqa: E402
 import outputs  # noqa: E402
+from tuning import report  # noqa: E402
 
 SCRIPTS = ("train_baseline", "train_bn", "tune_grid", "tune_random", "tune_bayes")
 SET_HERE = ("--data-dir", "--seed", "--out")  # each run's, chosen by this bench
@@ -81,32 +83,48 @@ def resplit(images, k):
 
 
 def make_resplit(folder, images, k, source):
-    """OUT/splits/resplit-k: split/class/<original split>-<file> links to the images. Made once
-    (built beside, then renamed into place); a folder already there must list the same images."""
+    """OUT/splits/resplit-k: split/class/<original split>-<file> links to the images. Made once,
+    under a lock (bench/selection.py's shards share an --out and its splits), built beside and renamed into place; a folder
+    already there must hold the same images, every one of them linked."""
+    import fcntl
+
     listing = {"source": str(source), "resplit": k,
                "splits": {split: [key for key, _, _ in members] for split, members in resplit(images, k).items()}}
-    if (folder / LISTING).exists():
-        try:
-            held = json.loads((folder / LISTING).read_text())
-        except ValueError:
-            held = None
-        if held != listing:
-            raise common.UsageError(f"{folder} holds resplit {k} of other images; choose another --out")
-        return folder
-    if folder.exists():  # a crash before the rename leaves no such folder; something else made this one
-        raise common.UsageError(f"{folder} exists but is no resplit made by this bench; choose another --out")
-    building = folder.with_name(f".{folder.name}-building")
-    shutil.rmtree(building, ignore_errors=True)
-    paths = {key: path for members in images.values() for key, _, path in members}
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if folder.exists():
+            _check_resplit(folder, listing)
+            return folder
+        building = folder.with_name(f".{folder.name}-building")
+        shutil.rmtree(building, ignore_errors=True)
+        paths = {key: path for members in images.values() for key, _, path in members}
+        for split, keys in listing["splits"].items():
+            for key in keys:
+                original, name, file = key.split("/")
+                link = building / split / name / f"{original}-{file}"
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(paths[key].resolve())
+        outputs.write_json(building / LISTING, listing)
+        building.rename(folder)
+    return folder
+
+
+def _check_resplit(folder, listing):
+    """A resplit folder made before: the same images, each linked where this bench puts it."""
+    k = listing["resplit"]
+    try:
+        held = json.loads((folder / LISTING).read_text())
+    except (OSError, ValueError):
+        raise common.UsageError(f"{folder} exists but is no resplit made by this bench; choose another --out") from None
+    if held != listing:
+        raise common.UsageError(f"{folder} holds resplit {k} of other images; choose another --out")
     for split, keys in listing["splits"].items():
         for key in keys:
             original, name, file = key.split("/")
-            link = building / split / name / f"{original}-{file}"
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(paths[key].resolve())
-    outputs.write_json(building / LISTING, listing)
-    building.rename(folder)
-    return folder
+            if not (folder / split / name / f"{original}-{file}").is_file():
+                raise common.UsageError(f"{folder} lacks {split}/{name}/{original}-{file} (or its image); move the "
+                                        "folder away to make the resplit again")
 
 
 # --------------------------------------------------------------------------------------
@@ -170,12 +188,15 @@ def run_one(script, flags, data, seed, out, log_path):
     with open(log_path, "a") as log:
         log.write(f"$ {shlex.join(argv[1:])}\n")
         log.flush()
-        child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         try:
             code = child.wait()
         except KeyboardInterrupt:  # the run saves what it finished and stops
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signal.SIGINT)
+            try:  # a Ctrl-C at the terminal reached it too; a kill of this bench alone did not
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGINT)
             try:
                 child.wait(timeout=120)
             except subprocess.TimeoutExpired:
@@ -229,7 +250,8 @@ def paired_line(differences):
     return (f"paired difference in test accuracy (command - vs), {k} resplit{'s' if k != 1 else ''}: median "
             f"{statistics.median(differences):+.4f}, range [{min(differences):+.4f}, {max(differences):+.4f}] "
             f"(the range holds the median difference with {coverage:.0%} confidence); higher in {positive}, lower "
-            f"in {negative}, tied in {k - positive - negative}; sign test p = {p:.3f} (two-sided)")
+            f"in {negative}, tied in {k - positive - negative}; sign test p = {p:.3f} (two-sided, ties left out; "
+            f"{positive + negative} untied pairs can give no less than {min(1.0, 2 * 0.5 ** (positive + negative)):.3f})")
 
 
 def summary(rows, commands):
@@ -277,10 +299,7 @@ def _acc(value):
 
 
 def _duration(seconds):
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+    return "-" if seconds is None or not math.isfinite(seconds) else report.duration(seconds)
 
 
 def _numbers(rows):
@@ -321,9 +340,12 @@ def parse(argv):
     parser.add_argument("--data-dir", default=None,
                         help=f"the labelled images, laid out train|validation|test/<class>/* (default: ${common.DATA_ENV})")
     parser.add_argument("--resplits", type=cli.number(int, 1, 100), default=3, metavar="K",
-                        help="how many resplits (default: 3, range [1, 100])")
-    parser.add_argument("--first", type=cli.number(int, 0, 10**6), default=0, metavar="N",
-                        help="the first resplit's number; 0 is the canonical split (default: 0)")
+                        help="how many resplits (default: 3, range [1, 100]); the sign test of K paired "
+                             "differences (the canonical split, --first 0, and ties left out) cannot go below "
+                             "p = 2^(1-K): 5 give 0.062")
+    parser.add_argument("--first", type=cli.number(int, 0, 10**6), default=1, metavar="N",
+                        help="the first resplit's number (default: 1); 0 is the canonical split, shown beside "
+                             "the resplits' median, not in it")
     parser.add_argument("--out", default=None, help="default: runs/resplit-<script>-<hash of the commands>")
     parser.add_argument("--vs", default=None, metavar="'SCRIPT.py FLAGS'",
                         help="a second command, run on the same resplits with the same seeds: the table gains "
@@ -345,14 +367,24 @@ def parse(argv):
             raise common.UsageError(f"--vs: {err}") from None
         commands["vs"] = check_command(vs, "--vs")
     digest = hashlib.sha256(json.dumps([command, args.vs]).encode()).hexdigest()[:8]
-    out = Path(args.out or f"runs/resplit-{commands['main'][0]}-{digest}")
+    out = Path(args.out or f"runs/resplit-{commands['main'][0]}-{digest}").absolute()  # runs start elsewhere
     if out.exists() and not out.is_dir():
         raise common.UsageError(f"--out must be a folder, {out} is a file")
+    if data.resolve() in (out.resolve(), *out.resolve().parents):
+        raise common.UsageError(f"--out {out} lies in the data folder {data}; choose a folder outside it")
     for label, (script, flags) in commands.items():
+        if (out / label).exists() and not (out / label).is_dir():
+            raise common.UsageError(f"--out: {out / label} is a file, where this bench keeps its runs")
         recorded = out / label / "command.json"
-        if recorded.exists() and json.loads(recorded.read_text()) != [f"{script}.py", *flags]:
-            raise common.UsageError(f"--out: {out / label} holds the runs of another command: "
-                                    f"{shlex.join(json.loads(recorded.read_text()))}")
+        if recorded.exists():
+            try:
+                held = json.loads(recorded.read_text())
+            except (OSError, ValueError):
+                raise common.UsageError(f"--out: {recorded} is not this bench's record of a command; choose "
+                                        "another --out") from None
+            if held != [f"{script}.py", *flags]:
+                shown = shlex.join(held) if isinstance(held, list) and all(isinstance(a, str) for a in held) else held
+                raise common.UsageError(f"--out: {out / label} holds the runs of another command: {shown}")
     return args, data, commands, out
 
 
@@ -362,13 +394,15 @@ def run(argv):
     numbers = range(args.first, args.first + args.resplits)
     shown = {label: [f"{script}.py", *flags] for label, (script, flags) in commands.items()}
     with outputs.output_folder(out):
+        # every resplit first: a folder that holds other images is refused before anything trains
+        folders = {k: make_resplit(out / "splits" / f"resplit-{k}", images, k, data.resolve()) for k in numbers}
         for label, command in shown.items():
             outputs.write_json(out / label / "command.json", command)
         print(f"resplit.py: {shlex.join(shown['main'])}" + (f"  vs  {shlex.join(shown['vs'])}" if "vs" in shown else "")
               + f"  (resplits {numbers[0]}-{numbers[-1]} of {data}, seed = resplit; into {out}/)", flush=True)
         rows = []
         for k in numbers:
-            folder = make_resplit(out / "splits" / f"resplit-{k}", images, k, data.resolve())
+            folder = folders[k]
             row = {"resplit": k, "seed": k}
             for label, (script, flags) in commands.items():
                 run_dir, wall_path = out / label / f"resplit-{k}", out / label / f"resplit-{k}.wall.json"

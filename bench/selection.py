@@ -1,5 +1,6 @@
-"""Benchmark (not a test): which trial score, when it picks the configuration, keeps the model
-that scores best on test images; measured on resplits, never on the canonical test split.
+"""Benchmark (not a test): which trial score picks the configurations that test best, on resplits.
+
+Measured on resplits, never on the canonical test split.
 
 On each resplit (bench/resplit.py's, numbers >= 1) the same N configurations, drawn from the
 random search's default ranges, are trained with S seeds each on the train split, the validation
@@ -8,12 +9,13 @@ split. With --cv K each configuration is also trained K times over K folds of tr
 validation, as `tune_grid.py --cv K` trains it. From those trainings, for each way of scoring a
 trial, the bench picks a configuration as a search would and reads what the pick is worth:
 
-    best epoch   the best epoch's validation accuracy (the searches' score before this bench)
-    last 5       the mean validation accuracy over the last 5 epochs
+    best epoch   the best epoch's validation accuracy (the searches' default, --score best-epoch)
+    last 5       the mean validation accuracy over the last 5 epochs (--score last-5)
     last epoch   the last epoch's validation accuracy
     min loss     the lowest validation loss (lower is better)
     last 5 loss  the mean validation loss over the last 5 epochs
-    S seeds      the mean over S seeds of the best epoch, or of the last 5 (tune_grid.py --repeats)
+    S seeds      the mean over S seeds of the best epoch, or of the last 5 (tune_grid.py --repeats);
+                 read against the same trainings that chose, which flatters it
     K-fold       the mean accuracy over K folds of train + validation (tune_grid.py --cv)
 
 A pick is worth the test accuracy of the picked configuration: with the seed of the trial that
@@ -47,16 +49,17 @@ import cli  # noqa: E402
 import common  # noqa: E402
 import outputs  # noqa: E402
 import resplit  # noqa: E402
-from tuning.space import DEFAULT_RANGES, build_space  # noqa: E402
+from tuning import scoring  # noqa: E402
+from tuning.scoring import LAST  # noqa: E402
+from tuning.space import DEFAULT_RANGES, TRIAL_DEFAULTS, build_space  # noqa: E402
 
 SEARCHED = ("learning_rate", "layers", "units", "batch_size")  # the random search's default ranges
-LAST = 5  # epochs the "last 5" scores average over
 
 
 def regime(epochs):
-    """What every training of the bench shares besides the searched values."""
-    return {"batch_norm": True, "augment": True, "schedule": "cosine", "bn_momentum": 0.9,
-            "epochs": epochs, "patience": epochs}
+    """What every training of the bench shares besides the searched values: the searches' trials,
+    `epochs` long, the cosine schedule run to its end."""
+    return {**TRIAL_DEFAULTS, "epochs": epochs, "patience": epochs}
 
 
 def configurations(n, seed=0):
@@ -78,8 +81,8 @@ def _finite(values):
 
 
 SCORES = {  # name -> history -> score (higher is better); NaN when the training has none
-    "best epoch": lambda h: max(_finite(h["val_accuracy"]), default=math.nan),
-    f"last {LAST}": lambda h: float(np.mean(h["val_accuracy"][-LAST:])) if h["val_accuracy"] else math.nan,
+    "best epoch": scoring.best_epoch,   # the searches' --score options, as they compute them
+    f"last {LAST}": scoring.last_epochs,
     "last epoch": lambda h: h["val_accuracy"][-1] if h["val_accuracy"] else math.nan,
     "min loss": lambda h: -min(_finite(h["val_loss"]), default=math.nan),
     f"last {LAST} loss": lambda h: -float(np.mean(h["val_loss"][-LAST:])) if h["val_loss"] else math.nan,
@@ -113,6 +116,8 @@ def evaluate_picks(records, configs, seeds, cv):
         for name, score in SCORES.items():
             for j, s in enumerate(seeds):
                 chosen = pick([score(by[(k, c, "validation", s)]["history"]) for c in range(len(configs))])
+                if chosen is None:  # no configuration has a score: no pick
+                    continue
                 others = [i for i in range(len(seeds)) if i != j]
                 events.setdefault(name, []).append(
                     (k, s, chosen, test[chosen, j], float(test[chosen, others].mean()) if others else math.nan))
@@ -121,13 +126,16 @@ def evaluate_picks(records, configs, seeds, cv):
                 score = SCORES[name]
                 chosen = pick([float(np.mean([score(by[(k, c, "validation", s)]["history"]) for s in seeds]))
                                for c in range(len(configs))])
+                if chosen is None:
+                    continue
                 events.setdefault(f"{len(seeds)} seeds, {name}", []).append(
                     (k, None, chosen, math.nan, float(truth[k][chosen])))
         if cv:
             folds = [[by.get((k, c, f"cv{f}", seeds[0])) for f in range(1, cv + 1)] for c in range(len(configs))]
             if all(r is not None for row in folds for r in row):
                 chosen = pick([float(np.mean([r["fold_accuracy"] for r in row])) for row in folds])
-                events.setdefault(f"{cv}-fold", []).append((k, None, chosen, math.nan, float(truth[k][chosen])))
+                if chosen is not None:
+                    events.setdefault(f"{cv}-fold", []).append((k, None, chosen, math.nan, float(truth[k][chosen])))
         events.setdefault("oracle", []).append((k, None, int(np.argmax(truth[k])), math.nan, float(truth[k].max())))
         events.setdefault("any", []).append((k, None, None, math.nan, float(truth[k].mean())))
     return events, truth
@@ -202,22 +210,26 @@ def main(argv=None):
 def run(argv):
     parser = cli.ArgumentParser(prog="selection.py", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help=f"the labelled images (default: ${common.DATA_ENV})")
-    parser.add_argument("--resplits", type=cli.number(int, 1, 100), default=3, metavar="K")
+    parser.add_argument("--resplits", type=cli.number(int, 1, 100), default=3, metavar="K",
+                        help="how many resplits (default: 3)")
     parser.add_argument("--first", type=cli.number(int, 1, 10**6), default=1, metavar="N",
                         help="the first resplit (>= 1: the canonical split, 0, is not used)")
-    parser.add_argument("--configs", type=cli.number(int, 2, 100), default=8, metavar="N")
-    parser.add_argument("--seeds", type=cli.number(int, 1, 20), default=3, metavar="S")
-    parser.add_argument("--cv", type=cli.number(int, 2, 20), default=None, metavar="K")
+    parser.add_argument("--configs", type=cli.number(int, 2, 100), default=8, metavar="N",
+                        help="configurations drawn from the random search's default ranges (default: 8)")
+    parser.add_argument("--seeds", type=cli.number(int, 2, 20), default=2, metavar="S",
+                        help="seeds per configuration and resplit (default: 2; a pick is read with another seed)")
+    parser.add_argument("--cv", type=cli.number(int, 2, 20), default=None, metavar="K",
+                        help="also K folds of train + validation per configuration (default: none)")
     parser.add_argument("--epochs", type=cli.number(int, 1, 1000), default=40,
                         help="each training's epochs, its cosine schedule run to the end (default: 40)")
-    parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=64)
+    parser.add_argument("--image-size", type=cli.number(int, 8, 512), default=64, help="(default: 64)")
     parser.add_argument("--threads", type=cli.number(int, 1, 256), default=None, metavar="N",
                         help="TensorFlow threads (default: TensorFlow's choice); two benches of one thread each "
                              "(--shard) keep 2 cores busier than one of two threads")
     parser.add_argument("--shard", default="1/1", metavar="I/N",
                         help="train only every N-th training, starting at the I-th (default: 1/1, all): N benches "
                              "with --shard 1/N .. N/N into one --out share the work")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="default: runs/bench-selection-<hash of the setup>")
     args = parser.parse_args(argv)
     try:
         shard, shards = (int(part) for part in args.shard.split("/"))

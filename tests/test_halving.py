@@ -12,7 +12,8 @@ import tune_grid
 import tune_random
 from tuning import halving
 
-TINY = ["--image-size", "8", "--units", "4", "--batch-size", "4", "--decay", "0", "--batch-norm", "false"]
+TINY = ["--image-size", "8", "--units", "4", "--batch-size", "4", "--decay", "0", "--batch-norm", "false",
+        "--augment", "false"]
 
 
 def results(out):
@@ -128,13 +129,14 @@ def test_a_candidate_drawn_twice_is_trained_once(data_dir, tmp_path, scored):
     # the searches' trials: 20 epochs on a cosine schedule run to its end; the model kept: 60 epochs on
     # train + validation, all of them (auto), unless a flag says otherwise
     ([], (20, 20), (60, 60), "train+validation"),
-    (["--epochs", "3"], (3, 20), (3, 3), "train+validation"),      # a budget the user set is kept
+    (["--epochs", "3"], (3, 3), (3, 3), "train+validation"),       # a budget the user set is kept, run to its end
     (["--patience", "2"], (20, 2), (60, 2), "train"),              # early stopping asked for: train
     (["--final-epochs", "6"], (20, 20), (6, 6), "train+validation"),
     (["--epochs", "3", "--patience", "2", "--final-epochs", "6"], (3, 2), (6, 2), "train"),
     (["--final-epochs", "6", "--final-patience", "4"], (20, 20), (6, 4), "train"),
     (["--schedule", "inverse-time", "--final-epochs", "6"], (20, 20), (6, 20), "train"),
     (["--schedule", "inverse-time"], (20, 20), (60, 20), "train"),
+    (["--schedule", "inverse-time", "--epochs", "3"], (3, 20), (3, 20), "train"),  # keeps early stopping
     (["--final-data", "train"], (20, 20), (60, 60), "train"),       # cosine runs to its end, the best epoch kept
 ])
 def test_the_final_model_trains_longer_than_the_trials_unless_told(data_dir, tmp_path, scored, argv, trial, final,

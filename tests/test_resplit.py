@@ -76,14 +76,28 @@ def test_resplit_folders_are_links_made_once(uneven, tmp_path):
         resplit.make_resplit(folder, images, 2, uneven)
 
 
+def test_a_resplit_folder_missing_an_image_is_refused_and_two_benches_make_one_folder(uneven, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = resplit.labelled_images(uneven)
+    folder = tmp_path / "splits" / "resplit-1"
+    with ThreadPoolExecutor(4) as pool:  # under the lock, one makes it and the others find it made
+        made = list(pool.map(lambda _: resplit.make_resplit(folder, images, 1, uneven), range(4)))
+    assert made == [folder] * 4
+    assert len([p for p in folder.rglob("*") if p.is_symlink()]) == sum(len(m) for m in images.values())
+    next(p for p in folder.rglob("*") if p.is_symlink()).unlink()
+    with pytest.raises(resplit.common.UsageError, match="lacks"):
+        resplit.make_resplit(folder, images, 1, uneven)
+
+
 def test_runs_a_command_and_its_rival_on_the_same_resplits_and_resumes(data_dir, tmp_path, capsys):
     out = tmp_path / "bench"
-    argv = ["--data-dir", str(data_dir), "--resplits", "2", "--first", "1", "--out", str(out),
+    argv = ["--data-dir", str(data_dir), "--resplits", "1", "--first", "2", "--out", str(out),
             "--vs", "train_baseline.py " + " ".join(TINY), "--", "train_bn.py", *TINY]
     assert resplit.main(argv) == 0
     rows = list(csv.DictReader((out / "resplits.csv").open()))
-    assert [int(r["resplit"]) for r in rows] == [1, 2] and [int(r["seed"]) for r in rows] == [1, 2]
-    for row, k in zip(rows, (1, 2)):
+    assert [int(r["resplit"]) for r in rows] == [2] and [int(r["seed"]) for r in rows] == [2]
+    for row, k in zip(rows, (2,)):
         bn = json.loads((out / "main" / f"resplit-{k}" / "metrics.json").read_text())
         base = json.loads((out / "vs" / f"resplit-{k}" / "metrics.json").read_text())
         assert (bn["hparams"]["batch_norm"], base["hparams"]["batch_norm"]) == (True, False)
@@ -95,21 +109,23 @@ def test_runs_a_command_and_its_rival_on_the_same_resplits_and_resumes(data_dir,
     text = (out / "resplits.txt").read_text()
     assert "paired difference in test accuracy" in text and "sign test p" in text
     capsys.readouterr()
-    stamp = (out / "main" / "resplit-1" / "metrics.json").stat().st_mtime_ns
+    stamp = (out / "main" / "resplit-2" / "metrics.json").stat().st_mtime_ns
     (out / "vs" / "resplit-2" / "metrics.json").unlink()  # a run cut short is run again
     assert resplit.main(argv) == 0
     printed = capsys.readouterr().out
-    assert (out / "main" / "resplit-1" / "metrics.json").stat().st_mtime_ns == stamp, "finished runs are read back"
-    assert printed.count("(read back)") == 3
+    assert (out / "main" / "resplit-2" / "metrics.json").stat().st_mtime_ns == stamp, "finished runs are read back"
+    assert printed.count("(read back)") == 1
     assert (out / "vs" / "resplit-2" / "metrics.json").exists()
     walls = json.loads((out / "vs" / "resplit-2.wall.json").read_text())["invocations"]
     assert len(walls) == 2, "a run's wall time adds up over the invocations that made it"
 
 
-def test_a_search_resplit_reads_the_searchs_score_and_final_test(data_dir, tmp_path):
+def test_a_search_resplit_reads_the_searchs_score_and_final_test(data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out, and a relative --grid, from wherever the bench starts
+    (tmp_path / "grid.json").write_text(json.dumps({"learning_rate": [1e-3, 2e-3]}))
+    assert resplit.main(["--data-dir", str(data_dir), "--resplits", "1", "--first", "0", "--out", "bench", "--",
+                         "tune_grid.py", *TINY, "--grid", "grid.json"]) == 0
     out = tmp_path / "bench"
-    assert resplit.main(["--data-dir", str(data_dir), "--resplits", "1", "--first", "0", "--out", str(out), "--",
-                         "tune_grid.py", *TINY, "--learning-rate", "1e-3,2e-3"]) == 0
     best = json.loads((out / "main" / "resplit-0" / "best.json").read_text())
     row = next(csv.DictReader((out / "resplits.csv").open()))
     assert (float(row["val_accuracy"]), float(row["test_accuracy"])) == (best["val_accuracy"], best["test_accuracy"])
@@ -146,12 +162,23 @@ def test_a_missing_data_folder_and_a_file_as_out_are_refused(data_dir, tmp_path,
     assert not (tmp_path / "b").exists()
 
 
-def test_an_out_folder_of_another_command_is_refused(data_dir, tmp_path, capsys):
+@pytest.mark.parametrize("held, message", [
+    (json.dumps(["train_bn.py", "--epochs", "3"]), "holds the runs of another command"),
+    ("{not json", "is not this bench's record of a command"),
+])
+def test_an_out_folder_of_another_command_is_refused(data_dir, tmp_path, capsys, held, message):
     out = tmp_path / "b"
     (out / "main").mkdir(parents=True)
-    (out / "main" / "command.json").write_text(json.dumps(["train_bn.py", "--epochs", "3"]))
+    (out / "main" / "command.json").write_text(held)
     assert resplit.main(["--data-dir", str(data_dir), "--out", str(out), "--", "train_bn.py"]) == 2
-    assert "holds the runs of another command" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_out_inside_the_data_folder_is_refused(data_dir, capsys):
+    assert resplit.main(["--data-dir", str(data_dir), "--out", str(data_dir / "bench"), "--", "train_bn.py"]) == 2
+    assert "lies in the data folder" in capsys.readouterr().err
+    assert not (data_dir / "bench").exists()
 
 
 def test_the_sign_test_and_the_interval_of_paired_differences():
@@ -162,6 +189,8 @@ def test_the_sign_test_and_the_interval_of_paired_differences():
     assert resplit.sign_test([0.01] * 5)[2] == pytest.approx(2 / 32)
     line = resplit.paired_line([0.02, 0.01, 0.03])
     assert "median +0.0200, range [+0.0100, +0.0300]" in line and "75% confidence" in line
+    assert "3 untied pairs can give no less than 0.250" in line
+    assert "2 untied pairs can give no less than 0.500" in resplit.paired_line([0.02, 0.0, 0.03])  # a tie counts not
 
 
 # --------------------------------------------------------------------------------------
@@ -203,6 +232,13 @@ def test_a_tie_goes_to_the_first_configuration_and_nan_never_wins():
     assert selection.pick([math.nan, math.nan]) is None
 
 
+def test_a_resplit_where_no_configuration_scores_makes_no_pick():
+    dead = history([math.nan] * 6)
+    records = records_for([[dead, dead], [dead, dead]], [[0.3, 0.3], [0.3, 0.3]])
+    events, _ = selection.evaluate_picks(records, [{}, {}], [0, 1], cv=None)
+    assert "best epoch" not in events and events["any"][0][4] == pytest.approx(0.3)
+
+
 def test_the_loss_scores_prefer_a_lower_loss():
     low, high = history([0.8] * 6, [0.2] * 6), history([0.8] * 6, [0.9] * 6)
     assert selection.SCORES["min loss"](low) > selection.SCORES["min loss"](high)
@@ -219,7 +255,8 @@ def test_configurations_are_drawn_from_the_random_searchs_ranges_on_its_scales()
     assert {c["layers"] for c in configs} == {2, 3, 4}
 
 
-def test_the_selection_bench_trains_every_configuration_seed_and_fold_once(data_dir, tmp_path, capsys):
+def test_the_selection_bench_trains_every_configuration_seed_and_fold_once(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(selection, "TRIAL_DEFAULTS", {**selection.TRIAL_DEFAULTS, "augment": False})  # faster
     out = tmp_path / "sel"
     argv = ["--data-dir", str(data_dir), "--resplits", "1", "--configs", "2", "--seeds", "2", "--cv", "2",
             "--epochs", "1", "--image-size", "8", "--out", str(out)]

@@ -35,7 +35,7 @@ def test_the_best_one_image_ahead_is_within_noise_and_the_line_says_what_would_s
     trials = [trial(0.9474, layers=3), trial(0.9549, layers=4), trial(0.80, layers=2)]
     line = report.separation(trials, 133)
     assert line.startswith("best vs runner-up: 0.9549 vs 0.9474, 0.0075 apart (1 of 133 validation images)")
-    assert "within noise: 2 of 3 configurations lie within 2 standard errors of the best" in line
+    assert "within noise: 1 of the other 2 configurations lies within 2 standard errors of the best" in line
     noise = math.hypot(report.standard_error(trials[1], 133), report.standard_error(trials[0], 133))
     needed = 133 * (2 * noise / 0.0075) ** 2
     assert f"about {needed:,.0f} validation images" in line and "--cv K" in line and "--repeats R" in line
@@ -47,7 +47,8 @@ def test_a_clear_gap_is_called_separated():
 
 
 def test_ties_and_lone_configurations():
-    assert "a tie (the first trained is kept)" in report.separation([trial(0.9, layers=1), trial(0.9, layers=2)], 50)
+    assert "a tie (the first trained is kept); 1 of the other 1 configurations lies" in report.separation(
+        [trial(0.9, layers=1), trial(0.9, layers=2)], 50)
     assert report.separation([trial(0.9)], 50) == ""
     assert report.separation([trial(0.9, layers=1), trial(math.nan, layers=2)], 50) == ""
 
@@ -73,3 +74,9 @@ def test_the_final_table_gives_the_test_accuracy_with_its_error():
     assert f"0.9609 ± {outputs.binomial_se(0.9609, 128):.4f}" in format_best(summary)
     del summary["test_images"]  # a best.json written before the count was kept
     assert "0.9609 " in format_best(summary) and "±" not in format_best(summary).splitlines()[-1]
+
+
+def test_repeats_without_an_image_count_still_say_what_their_error_is_over():
+    trials = [trial(0.9, 3, 0.01, "seeds", layers=1), trial(0.85, 3, 0.01, "seeds", layers=2)]
+    line = report.separation(trials, None)
+    assert "over its 3 seeds)" in line and "None" not in line

@@ -1,7 +1,8 @@
-"""The end of a search: the best configuration retrained on the train split (early-stopped on
-validation), or with --final-data train+validation on both splits for all its epochs, evaluated
-once on the test split, saved as model.keras with best.json beside it. best.json is written
-last: its presence marks a finished search, whose test score is final."""
+"""The end of a search: the best configuration retrained, on train + validation for all its
+epochs (--final-data train+validation; auto, the default, for a cosine schedule run to its end)
+or on the train split early-stopped on validation, evaluated once on the test split, saved as
+model.keras with best.json beside it. best.json is written last: its presence marks a finished
+search, whose test score is final."""
 
 import dataclasses
 import sys

@@ -88,8 +88,11 @@ def format_trials(trials, names, top=10, rung=None, images=None):
 
 def separation(trials, images=None, rung=None):
     """Whether the best configuration stands apart from the runner-up by more than two standard
-    errors of their difference, how many lie that close to the best, and what would tell them
-    apart; '' with fewer than two scored configurations (of the top rung, with halving)."""
+    errors of their difference (the two errors combined as if independent: scored on the same
+    images they are not, which makes this a cautious reading, while the seed, left out of a
+    single split's error, makes it a bold one), how many others lie that close to the best, and
+    what would tell them apart; '' with fewer than two scored configurations (of the top rung,
+    with halving)."""
     ok = [t for t in rank(trials, rung) if t.status == OK and math.isfinite(t.val_accuracy)]
     if rung and ok:
         ok = [t for t in ok if t.params[rung] == ok[0].params[rung]]
@@ -101,14 +104,17 @@ def separation(trials, images=None, rung=None):
         return ""
     gap = best.val_accuracy - second.val_accuracy
     noise = math.hypot(errors[0], errors[1])
-    close = sum(best.val_accuracy - t.val_accuracy <= 2 * math.hypot(errors[0], e) for t, e in zip(ok, errors))
-    over = {"cv": f"its {best.folds} folds", "seeds": f"its {best.folds} seeds and {images} validation images",
-            "validation": f"{images} validation images"}[best.kind]
+    close = sum(best.val_accuracy - t.val_accuracy <= 2 * math.hypot(errors[0], e) for t, e in zip(ok[1:], errors[1:])
+                if math.isfinite(e))
+    others = f"{close} of the other {len(ok) - 1} configurations lie" if close != 1 else \
+        f"1 of the other {len(ok) - 1} configurations lies"
+    seeds = f"its {best.folds} seeds" + (f" and {images} validation images" if images else "")
+    over = {"cv": f"its {best.folds} folds", "seeds": seeds, "validation": f"{images} validation images"}[best.kind]
+    if gap == 0:
+        return (f"best vs runner-up: {best.val_accuracy:.4f} each, a tie (the first trained is kept); {others} "
+                f"within 2 standard errors of the best (over {over}).")
     apart = f"{gap:.4f} apart" + (f" ({gap * images:.0f} of {images} validation images)"
                                   if best.kind == "validation" and images else "")
-    if gap == 0:
-        return (f"best vs runner-up: {best.val_accuracy:.4f} each, a tie (the first trained is kept); "
-                f"{close} of {len(ok)} configurations lie within 2 standard errors of the best (over {over}).")
     if noise == 0:  # folds or seeds that agree to the digit
         return f"best vs runner-up: {best.val_accuracy:.4f} vs {second.val_accuracy:.4f}, {apart}, with no spread over {over}."
     head = (f"best vs runner-up: {best.val_accuracy:.4f} vs {second.val_accuracy:.4f}, {apart}: "
@@ -116,15 +122,15 @@ def separation(trials, images=None, rung=None):
     if gap > 2 * noise:
         return head + "; separated."
     if best.kind == "cv":
-        more = "more folds (--cv) narrow the error"
+        more = "more folds (--cv) would narrow the error"
+    elif best.kind == "seeds":
+        more = "more seeds (--repeats) narrow the seeds' part of the error"
     else:
-        needed = f"about {images * (2 * noise / gap) ** 2:,.0f} validation images" if images else \
-            "more validation images"
-        more = (f"telling them apart at 2 standard errors takes {needed}; --cv K scores every train + validation "
-                "image" + (", --repeats R averages R seeds (this error counts images, not seeds)"
-                           if best.kind == "validation" else ""))
-    return (head + f"; within noise: {close} of {len(ok)} configurations lie within 2 standard errors of the "
-            f"best.\n{more}.")
+        needed = f"about {images * (2 * noise / gap) ** 2:,.0f} validation images" if images else "more validation images"
+        more = (f"telling them apart at 2 standard errors takes {needed}; --cv K (tune_grid.py, tune_random.py) "
+                "scores every train + validation image, tune_grid.py --repeats R averages R seeds (this error "
+                "counts images, not seeds)")
+    return head + f"; within noise: {others} within 2 standard errors of the best.\n{more}."
 
 
 def series_dim(dims):

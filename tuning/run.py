@@ -102,9 +102,9 @@ def tuning_parser(method):
                              "unless --epochs is given); trials only rank configurations, the final model trains "
                              "longer")
     parser.add_argument("--final-patience", type=cli.number(int, 0, 1000), default=None, metavar="P",
-                        help="the final model's patience (default: the trials'; with the cosine schedule, "
-                             "unless --patience is given, its epochs: the schedule runs to its end, the best "
-                             "epoch kept)")
+                        help="the final model's patience, on the train split (default: the trials', at least 20; with "
+                             "the cosine schedule, unless --patience is given, its epochs: the schedule runs to "
+                             "its end)")
     parser.add_argument("--final-data", type=lambda text: text.strip().lower(), choices=FINAL_DATA, default=AUTO,
                         help="what the final model trains on: train, the best epoch on validation kept; "
                              "train+validation, the validation images too, all its epochs, the last kept (the "
@@ -122,8 +122,12 @@ def tuning_parser(method):
         "hyperparameters", "each takes one value (fixed), a comma list (choices)"
         + (", or lo:hi (a range)" if method.allow_range else ""))
     for name in HPARAM_NAMES:
-        group.add_argument(cli.flag(name), default=None, metavar="SPEC",
-                           help=f"default: {method.default_space(None).get(name, getattr(HParams(), name))}")
+        shown = method.default_space(None).get(name, getattr(HParams(), name))
+        if name == "decay" and method.default_space(None).get("schedule") == "cosine" and shown != 0:
+            shown = f"{shown} with --schedule inverse-time; 0 with cosine (the default)"
+        if name == "patience" and shown == TRIAL_DEFAULTS["epochs"]:
+            shown = f"{shown}, the trials' epochs: with cosine one --epochs value sets it too"
+        group.add_argument(cli.flag(name), default=None, metavar="SPEC", help=f"default: {shown}")
     return parser
 
 
@@ -138,9 +142,11 @@ def prepare(argv, method):
     if args.final_data == TRAIN_AND_VALIDATION and args.final_patience is not None:
         raise UsageError("--final-patience has nothing to stop on with --final-data train+validation: "
                          "the final model trains all --final-epochs")
+    if getattr(args, "cv", None) and args.score != scoring.DEFAULT:
+        raise UsageError("--score ranks trials on the validation split; with --cv each fold's accuracy is the score")
     overrides = {n: getattr(args, n) for n in HPARAM_NAMES if getattr(args, n) is not None}
     space = method.default_space(args)  # reads a --grid file: once
-    dims, fixed = build_space(space, overrides, method.allow_range)
+    dims, fixed = build_space(trials_run_to_the_end(space, overrides), overrides, method.allow_range)
     base = HParams(**fixed)
     method.check(args, dims, base)
     if not dims:
@@ -148,6 +154,18 @@ def prepare(argv, method):
     out = Path(args.out) if args.out else cli.default_out(method.script)
     return Setup(args, tuple(dims), base, method.count(args, dims, base), out, method.rung(args),
                  final_budget(args, space, overrides, dims))
+
+
+def trials_run_to_the_end(space, overrides):
+    """The default trial patience is the default trial epochs (a cosine schedule run to its end);
+    with the cosine schedule, one --epochs value the user gives becomes the trials' patience too,
+    unless a flag or a grid file sets the patience (another schedule keeps early stopping)."""
+    epochs = str(overrides.get("epochs", "")).strip()
+    schedule = str(overrides.get("schedule", space.get("schedule", ""))).strip().lower()
+    if (epochs and "," not in epochs and ":" not in epochs and "patience" not in overrides and schedule == "cosine"
+            and space.get("patience") == TRIAL_DEFAULTS["patience"] == TRIAL_DEFAULTS["epochs"]):
+        return {**space, "patience": epochs}
+    return space
 
 
 def final_budget(args, space, overrides, dims):
