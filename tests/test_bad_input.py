@@ -21,7 +21,8 @@ from tuning.space import Dim, build_space, parse_dim
 
 # The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
 # these tests are about the search machinery, which the cheaper baseline model exercises as well.
-TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--batch-size", "4", "--decay", "0", "--batch-norm", "false"]
+TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--batch-size", "4", "--decay", "0", "--batch-norm", "false",
+        "--augment", "false"]
 NUMERIC = [n for n in common.HPARAM_NAMES if common.hparam_type(n) in (int, float)]
 
 

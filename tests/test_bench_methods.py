@@ -39,12 +39,11 @@ def test_best_at_counts_only_trainings_finished_within_the_budget():
 
 def test_every_method_spends_the_same_budget_and_a_rerun_trains_nothing(data_dir, tmp_path, scored, capsys):
     out = tmp_path / "bench"
-    argv = ["--data-dir", str(data_dir), "--image-size", "8", "--seeds", "2", "--epochs", "9", "--out", str(out),
-            "--jobs", "1"]
+    argv = ["--data-dir", str(data_dir), "--image-size", "8", "--seeds", "1", "--epochs", "9", "--out", str(out),
+            "--jobs", "1"]  # one seed: the seeds' loop is the two-jobs test's
     methods.main(argv)
     records = json.loads((out / "methods.json").read_text())
-    assert sorted((r["method"], r["seed"]) for r in records) == sorted(
-        (m, s) for m in methods.METHODS for s in (0, 1))
+    assert sorted((r["method"], r["seed"]) for r in records) == sorted((m, 0) for m in methods.METHODS)
     for record in records:
         with open(out / f"{record['method']}-seed{record['seed']}" / "results.csv") as handle:
             rows = list(csv.DictReader(handle))

@@ -22,7 +22,8 @@ import tune_grid
 import tune_random
 from conftest import is_trial
 
-TINY = ["--image-size", "8", "--epochs", "2", "--units", "4", "--batch-size", "4", "--decay", "0", "--batch-norm", "false"]
+TINY = ["--image-size", "8", "--epochs", "2", "--units", "4", "--batch-size", "4", "--decay", "0", "--batch-norm", "false",
+        "--augment", "false"]
 STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
 
