@@ -102,9 +102,9 @@ def tuning_parser(method):
                              "unless --epochs is given); trials only rank configurations, the final model trains "
                              "longer")
     parser.add_argument("--final-patience", type=cli.number(int, 0, 1000), default=None, metavar="P",
-                        help="the final model's patience, on the train split (default: the trials', at least 20; with "
-                             "the cosine schedule, unless --patience is given, its epochs: the schedule runs to "
-                             "its end)")
+                        help="the final model's patience, on the train split (default: --patience where given, else "
+                             "20; with the cosine schedule, unless --patience is given, its epochs: the schedule "
+                             "runs to its end)")
     parser.add_argument("--final-data", type=lambda text: text.strip().lower(), choices=FINAL_DATA, default=AUTO,
                         help="what the final model trains on: train, the best epoch on validation kept; "
                              "train+validation, the validation images too, all its epochs, the last kept (the "
