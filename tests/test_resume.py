@@ -223,3 +223,23 @@ def test_trial_timeout_stops_a_hanging_trial(data_dir, tmp_path, monkeypatch, ca
     assert float(status["2"]["fit_seconds"]) < 20
     assert status["1"]["status"] == "ok"
     assert "TIMEOUT" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda out: ((out / "results.csv").unlink(), (out / "results.csv").mkdir()), "results.csv is not a file"),
+    (lambda out: ((out / "model.keras").unlink(), (out / "model.keras").mkdir()), "model.keras is not a file"),
+    (lambda out: (out / "best.json").write_text("[1, 2]"), "best.json is not a finished search's summary"),
+    (lambda out: (out / "best.json").write_text('{"val_accuracy": "high"}'), "is not a finished search's summary"),
+    (lambda out: (out / "results.csv").write_text(
+        "".join((out / "results.csv").read_text().splitlines(keepends=True)[:-1])),
+     "holds 3 of the 4 configurations best.json counts"),
+])
+def test_spoilt_state_files_of_a_finished_search_are_one_line(data_dir, tmp_path, capsys, scored, spoil, message):
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]
+    assert tune_grid.main(argv) == 0
+    spoil(out)
+    capsys.readouterr()
+    assert tune_grid.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

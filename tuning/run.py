@@ -243,7 +243,7 @@ def run(argv, method):
         resumed = store.open_search(out, the_manifest, args.overwrite, ("val_accuracy.png", *method.figures))
         trial_store = store.TrialStore(out / store.RESULTS, columns)
         done = trial_store.rows() if resumed else []
-        finished = store.read_best(out) if resumed else None
+        finished = store.read_best(out, trial_store) if resumed else None
         board = (Board(prog, out / store.BOARD, setup.dims, [setup.rung] if setup.rung else [])
                  if args.tensorboard else None)
         if finished is not None:

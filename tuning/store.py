@@ -146,8 +146,13 @@ class TrialStore:
         """Every row, typed: hyperparameters as HParams types, numbers as floats."""
         if not os.path.exists(self.path):
             return []
-        with open(self.path, encoding="utf-8", errors="replace") as handle:
-            rows = self._parse(handle.read())
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        except OSError as err:
+            raise UsageError(f"{self.path} cannot be read ({err.strerror}); move it away or choose "
+                             "another --out") from None
+        rows = self._parse(text)
         for row in rows:
             row["params"] = {n: coerce(n, v) for n, v in row["params"].items()}
         return rows
@@ -300,6 +305,9 @@ def open_search(folder, manifest, overwrite, figures=()):
     clears a previous search's files first (its own files only: `figures` names the figures a
     search writes; nothing else in the folder is touched)."""
     folder = Path(folder)
+    for name in (MANIFEST, RESULTS, HISTORIES, BEST, MODEL):  # --overwrite removes files only
+        if (folder / name).exists() and not (folder / name).is_file():
+            raise UsageError(f"{folder / name} is not a file; move it away or choose another --out")
     if overwrite and ((folder / MANIFEST).exists() or (folder / RESULTS).exists()):
         for name in (MANIFEST, RESULTS, HISTORIES, BEST, MODEL, *figures):
             (folder / name).unlink(missing_ok=True)
@@ -328,12 +336,28 @@ def latest_by_key(rows):
     return {trial_key(r["params"], r["fold"]): r for r in rows}
 
 
-def read_best(folder):
-    """best.json of a finished search, or None."""
+# what a finished search's reprint reads from best.json (format_best); "trials" came later
+BEST_FIELDS = {"val_accuracy": (int, float), "test_accuracy": (int, float),
+               "final_val_accuracy": (int, float, type(None)), "final_epochs": int}
+
+
+def read_best(folder, trial_store=None):
+    """best.json of a finished search, or None. Content that is not a search's summary, or a
+    results.csv that no longer holds every configuration best.json counted (`trial_store`), is
+    one UsageError: the search cannot call itself finished on results it has lost."""
     path = Path(folder) / BEST
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        summary = json.loads(path.read_text())
     except (OSError, ValueError):
         raise UsageError(f"{path} is not readable JSON; move it away or pass --overwrite") from None
+    if not isinstance(summary, dict) or not all(
+            isinstance(summary.get(k), kinds) and not isinstance(summary.get(k), bool)
+            for k, kinds in BEST_FIELDS.items()):
+        raise UsageError(f"{path} is not a finished search's summary; move it away or pass --overwrite")
+    counted = summary.get("trials")
+    if trial_store is not None and isinstance(counted, int) and len(trial_store.trials()) < counted:
+        raise UsageError(f"{trial_store.path} holds {len(trial_store.trials())} of the {counted} configurations "
+                         f"{path.name} counts: results were lost; pass --overwrite to run the search again")
+    return summary
