@@ -1,6 +1,7 @@
 """Trials on a Dask cluster: a LocalCluster of 2 worker processes, on loopback only."""
 
 import csv
+import sys
 
 import pytest
 
@@ -209,12 +210,13 @@ def free_port():
 @pytest.fixture
 def bare_scheduler(tmp_path):
     """A scheduler started outside the project, without it on its path, as the README warns."""
-    import shutil
     import time
 
     port = free_port()
-    dask = shutil.which("dask")
-    processes = [start([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+    # the interpreter running the tests, not a `dask` found on PATH (a virtual environment's
+    # python runs the suite without the environment activated)
+    scheduler, worker = ([sys.executable, "-m", f"distributed.cli.dask_{role}"] for role in ("scheduler", "worker"))
+    processes = [start([*scheduler, "--host", "127.0.0.1", "--port", str(port),
                         "--dashboard-address", "127.0.0.1:0"], cwd=tmp_path)]
     address = f"tcp://127.0.0.1:{port}"
     deadline = time.time() + 30
@@ -225,7 +227,7 @@ def bare_scheduler(tmp_path):
         except OSError:
             time.sleep(0.5)
     yield address, lambda: processes.append(start(
-        [dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--dashboard-address", "127.0.0.1:0"],
+        [*worker, address, "--host", "127.0.0.1", "--nthreads", "1", "--dashboard-address", "127.0.0.1:0"],
         cwd=ROOT, env_path=str(ROOT)))
     for process in processes:
         process.kill()
