@@ -192,17 +192,28 @@ def run_one(script, flags, data, seed, out, log_path):
         try:
             code = child.wait()
         except KeyboardInterrupt:  # the run saves what it finished and stops
-            try:  # a Ctrl-C at the terminal reached it too; a kill of this bench alone did not
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    child.send_signal(signal.SIGINT)
             try:
-                child.wait(timeout=120)
-            except subprocess.TimeoutExpired:
+                stop(child)
+            except KeyboardInterrupt:  # a second Ctrl-C: the run stops now, as after a kill -9
                 child.kill()
+                child.wait()
             raise
     return code, time.perf_counter() - start
+
+
+def stop(child):
+    """Lets the run save what it finished and stop: a Ctrl-C at the terminal reached it too; a
+    kill of this bench alone did not, so it is sent one after 5 s; after 2 more minutes, a kill."""
+    try:
+        child.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGINT)
+    try:
+        child.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def record_wall(path, seconds, code):

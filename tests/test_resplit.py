@@ -120,6 +120,42 @@ def test_runs_a_command_and_its_rival_on_the_same_resplits_and_resumes(data_dir,
     assert len(walls) == 2, "a run's wall time adds up over the invocations that made it"
 
 
+class Child:
+    """A run that ignores the first Ctrl-C (it is saving) and records what it was sent."""
+
+    def __init__(self, interrupts):
+        self.interrupts, self.events = list(interrupts), []
+
+    def wait(self, timeout=None):
+        self.events.append(("wait", timeout))
+        if self.interrupts:
+            raise self.interrupts.pop(0)
+        return -9
+
+    def send_signal(self, signum):
+        self.events.append(("signal", signum))
+
+    def kill(self):
+        self.events.append(("kill", None))
+
+
+@pytest.mark.parametrize("interrupts, last", [
+    # Ctrl-C; the run has not stopped after 5 s, is sent one itself, then stops
+    ([KeyboardInterrupt, resplit.subprocess.TimeoutExpired("run", 5)], ("wait", 120)),
+    # Ctrl-C, then a second Ctrl-C while the run saves: it is killed at once
+    ([KeyboardInterrupt, KeyboardInterrupt], ("wait", None)),
+])
+def test_ctrl_c_lets_the_run_save_and_a_second_one_kills_it(tmp_path, monkeypatch, interrupts, last):
+    child = Child(interrupts)
+    monkeypatch.setattr(resplit.subprocess, "Popen", lambda *a, **k: child)
+    with pytest.raises(KeyboardInterrupt):
+        resplit.run_one("train_bn", [], tmp_path, 1, tmp_path / "out", tmp_path / "log")
+    assert child.events[-1] == last
+    killed = ("kill", None) in child.events
+    assert killed == (interrupts[1] is KeyboardInterrupt)
+    assert (("signal", resplit.signal.SIGINT) in child.events) == (not killed)
+
+
 def test_a_search_resplit_reads_the_searchs_score_and_final_test(data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative --out, and a relative --grid, from wherever the bench starts
     (tmp_path / "grid.json").write_text(json.dumps({"learning_rate": [1e-3, 2e-3]}))
