@@ -302,14 +302,33 @@ def test_threads_not_applicable_are_said(data_dir, tmp_path, capsys):
 
 # 10 ------------------------------------------------------------------------------------------
 
+class ScriptedOptimizer:
+    """Proposes `points` in order, as the GP may on a small integer space (a point again)."""
+
+    def __init__(self, points):
+        self.points, self.Xi, self.yi, self.models = list(points), [], [], []
+
+    def ask(self, n_points=None, strategy=None):
+        return self.points[len(self.Xi)]
+
+    def tell(self, points, values):
+        self.Xi.extend(points)
+        self.yi.extend(values)
+        return self
+
+
 def test_bayes_never_trains_a_point_twice(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     calls = count_trainings(monkeypatch)
-    assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--n-calls", "6",
-                            "--n-initial-points", "2", "--layers", "1,2", "--learning-rate", "1e-3", *TINY]) == 0
-    trained = [r["layers"] for r in rows(out)]
-    assert sorted(trained) == ["1", "2"]  # 6 proposals over 2 distinct points: 2 trainings
-    assert len(calls) == 2 + 1
+    scripted = ScriptedOptimizer([[1], [2], [1], [3], [2]])
+    monkeypatch.setattr(searches, "gp_optimizer", lambda *args: scripted)
+    # 6 points, more than the 5 calls: the ask-and-tell loop runs, not the whole-space shortcut
+    assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--n-calls", "5",
+                            "--n-initial-points", "2", "--layers", "1:6", "--learning-rate", "1e-3", *TINY]) == 0
+    assert [r["layers"] for r in rows(out)] == ["1", "2", "3"]  # 5 proposals, 3 distinct points
+    assert len(calls) == 3 + 1  # and the final model
+    assert scripted.Xi == [[1], [2], [1], [3], [2]]
+    assert scripted.yi[2] == scripted.yi[0] and scripted.yi[4] == scripted.yi[1]  # told the stored score
 
 
 # 11 ------------------------------------------------------------------------------------------
