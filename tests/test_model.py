@@ -100,6 +100,15 @@ def random_split(n, size=8, seed=0):
     return common.Split(x=x, y=y.astype(np.int64))
 
 
+def noisy_split(n, seed, signal=0.15):
+    """Images where the class is a faint tint: validation accuracy rises and falls again."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.random((n, 8, 8, 3)).astype(np.float32)
+    x[np.arange(n), :, :, y] += signal
+    return common.Split(x=x, y=y.astype(np.int64))
+
+
 def test_train_returns_history_and_stops_early():
     hp = common.HParams(layers=1, units=4, epochs=6, patience=0, batch_size=8)
     lines = []
@@ -108,8 +117,22 @@ def test_train_returns_history_and_stops_early():
     assert 1 <= result.epochs <= 6 and len(lines) == result.epochs
     assert lines[0].startswith("epoch   1/6  loss ")
     assert set(result.history) >= {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
-    assert result.val_accuracy == max(result.history["val_accuracy"])
     assert result.seconds > 0
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_training_stops_patience_epochs_after_its_best_and_keeps_the_best_weights(keep_best):
+    hp = common.HParams(layers=1, units=4, epochs=12, patience=2, batch_size=8, learning_rate=1e-2)
+    validation = noisy_split(30, seed=1)
+    result = common.train(hp, noisy_split(48, seed=0), validation, seed=3, log=None, keep_best=keep_best)
+    curve = result.history["val_accuracy"]
+    best = int(np.argmax(curve))
+    # seed 3 peaks early (0.867 at epoch 2 of 4 here), then falls: the case that shows both
+    assert result.epochs < hp.epochs and result.epochs == best + 1 + hp.patience
+    assert curve[-1] < curve[best]
+    assert result.val_accuracy == curve[best]
+    kept = common.evaluate(result.model, validation)
+    assert kept == pytest.approx(curve[best] if keep_best else curve[-1], abs=1e-6)
 
 
 def test_train_without_a_validation_split_runs_every_epoch():
