@@ -194,21 +194,27 @@ def test_narrowing_spans_the_top_trials_in_log_space():
     assert clipped.low == 1e-4  # never beyond the original range
 
 
-def test_refine_runs_rounds_over_narrowed_ranges(data_dir, tmp_path, capsys):
+def test_refine_runs_rounds_over_narrowed_ranges(data_dir, tmp_path, capsys, scored):
     out = tmp_path / "run"
-    code = tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "3", "--refine", "1",
-                             "--learning-rate", "1e-4:1e-1", "--layers", "1:2", *TINY])
+    code = tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "4", "--refine", "1",
+                             "--learning-rate", "1e-4:1e-1", "--layers", "1:4", *TINY])
     assert code == 0
     printed = capsys.readouterr().out
-    assert len(results(out)) == 6
-    assert "round 1/2: best of 3" in printed and "round 2/2: best of 3" in printed
-    ranges = printed.split("round 2/2 ranges: ")[1].splitlines()[0]
-    low, high = (float(v) for v in ranges.split("learning_rate ")[1].split()[0].split(":"))
-    first = [float(r["learning_rate"]) for r in results(out)[:3]]
-    assert 1e-4 <= low <= min(first) * 1.01 or low <= max(first)
-    assert high <= 1e-1 and high - low < 1e-1 - 1e-4  # narrower than the first round's range
-    second = [float(r["learning_rate"]) for r in results(out)[3:]]
-    assert all(low * 0.999 <= v <= high * 1.001 for v in second)
+    rows = results(out)
+    assert len(rows) == 8
+    assert "round 1/2: best of 4" in printed and "round 2/2: best of 4" in printed
+    # the scored trainings rank by layers; --keep 0.3 of 4 keeps the top 2 (ties: the first trained)
+    first = sorted(rows[:4], key=lambda r: -float(r["val_accuracy"]))
+    top, bottom = first[:2], first[2:]
+    lr = parse_dim("learning_rate", "1e-4:1e-1")
+    expected = lr.narrowed([float(r["learning_rate"]) for r in top])
+    assert expected.describe() != lr.narrowed([float(r["learning_rate"]) for r in bottom]).describe()
+    layers = parse_dim("layers", "1:4").narrowed([int(r["layers"]) for r in top])
+    assert (f"round 2/2 ranges: learning_rate {expected.describe()}  layers {layers.describe()}"
+            in printed)
+    second = rows[4:]
+    assert all(expected.low <= float(r["learning_rate"]) <= expected.high for r in second)
+    assert all(layers.low <= int(r["layers"]) <= layers.high for r in second)
 
 
 # --- grid end to end ------------------------------------------------------------------------
