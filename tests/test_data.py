@@ -55,6 +55,8 @@ def test_limit_is_stratified_and_seeded(tmp_path):
     assert len(first) == 9
     assert list(np.bincount(first.y)) == [3, 3, 3]
     assert first.files == again.files
+    others = [common.Beans(root, image_size=8, limit=9, seed=seed).train.files for seed in (2, 3, 4)]
+    assert any(files != first.files for files in others)  # the seed, not a fixed one, draws them
 
 
 def test_stratified_indices_keep_every_class():
