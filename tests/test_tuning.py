@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -314,6 +315,8 @@ def test_grid_with_two_processes(data_dir, tmp_path):
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--n-jobs", "2",
                            "--layers", "1,2", "--learning-rate", "1e-3", *TINY]) == 0
     assert sorted(r["layers"] for r in results(out)) == ["1", "2"]
+    # trained in worker processes, not in this one
+    assert all(r["worker"].split(":")[1] != str(os.getpid()) for r in results(out))
 
 
 def test_cv_runs_k_fits_per_configuration(data_dir, tmp_path, capsys):
