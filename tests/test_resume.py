@@ -230,9 +230,16 @@ def test_trial_timeout_stops_a_hanging_trial(data_dir, tmp_path, monkeypatch, ca
     (lambda out: ((out / "model.keras").unlink(), (out / "model.keras").mkdir()), "model.keras is not a file"),
     (lambda out: (out / "best.json").write_text("[1, 2]"), "best.json is not a finished search's summary"),
     (lambda out: (out / "best.json").write_text('{"val_accuracy": "high"}'), "is not a finished search's summary"),
+    (lambda out: edit_best(out, lambda best: best.pop("final_val_accuracy")), "is not a finished search's summary"),
+    (lambda out: edit_best(out, lambda best: best.update(hparams=[])), "is not a finished search's summary"),
+    (lambda out: edit_best(out, lambda best: best.update(test_images=-2)), "is not a finished search's summary"),
+    (lambda out: edit_best(out, lambda best: best.update(trials=True)), "is not a finished search's summary"),
+    (lambda out: (out / "results.csv").unlink(), "results.csv is gone"),
+    (lambda out: ((out / "val_accuracy.png").unlink(), (out / "val_accuracy.png").mkdir()),
+     "val_accuracy.png is not a file"),
     (lambda out: (out / "results.csv").write_text(
         "".join((out / "results.csv").read_text().splitlines(keepends=True)[:-1])),
-     "holds 3 of the 4 configurations best.json counts"),
+     "holds 3 of the 4 trials best.json counts"),
 ])
 def test_spoilt_state_files_of_a_finished_search_are_one_line(data_dir, tmp_path, capsys, scored, spoil, message):
     out = tmp_path / "run"
@@ -243,3 +250,10 @@ def test_spoilt_state_files_of_a_finished_search_are_one_line(data_dir, tmp_path
     assert tune_grid.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert tune_grid.main([*argv, "--overwrite"]) == (2 if "not a file" in message else 0)  # or starts afresh
+
+
+def edit_best(out, change):
+    best = json.loads((out / "best.json").read_text())
+    change(best)
+    (out / "best.json").write_text(json.dumps(best))

@@ -150,7 +150,7 @@ class TrialStore:
             with open(self.path, encoding="utf-8", errors="replace") as handle:
                 text = handle.read()
         except OSError as err:
-            raise UsageError(f"{self.path} cannot be read ({err.strerror}); move it away or choose "
+            raise UsageError(f"{self.path} cannot be read ({err.strerror}); fix that or choose "
                              "another --out") from None
         rows = self._parse(text)
         for row in rows:
@@ -305,7 +305,7 @@ def open_search(folder, manifest, overwrite, figures=()):
     clears a previous search's files first (its own files only: `figures` names the figures a
     search writes; nothing else in the folder is touched)."""
     folder = Path(folder)
-    for name in (MANIFEST, RESULTS, HISTORIES, BEST, MODEL):  # --overwrite removes files only
+    for name in (MANIFEST, RESULTS, HISTORIES, BEST, MODEL, *figures):  # --overwrite removes files only
         if (folder / name).exists() and not (folder / name).is_file():
             raise UsageError(f"{folder / name} is not a file; move it away or choose another --out")
     if overwrite and ((folder / MANIFEST).exists() or (folder / RESULTS).exists()):
@@ -320,6 +320,9 @@ def open_search(folder, manifest, overwrite, figures=()):
         same = json.loads(manifest_path.read_text()) == json.loads(json.dumps(manifest))
     except (OSError, json.JSONDecodeError):
         same = False
+    if same and not results_path.exists() and (folder / BEST).exists():
+        raise UsageError(f"{folder} holds this search, finished, but its {RESULTS} is gone; pass --overwrite "
+                         "to run the search afresh")
     if same:
         return results_path.exists()
     held = "a different search" if manifest_path.exists() else "results of an unknown search"
@@ -336,28 +339,40 @@ def latest_by_key(rows):
     return {trial_key(r["params"], r["fold"]): r for r in rows}
 
 
-# what a finished search's reprint reads from best.json (format_best); "trials" came later
-BEST_FIELDS = {"val_accuracy": (int, float), "test_accuracy": (int, float),
-               "final_val_accuracy": (int, float, type(None)), "final_epochs": int}
+def _count(value, least=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _number_or(value, *also):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) or any(value is a for a in also)
+
+
+# what a finished search's reprint reads from best.json (format_best, run.show_finished): the
+# fields every best.json has held, and those added later, checked where present
+BEST_FIELDS = {"val_accuracy": _number_or, "test_accuracy": _number_or,
+               "final_val_accuracy": lambda v: _number_or(v, None), "final_epochs": _count}
+LATER_FIELDS = {"hparams": lambda v: isinstance(v, dict), "final_status": lambda v: isinstance(v, str),
+                "final_data": lambda v: isinstance(v, str), "validation_images": lambda v: _count(v, 1),
+                "test_images": lambda v: _count(v, 1), "trials": _count}
 
 
 def read_best(folder, trial_store=None):
     """best.json of a finished search, or None. Content that is not a search's summary, or a
-    results.csv that no longer holds every configuration best.json counted (`trial_store`), is
-    one UsageError: the search cannot call itself finished on results it has lost."""
+    results.csv that no longer holds every trial best.json counted (`trial_store`), is one
+    UsageError: the search cannot call itself finished on results it has lost."""
     path = Path(folder) / BEST
     if not path.exists():
         return None
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
-        raise UsageError(f"{path} is not readable JSON; move it away or pass --overwrite") from None
-    if not isinstance(summary, dict) or not all(
-            isinstance(summary.get(k), kinds) and not isinstance(summary.get(k), bool)
-            for k, kinds in BEST_FIELDS.items()):
-        raise UsageError(f"{path} is not a finished search's summary; move it away or pass --overwrite")
+        raise UsageError(f"{path} is not readable JSON; pass --overwrite to run the search afresh") from None
+    if not isinstance(summary, dict) or not (
+            all(k in summary and ok(summary[k]) for k, ok in BEST_FIELDS.items())
+            and all(ok(summary[k]) for k, ok in LATER_FIELDS.items() if k in summary)):
+        raise UsageError(f"{path} is not a finished search's summary; pass --overwrite to run the search afresh")
     counted = summary.get("trials")
-    if trial_store is not None and isinstance(counted, int) and len(trial_store.trials()) < counted:
-        raise UsageError(f"{trial_store.path} holds {len(trial_store.trials())} of the {counted} configurations "
-                         f"{path.name} counts: results were lost; pass --overwrite to run the search again")
+    if trial_store is not None and counted is not None and len(trial_store.trials()) < counted:
+        raise UsageError(f"{trial_store.path} holds {len(trial_store.trials())} of the {counted} trials "
+                         f"{path.name} counts: results were lost; pass --overwrite to run the search afresh")
     return summary
