@@ -419,7 +419,12 @@ def run(argv):
                 run_dir, wall_path = out / label / f"resplit-{k}", out / label / f"resplit-{k}.wall.json"
                 found = read_result(run_dir, script)
                 if found is None:
-                    code, seconds = run_one(script, flags, folder, k, run_dir, out / label / f"resplit-{k}.log")
+                    start = time.perf_counter()
+                    try:
+                        code, seconds = run_one(script, flags, folder, k, run_dir, out / label / f"resplit-{k}.log")
+                    except KeyboardInterrupt:  # the wall column sums every invocation, this one too
+                        record_wall(wall_path, time.perf_counter() - start, 130)
+                        raise
                     record_wall(wall_path, seconds, code)
                     found = read_result(run_dir, script)
                     if code or found is None:

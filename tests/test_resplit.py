@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -120,6 +121,19 @@ def test_runs_a_command_and_its_rival_on_the_same_resplits_and_resumes(data_dir,
     assert len(walls) == 2, "a run's wall time adds up over the invocations that made it"
 
 
+def test_an_interrupted_run_keeps_its_wall_time(data_dir, tmp_path, monkeypatch, capsys):
+    def interrupted(*args):
+        time.sleep(0.2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resplit, "run_one", interrupted)
+    out = tmp_path / "bench"
+    assert resplit.main(["--data-dir", str(data_dir), "--resplits", "1", "--out", str(out), "--", "train_bn.py"]) == 130
+    walls = json.loads((out / "main" / "resplit-1.wall.json").read_text())["invocations"]
+    assert [w["exit_code"] for w in walls] == [130] and walls[0]["wall_seconds"] >= 0.2
+    assert "run the same command again to resume" in capsys.readouterr().err
+
+
 class Child:
     """A run that ignores the first Ctrl-C (it is saving) and records what it was sent."""
 
@@ -139,21 +153,25 @@ class Child:
         self.events.append(("kill", None))
 
 
-@pytest.mark.parametrize("interrupts, last", [
+TIMEOUT = resplit.subprocess.TimeoutExpired("run", 5)
+
+
+@pytest.mark.parametrize("interrupts, signalled, killed", [
     # Ctrl-C; the run has not stopped after 5 s, is sent one itself, then stops
-    ([KeyboardInterrupt, resplit.subprocess.TimeoutExpired("run", 5)], ("wait", 120)),
+    ([KeyboardInterrupt, TIMEOUT], True, False),
     # Ctrl-C, then a second Ctrl-C while the run saves: it is killed at once
-    ([KeyboardInterrupt, KeyboardInterrupt], ("wait", None)),
+    ([KeyboardInterrupt, KeyboardInterrupt], False, True),
+    # the same second Ctrl-C after the bench sent its own
+    ([KeyboardInterrupt, TIMEOUT, KeyboardInterrupt], True, True),
 ])
-def test_ctrl_c_lets_the_run_save_and_a_second_one_kills_it(tmp_path, monkeypatch, interrupts, last):
+def test_ctrl_c_lets_the_run_save_and_a_second_one_kills_it(tmp_path, monkeypatch, interrupts, signalled, killed):
     child = Child(interrupts)
     monkeypatch.setattr(resplit.subprocess, "Popen", lambda *a, **k: child)
     with pytest.raises(KeyboardInterrupt):
         resplit.run_one("train_bn", [], tmp_path, 1, tmp_path / "out", tmp_path / "log")
-    assert child.events[-1] == last
-    killed = ("kill", None) in child.events
-    assert killed == (interrupts[1] is KeyboardInterrupt)
-    assert (("signal", resplit.signal.SIGINT) in child.events) == (not killed)
+    assert (("signal", resplit.signal.SIGINT) in child.events) == signalled
+    assert (("kill", None) in child.events) == killed
+    assert child.events[-1] == (("wait", None) if killed else ("wait", 120))  # it has stopped
 
 
 def test_a_search_resplit_reads_the_searchs_score_and_final_test(data_dir, tmp_path, monkeypatch):
