@@ -188,7 +188,10 @@ def run_one(script, flags, data, seed, out, log_path):
     with open(log_path, "a") as log:
         log.write(f"$ {shlex.join(argv[1:])}\n")
         log.flush()
-        child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        # Ctrl-C back to its default in the run: a bench started in the background (`nohup ... &`)
+        # ignores SIGINT, its children would inherit that and ignore the one stop() sends them
+        child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             code = child.wait()
         except KeyboardInterrupt:  # the run saves what it finished and stops

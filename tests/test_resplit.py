@@ -134,6 +134,18 @@ def test_an_interrupted_run_keeps_its_wall_time(data_dir, tmp_path, monkeypatch,
     assert "run the same command again to resume" in capsys.readouterr().err
 
 
+def test_the_run_hears_ctrl_c_even_where_the_bench_ignores_it(tmp_path, monkeypatch):
+    (tmp_path / "probe.py").write_text("import signal, sys\n"
+                                       "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    monkeypatch.setattr(resplit, "ROOT", tmp_path)
+    previous = resplit.signal.signal(resplit.signal.SIGINT, resplit.signal.SIG_IGN)  # as under `nohup ... &`
+    try:
+        code, _ = resplit.run_one("probe", [], tmp_path, 1, tmp_path / "out", tmp_path / "log")
+    finally:
+        resplit.signal.signal(resplit.signal.SIGINT, previous)
+    assert code == 0 and (tmp_path / "log").read_text().splitlines()[-1] == "True"
+
+
 class Child:
     """A run that ignores the first Ctrl-C (it is saving) and records what it was sent."""
 
