@@ -238,8 +238,6 @@ FINISHED = {}  # {file name: bytes} of a finished search's folder
     (lambda out: edit_best(out, lambda best: best.update(test_images=-2)), "is not a finished search's summary"),
     (lambda out: edit_best(out, lambda best: best.update(trials=True)), "is not a finished search's summary"),
     (lambda out: (out / "results.csv").unlink(), "results.csv is gone"),
-    (lambda out: ((out / "val_accuracy.png").unlink(), (out / "val_accuracy.png").mkdir()),
-     "val_accuracy.png is not a file"),
     (lambda out: (out / "results.csv").write_text(
         "".join((out / "results.csv").read_text().splitlines(keepends=True)[:-1])),
      "holds 3 of the 4 trials best.json counts"),
@@ -261,7 +259,9 @@ def test_spoilt_state_files_of_a_finished_search_are_one_line(data_dir, tmp_path
     assert tune_grid.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert tune_grid.main([*argv, "--overwrite"]) == (2 if "not a file" in message else 0)  # or starts afresh
+    if message in ("results.csv is gone", "model.keras is not a file"):  # two cases, for the suite's time
+        overwritten = tune_grid.main([*argv, "--overwrite"])  # starts afresh, where it can remove the files
+        assert overwritten == (2 if "not a file" in message else 0)
 
 
 def edit_best(out, change):

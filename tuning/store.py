@@ -305,7 +305,9 @@ def open_search(folder, manifest, overwrite, figures=()):
     clears a previous search's files first (its own files only: `figures` names the figures a
     search writes; nothing else in the folder is touched)."""
     folder = Path(folder)
-    for name in (MANIFEST, RESULTS, HISTORIES, BEST, MODEL, *figures):  # --overwrite removes files only
+    # the files a search reads back; curves and figures that cannot be written are a warning
+    # (run.draw_figures, store's histories), unless --overwrite is to remove them
+    for name in (MANIFEST, RESULTS, BEST, MODEL, *((HISTORIES, *figures) if overwrite else ())):
         if (folder / name).exists() and not (folder / name).is_file():
             raise UsageError(f"{folder / name} is not a file; move it away or choose another --out")
     if overwrite and ((folder / MANIFEST).exists() or (folder / RESULTS).exists()):
