@@ -374,7 +374,8 @@ def read_best(folder, trial_store=None):
             and all(ok(summary[k]) for k, ok in LATER_FIELDS.items() if k in summary)):
         raise UsageError(f"{path} is not a finished search's summary; pass --overwrite to run the search afresh")
     counted = summary.get("trials")
-    if trial_store is not None and counted is not None and len(trial_store.trials()) < counted:
-        raise UsageError(f"{trial_store.path} holds {len(trial_store.trials())} of the {counted} trials "
+    held = len(trial_store.trials()) if trial_store is not None and counted is not None else None
+    if held is not None and held < counted:
+        raise UsageError(f"{trial_store.path} holds {held} of the {counted} trials "
                          f"{path.name} counts: results were lost; pass --overwrite to run the search afresh")
     return summary
