@@ -1,11 +1,11 @@
-"""Grid search (scikit-learn GridSearchCV) over the beans CNN's hyperparameters.
+"""Grid search (scikit-learn's GridSearchCV candidates) over the beans CNN's hyperparameters.
 
     python tune_grid.py --data-dir ../shared/beans
     python tune_grid.py --data-dir ../shared/beans --learning-rate 1e-3,1e-2 --layers 2,3 --batch-size 32,64
     python tune_grid.py --data-dir ../shared/beans --grid grid.json   # {"units": [32, 64], ...}
 
-Every combination is trained on the train split and scored on the validation split; the best
-is retrained (by default on train + validation, tuning.final) and evaluated once on the test
+Every combination, in the order of scikit-learn's ParameterGrid (GridSearchCV's), is trained on
+the train split and scored on the validation split; the best is retrained (by default on train + validation, tuning.final) and evaluated once on the test
 split.
 """
 
@@ -105,18 +105,9 @@ def identity(args):
 
 
 def search(problem, args):
-    from sklearn.model_selection import GridSearchCV
-
-    grid = {d.name: list(d.choices) for d in problem.dims}
-    if args.repeats > 1:  # a dimension of the grid that the store keeps as the fold, not a hyperparameter
-        grid["seed"] = list(range(problem.settings.seed, problem.settings.seed + args.repeats))
     if args.halving:
-        searches.sklearn_search(problem, halving.search_class(grid=True), grid, cv=args.cv,
-                                **halving.options(args, problem.base.epochs))
-    else:
-        searches.sklearn_search(problem, GridSearchCV, grid, cv=args.cv)
-    return searches.SearchOutput()
-
+        return halving.search(problem, searches.grid(problem.dims), args, problem.base.epochs)
+    return searches.grid_search(problem, seeds=range(args.seed, args.seed + args.repeats) if args.repeats > 1 else ())
 
 
 METHOD = Method(

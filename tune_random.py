@@ -1,4 +1,4 @@
-"""Random search (scikit-learn RandomizedSearchCV), sampling scale-type hyperparameters log-uniformly.
+"""Random search (scikit-learn's RandomizedSearchCV candidates), sampling scale-type hyperparameters log-uniformly.
 
     python tune_random.py --data-dir ../shared/beans --n-iter 20 --seed 0
     python tune_random.py --data-dir ../shared/beans --n-iter 12 --refine 2   # coarse to fine
@@ -13,10 +13,10 @@ import math
 import sys
 
 import cli
-from tuning import halving, report, searches
+from common import UsageError
+from tuning import halving, searches
 from tuning.run import Method, run
 from tuning.space import DEFAULT_RANGES
-from tuning.store import OK, rank
 
 
 def add_flags(parser):
@@ -53,35 +53,23 @@ def identity(args):
 
 
 def search(problem, args):
-    from sklearn.model_selection import RandomizedSearchCV
-
     if args.halving:
-        searches.sklearn_search(problem, halving.search_class(grid=False), {d.name: d.scipy() for d in problem.dims},
-                                cv=args.cv, n_candidates=args.n_iter, random_state=problem.settings.seed,
-                                **halving.options(args, problem.base.epochs))
-        return searches.SearchOutput()
-    dims, store = list(problem.dims), problem.settings.store
-    for round_ in range(args.refine + 1):
-        if round_:
-            print(f"\nround {round_ + 1}/{args.refine + 1} ranges: "
-                  + "  ".join(f"{d.name} {d.describe()}" for d in dims), flush=True)
-        space = {d.name: d.scipy() for d in dims}
-        found = searches.sklearn_search(problem, RandomizedSearchCV, space, cv=args.cv, n_iter=args.n_iter,
-                                        random_state=problem.settings.seed + round_)
-        trials = store.trials(found)
-        if args.refine:
-            print(f"\nround {round_ + 1}/{args.refine + 1}: best of {len(found)}")
-            print(report.format_trials(trials, problem.names, top=args.top, images=len(problem.validation)))
-        top = [t for t in rank(trials) if t.status == OK][:max(2, math.ceil(args.keep * len(trials)))]
-        dims = [d.narrowed([t.params[d.name] for t in top]) for d in dims]
-    return searches.SearchOutput()
+        return halving.search(problem, searches.sample(problem.dims, args.n_iter, problem.seed), args,
+                              problem.base.epochs)
+    return searches.random_search(problem, args.n_iter, args.refine, args.keep)
+
+
+def check(args, dims, base):
+    halving.check(args, dims, base)
+    if args.halving and args.refine:
+        raise UsageError("--halving and --refine do not combine: halving already narrows the candidates")
 
 
 METHOD = Method(
     script="tune_random", description=__doc__.splitlines()[0], allow_range=True,
     default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags, count=count,
     requested=requested, identity=identity, search=search, describe=searches.describe_cv,
-    check_data=searches.check_cv_folds, check=halving.check, rung=halving.rung)
+    check_data=searches.check_cv_folds, check=check, rung=halving.rung)
 
 
 def main(argv=None):

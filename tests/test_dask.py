@@ -359,53 +359,6 @@ def test_a_cluster_left_without_workers_ends_the_search_in_one_line(data_dir, tm
     assert "run the same command again to resume" in err[0]
 
 
-def test_the_relay_keeps_the_first_row_of_a_training_run_twice(tmp_path):
-    """When a worker dies, Dask recomputes the finished tasks whose results it held: their rows
-    arrive a second time, and only the first stands (unless the first failed: --retry-failed)."""
-    from tuning.execution import Relay
-    from tuning.store import TrialStore
-
-    class FakeQueue:
-        def __init__(self):
-            self.items = []
-
-        def qsize(self):
-            return len(self.items)
-
-        def get(self, batch=True):
-            items, self.items = self.items, []
-            return items
-
-    store = TrialStore(tmp_path / "results.csv", ["layers"])
-    store.create()
-    store.record({"layers": 3}, "validation", float("nan"), 1.0, status="failed", message="an earlier run")
-
-    def relay(retry):
-        made = Relay.__new__(Relay)  # no cluster: only the queue matters here
-        made.store, made.queue, made.running, made.dropped, made.appended = store, FakeQueue(), {}, 0, set()
-        made.lock, made.retry = __import__("threading").Lock(), retry
-        return made
-
-    def row(layers, score, status="ok"):
-        return {"params": {"layers": layers}, "fold": "validation", "val_accuracy": score, "epochs": 1,
-                "fit_seconds": 1.0, "cpu_seconds": 1.0, "status": status, "message": "", "worker": "w:1"}
-
-    run = relay(retry=False)
-    run.queue.items = [{"started": True, "params": {"layers": 1}, "fold": "validation", "worker": "tcp://a",
-                        "thread": 7}, row(1, 0.5), row(2, float("nan"), "failed")]
-    run.drain()
-    assert run.running == {}  # the row ended what the start began
-    run.queue.items = [row(1, 0.9), row(2, 0.7), row(3, 0.6)]  # all three recomputed or trained twice
-    run.drain()
-    kept = [(r["params"]["layers"], r["val_accuracy"], r["status"]) for r in store.rows()]
-    assert [k[0] for k in kept] == [3, 1, 2] and kept[1] == (1, 0.5, "ok") and run.dropped == 3
-    again = relay(retry=True)  # --retry-failed: an earlier failure may get its new result, once
-    again.queue.items = [row(3, 0.6), row(3, 0.8), row(1, 0.9)]
-    again.drain()
-    kept = [(r["params"]["layers"], r["val_accuracy"], r["status"]) for r in store.rows()]
-    assert kept[3:] == [(3, 0.6, "ok")] and again.dropped == 2
-
-
 def test_trials_on_workers_reach_tensorboard_through_the_client(data_dir, tmp_path, cluster):
     import os
 

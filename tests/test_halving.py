@@ -2,7 +2,6 @@
 resume mid-rung, the table's rungs, the flags' checks, and --final-epochs."""
 
 import csv
-import inspect
 import json
 from collections import Counter
 
@@ -27,11 +26,76 @@ def grid_argv(data_dir, out, *extra):
             "--units", "4,8,16", *extra]
 
 
-def test_scikit_learn_halving_still_takes_a_custom_resource():
-    # scikit-learn PR #34253 proposes dropping custom resources; --halving rests on them.
-    for grid in (True, False):
-        cls = halving.search_class(grid)
-        assert "resource" in inspect.signature(cls).parameters, f"{cls.__name__} lost `resource`"
+class Stub:
+    """An estimator whose score is a function of its parameters, with ties, and that fails for
+    layers=3 past the first rung: what scikit-learn's halving ranks."""
+
+    def __init__(self, layers=1, units=8, epochs=1):
+        self.layers, self.units, self.epochs = layers, units, epochs
+
+    def get_params(self, deep=True):
+        return {"layers": self.layers, "units": self.units, "epochs": self.epochs}
+
+    def set_params(self, **params):
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def fit(self, X, y):
+        if self.layers == 3 and self.epochs > 1:
+            raise ValueError("fails")
+        return self
+
+    def score(self, X, y):
+        return stub_score({"layers": self.layers, "units": self.units, "epochs": self.epochs})
+
+
+def stub_score(params):
+    return round(params["layers"] / 10 + (params["units"] % 3) / 100 + params["epochs"] / 1000, 6)
+
+
+@pytest.mark.parametrize("grid", [True, False])
+def test_the_rungs_promote_what_scikit_learns_halving_promotes(grid):
+    """The same candidates in each rung, in the same order, as HalvingGridSearchCV /
+    HalvingRandomSearchCV with epochs as their resource (ties and failures included)."""
+    import warnings
+    from argparse import Namespace
+
+    import numpy as np
+    from sklearn.base import BaseEstimator
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.model_selection import HalvingGridSearchCV, HalvingRandomSearchCV, PredefinedSplit
+
+    from tuning import searches
+    from tuning.space import parse_dim
+
+    estimator = type("StubEstimator", (Stub, BaseEstimator), {})()
+    dims = (parse_dim("layers", "1,2,3,4" if grid else "1:4", allow_range=not grid),
+            parse_dim("units", "8,9,10,11" if grid else "8:64", allow_range=not grid))
+    space = {d.name: list(d.choices) for d in dims} if grid else {d.name: d.scipy() for d in dims}
+    flags = Namespace(halving=True, min_epochs=None, factor=2)
+    options = dict(resource="epochs", factor=2, min_resources="exhaust", max_resources=8, refit=False,
+                   error_score=np.nan, cv=PredefinedSplit([-1, -1, 0, 0]))
+    theirs = (HalvingGridSearchCV(estimator, space, **options) if grid
+              else HalvingRandomSearchCV(estimator, space, n_candidates=12, random_state=5, **options))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.fit(np.zeros((4, 1)), [0, 1, 0, 1])
+    expected = [[{k: int(v) for k, v in p.items()} for p, i in zip(theirs.cv_results_["params"],
+                                                                  theirs.cv_results_["iter"]) if i == rung]
+                for rung in range(theirs.n_iterations_)]
+
+    rungs = []
+
+    def evaluate(candidates):
+        rungs.append([{k: int(v) for k, v in c.items()} for c in candidates])
+        return [{"status": "failed" if c["layers"] == 3 and c["epochs"] > 1 else "ok",
+                 "val_accuracy": stub_score(c)} for c in candidates]
+
+    first = searches.grid(dims) if grid else searches.sample(dims, 12, 5)
+    halving.search(searches.Problem(dims, evaluate), first, flags, 8)
+    assert len(rungs) == len(expected) >= 3
+    assert rungs == expected
 
 
 def test_schedule_is_scikit_learns():

@@ -17,6 +17,8 @@ import tune_grid
 import tune_random
 from conftest import make_image_folder
 from tuning import runner, searches, store
+from tuning.evaluate import Evaluator
+from tuning.execution import Execution
 from tuning.space import build_space
 
 # The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
@@ -92,14 +94,24 @@ def test_partial_last_line_is_cut_before_the_next_append(tmp_path):
 
 # 2 -------------------------------------------------------------------------------------------
 
-class SerialPairs(searches.Execution):
+class SerialPairs(Execution):
     """Trials two at a time, as --n-jobs 2 asks for them, run here one after the other."""
 
     def __init__(self):
         super().__init__(n_jobs=2)
 
-    def map(self, fn, items, *data):
-        return [fn(item, *data) for item in items]
+    def run(self, fn, items, *data):
+        return ((index, fn(item, *data)) for index, item in enumerate(items))
+
+
+def evaluator(log, train, seed=0, execution=None):
+    """The evaluate path over `log`, training with `train(job, base, data, options) -> row`."""
+    return Evaluator(log, common.HParams(), runner.Data(None, None), runner.TrialOptions(seed=seed),
+                     execution or Execution(), train=train)
+
+
+def stub_row(job, score):
+    return {"params": job.params, "fold": job.fold, "val_accuracy": score, "fit_seconds": 1.0}
 
 
 def fake_bayes_run(tmp_path, monkeypatch, n_calls, interrupt_after=None):
@@ -120,20 +132,17 @@ def fake_bayes_run(tmp_path, monkeypatch, n_calls, interrupt_after=None):
             return evaluate(points)
         return real_ask_tell(optimizer, wrapped, *args, **kw)
 
-    def stub_point(params, base, train, val, settings):
+    def stub_train(job, base, data, options):
         if interrupt_after is not None and len(trained) == interrupt_after:
             raise KeyboardInterrupt
+        params = job.params
         trained.append((params["learning_rate"], params["layers"]))
         models.append(len(optimizers[-1].models))
-        score = 0.9 - abs(np.log10(params["learning_rate"]) + 2) / 10 - abs(params["layers"] - 2) / 10
-        settings.store.record(params, "validation", score, 1.0)
-        return runner.Outcome(score, store.OK)
+        return stub_row(job, 0.9 - abs(np.log10(params["learning_rate"]) + 2) / 10 - abs(params["layers"] - 2) / 10)
 
     monkeypatch.setattr(searches, "ask_tell", spy_ask_tell)
-    monkeypatch.setattr(searches, "run_point", stub_point)
     dims = (parse_dim("learning_rate", "1e-4:1e-1"), parse_dim("layers", "1:4"))
-    settings = runner.TrialSettings(log, seed=3, done=log.latest())
-    problem = searches.Problem(None, None, dims, common.HParams(), settings, SerialPairs())
+    problem = searches.Problem(dims, evaluator(log, stub_train, seed=3, execution=SerialPairs()), seed=3, n_jobs=2)
     try:
         searches.bayes_search(problem, n_calls=n_calls, n_initial_points=4)
     except KeyboardInterrupt:
@@ -158,11 +167,27 @@ def test_resumed_bayes_replays_the_run_and_trains_only_what_is_missing(tmp_path,
 
 # 3 -------------------------------------------------------------------------------------------
 
-def test_fold_ids_are_the_fold_index():
-    assert runner._held_out_fold(np.array([-1, -1, -1])) == 0  # PredefinedSplit: the validation fold
-    assert runner._held_out_fold(np.array([0, 2, 0, 2])) == 1
-    assert runner._held_out_fold(np.array([1, 2, 1])) == 0
-    assert runner._held_out_fold(np.array([0, 1, 0])) == 2
+def test_cv_folds_are_stratified_and_each_trains_on_the_others(monkeypatch):
+    from tuning.runner import Data, Job, TrialOptions, train_job
+
+    y = np.arange(30) % 3
+    x = np.arange(30, dtype=np.float32).reshape(30, 1, 1, 1)
+    data = Data.make(common.Split(x[:21], y[:21]), common.Split(x[21:], y[21:]), cv=3, seed=0)
+    assert data.folds() == ["cv1", "cv2", "cv3"]
+    for k in range(3):  # 10 images a class over 3 folds: 3 or 4 of each class in each fold
+        assert sorted(np.bincount(data.y[data.test_fold == k], minlength=3).tolist()) in ([3, 3, 4], [3, 4, 4],
+                                                                                           [3, 3, 3], [4, 4, 4])
+    seen = []
+
+    def spy(hp, train, val, **kwargs):
+        seen.append(np.concatenate([train.x, val.x]).ravel().tolist())
+        return common.TrainResult(None, {}, 0.5, 1, 0.0)
+
+    monkeypatch.setattr(common, "train", spy)
+    for k in (1, 2, 3):
+        train_job(Job({"layers": 1}, f"cv{k}"), common.HParams(), data, TrialOptions())
+    for k, fitted in zip(range(3), seen):  # the other folds' images, the held-out tenth included
+        assert sorted(fitted) == sorted(data.x[data.test_fold != k].ravel().tolist())
 
 
 def test_cv_resume_trains_exactly_the_missing_folds(data_dir, tmp_path, monkeypatch, capsys):
@@ -397,17 +422,50 @@ def test_bayes_answers_a_repeated_proposal_from_the_store(tmp_path, monkeypatch)
         return real_ask_tell(optimizer, lambda points: proposed.extend(p[0] for p in points) or evaluate(points),
                              *args, **kwargs)
 
-    def stub(params, base, train, val, settings):
-        trained.append(params["layers"])
-        return runner.Outcome(0.9 - abs(params["layers"] - 2) / 10, store.OK)
+    def stub(job, base, data, options):
+        trained.append(job.params["layers"])
+        return stub_row(job, 0.9 - abs(job.params["layers"] - 2) / 10)
 
     monkeypatch.setattr(searches, "ask_tell", spy)
-    monkeypatch.setattr(searches, "run_point", stub)
-    problem = searches.Problem(None, None, (parse_dim("layers", "1:8"),), common.HParams(),
-                               runner.TrialSettings(log, seed=0), searches.Execution())
+    problem = searches.Problem((parse_dim("layers", "1:8"),), evaluator(log, stub))
     searches.bayes_search(problem, n_calls=7, n_initial_points=2)
     assert len(proposed) == 7 and len(set(proposed)) < 7, proposed  # the GP proposed a point again
     assert sorted(trained) == sorted(set(proposed))  # and each point was trained once
+    assert [r["params"]["layers"] for r in log.rows()] == trained  # each stored once, as trained
+
+
+def test_the_driver_trains_each_missing_training_once_and_stores_a_killer_as_failed(tmp_path, capsys):
+    """The evaluate path: a candidate given twice in a batch trains once; one the store holds is
+    answered from it (a failed one is trained again only with --retry-failed); a training whose
+    Dask workers died (execution.Killed) is stored failed, named on stderr."""
+    from tuning.execution import Killed
+
+    log = store.TrialStore(tmp_path / "results.csv", ["layers"])
+    log.create()
+    log.record({"layers": 3}, "validation", float("nan"), 1.0, status="failed", message="an earlier run")
+    log.record({"layers": 4}, "validation", 0.4, 1.0)
+
+    class KillsLayersTwo(Execution):
+        def run(self, fn, items, *data):
+            for index, item in enumerate(items):
+                yield index, Killed(2, "tcp://w:1") if item.params["layers"] == 2 else fn(item, *data)
+
+    trained = []
+
+    def train(job, base, data, options):
+        trained.append(job.params["layers"])
+        return stub_row(job, job.params["layers"] / 10)
+
+    for retry in (False, True):
+        evaluate = Evaluator(log, common.HParams(), runner.Data(None, None), runner.TrialOptions(), KillsLayersTwo(),
+                             retry=retry, prog="tune_grid.py", train=train)
+        found = evaluate([{"layers": 1}, {"layers": 2}, {"layers": 1}, {"layers": 3}, {"layers": 4}])
+        assert [r["params"]["layers"] for r in found] == [1, 2, 1, 3, 4]
+    assert trained == [1, 3]  # layers=1 once (then answered), 3 only with --retry-failed, 4 never
+    assert [(r["params"]["layers"], r["status"]) for r in log.rows()] == [
+        (3, "failed"), (4, "ok"), (1, "ok"), (2, "failed"), (2, "failed"), (3, "ok")]  # a killer retried too
+    assert "worker died 2 times" in log.rows()[3]["message"] and log.rows()[3]["worker"] == "tcp://w:1"
+    assert capsys.readouterr().err.count("layers=2 (fold validation) killed its Dask worker 2 times") == 2
 
 
 def test_a_running_trial_shows_an_epoch_line_at_most_once_per_interval():
@@ -424,27 +482,25 @@ def test_a_running_trial_shows_an_epoch_line_at_most_once_per_interval():
 def test_a_trial_names_its_configuration_and_fold_in_its_epoch_lines(tmp_path, capsys, monkeypatch):
     data = make_image_folder(tmp_path / "data", per_class=3, size=8)
     beans = common.Beans(data, image_size=8)
-    log = store.TrialStore(tmp_path / "results.csv", ["units", "layers"])
-    log.create()
-    quiet = runner.BeansClassifier(units=4, layers=1, epochs=2, batch_size=4, trials=runner.TrialSettings(log))
-    quiet.fit(beans.train.x, beans.train.y, validation=runner.Holdout(beans.validation.x, beans.validation.y))
+    splits, base = runner.Data(beans.train, beans.validation), common.HParams(epochs=2, batch_size=4)
+    job = runner.Job({"units": 4, "layers": 1}, "seed7")
+    runner.train_job(job, base, splits, runner.TrialOptions())
     assert "running" not in capsys.readouterr().out  # seconds, not a minute: no heartbeat
 
-    settings = runner.TrialSettings(log, heartbeat=1e-9)
-    est = runner.BeansClassifier(units=4, layers=1, epochs=2, batch_size=4, seed=7, trials=settings)
-    est.fit(beans.train.x, beans.train.y, validation=runner.Holdout(beans.validation.x, beans.validation.y))
+    row = runner.train_job(job, base, splits, runner.TrialOptions(heartbeat=1e-9))
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("  loss")[0] for line in lines] == ["  running units=4 layers=1 [seed7]: epoch   1/2",
                                                           "  running units=4 layers=1 [seed7]: epoch   2/2"]
+    assert (row["fold"], row["status"], row["epochs"]) == ("seed7", store.OK, 2)
 
     monkeypatch.setattr(runner, "on_dask_worker", lambda: True)  # its prints would stay on the worker
-    est.fit(beans.train.x, beans.train.y, validation=runner.Holdout(beans.validation.x, beans.validation.y))
-    assert (est.outcome_.status, est.outcome_.reused) == (store.OK, False)  # it trained, silently
+    row = runner.train_job(job, base, splits, runner.TrialOptions(heartbeat=1e-9))
+    assert row["status"] == store.OK  # it trained, silently
     assert capsys.readouterr().out == ""
 
 
 def test_an_estimator_used_outside_a_search_trains_without_a_heartbeat(monkeypatch):
-    """scikit-learn used directly (no TrialSettings): no "running" lines in the user's output."""
+    """scikit-learn used directly (no TrialOptions): no "running" lines in the user's output."""
     logs = []
 
     def spy(hp, train, val, **kwargs):
@@ -454,5 +510,5 @@ def test_an_estimator_used_outside_a_search_trains_without_a_heartbeat(monkeypat
     monkeypatch.setattr(common, "train", spy)
     x, y = np.zeros((30, 8, 8, 3), np.float32), np.arange(30) % 3
     runner.BeansClassifier(epochs=1).fit(x, y)
-    runner.BeansClassifier(epochs=1, trials=runner.TrialSettings(None)).fit(x, y)
+    runner.BeansClassifier(epochs=1).fit(x, y, options=runner.TrialOptions())
     assert logs[0] is None and isinstance(logs[1], runner.Heartbeat)

@@ -15,7 +15,7 @@ import tune_bayes
 import tune_grid
 import tune_random
 from conftest import instant_train, is_trial
-from tuning import runner, searches, store
+from tuning import runner, searches
 from tuning.space import build_space, parse_dim
 
 # The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
@@ -423,28 +423,34 @@ def test_bayes_penalises_a_nan_trial_and_finishes(data_dir, tmp_path, monkeypatc
     assert (out / "best.json").exists()
 
 
-def test_estimator_follows_scikit_learn_conventions(data_dir, tmp_path):
+def test_estimator_follows_scikit_learn_conventions(data_dir, tmp_path, monkeypatch):
     from sklearn.base import clone
     from sklearn.metrics import accuracy_score
+    from sklearn.model_selection import GridSearchCV
     from sklearn.utils.estimator_checks import check_get_params_invariance, check_no_attributes_set_in_init
 
+    monkeypatch.chdir(tmp_path)
     beans = common.Beans(data_dir, image_size=8)
-    log = store.TrialStore(tmp_path / "results.csv", ["units"])
-    log.create()
-    settings = runner.TrialSettings(log)
-    est = runner.BeansClassifier(units=4, epochs=2, layers=1, batch_size=4, trials=settings)
-    assert sorted(est.get_params()) == sorted([*common.HPARAM_NAMES, "seed", "trials"])
+    est = runner.BeansClassifier(units=4, epochs=2, layers=1, batch_size=4)
+    assert sorted(est.get_params()) == sorted([*common.HPARAM_NAMES, "seed"])
     assert est.get_params()["learning_rate"] is None  # stored unchanged: HParams gives the default
     check_no_attributes_set_in_init("BeansClassifier", est)
     check_get_params_invariance("BeansClassifier", est)
+    with pytest.raises(TypeError, match="unexpected parameters"):
+        runner.BeansClassifier(unit=4)
     twin = clone(est).set_params(units=8)
     assert (twin.units, twin.layers, est.units) == (8, 1, 4)
     assert twin.hparams() == common.HParams(units=8, epochs=2, layers=1, batch_size=4)
     val = runner.Holdout(beans.validation.x, beans.validation.y)
     est.fit(beans.train.x, beans.train.y, validation=val)
-    shortcut = est.score(val.x, val.y)
-    assert shortcut == pytest.approx(accuracy_score(val.y, est.predict(val.x)), abs=1e-6)
-    assert len(log.rows()) == 1 and log.rows()[0]["params"]["units"] == 4
+    assert est.score(val.x, val.y) == pytest.approx(accuracy_score(val.y, est.predict(val.x)), abs=1e-6)
+    # as the lecture uses it: in scikit-learn's own GridSearchCV, which writes nothing anywhere
+    x, y = np.concatenate([beans.train.x, beans.validation.x]), np.concatenate([beans.train.y, beans.validation.y])
+    search = GridSearchCV(runner.BeansClassifier(units=4, epochs=1, batch_size=4, batch_norm=False, augment=False),
+                          {"layers": [1, 2]}, cv=2, refit=False).fit(x, y)
+    assert [p["layers"] for p in search.cv_results_["params"]] == [1, 2]
+    assert all(0 <= s <= 1 for s in search.cv_results_["mean_test_score"])
+    assert list(tmp_path.iterdir()) == [tmp_path / "beans"]
 
 
 def test_final_data_train_and_validation_trains_on_both_for_all_epochs(data_dir, tmp_path, monkeypatch, capsys):

@@ -1,17 +1,19 @@
-"""Successive halving (--halving) for tune_grid.py and tune_random.py: scikit-learn's
-HalvingGridSearchCV / HalvingRandomSearchCV with training epochs as the resource.
+"""Successive halving (--halving) for tune_grid.py and tune_random.py, with training epochs as
+the resource, run as scikit-learn's HalvingGridSearchCV / HalvingRandomSearchCV run it
+(tests/test_halving.py holds the two side by side) but through the one evaluate path.
 
 Rung 0 trains every candidate for --min-epochs epochs; each later rung keeps the best
 1/--factor of the previous one and trains them for --factor times as many epochs, up to
---epochs. Each rung retrains from scratch (scikit-learn has no warm start), so a configuration
-reaching the top rung has cost min-epochs * (1 + factor + factor^2 + ...) epochs. Every
-training goes to the trial store with its rung's epochs as a hyperparameter column, so a
-search resumes mid-rung like any other (the store answers what is done, and the scores it
-returns are exact, so scikit-learn promotes the same candidates again).
+--epochs. Each rung retrains from scratch, so a configuration reaching the top rung has cost
+min-epochs * (1 + factor + factor^2 + ...) epochs. Every training goes to the trial store with
+its rung's epochs as a hyperparameter column, so a search resumes mid-rung like any other (the
+store answers what is done, and the scores it returns are exact, so the same candidates are
+promoted again).
 """
 
-import inspect
 import math
+
+import numpy as np
 
 import cli
 from common import UsageError
@@ -65,8 +67,6 @@ def check(args, dims, base):
         raise UsageError("--halving sets the epochs of each rung: give --epochs one value (the top rung's)")
     if args.min_epochs and args.min_epochs > base.epochs:
         raise UsageError(f"--min-epochs {args.min_epochs} is above --epochs {base.epochs} (the top rung)")
-    if getattr(args, "refine", 0):
-        raise UsageError("--halving and --refine do not combine: halving already narrows the candidates")
 
 
 def schedule(candidates, args, epochs):
@@ -87,26 +87,22 @@ def trainings(candidates, args, epochs):
     return sum(n for _, n in schedule(candidates, args, epochs))
 
 
-def search_class(grid):
-    """HalvingGridSearchCV or HalvingRandomSearchCV, checked to take a custom `resource`:
-    scikit-learn pull request #34253 proposes dropping it, and then --halving cannot work."""
-    from sklearn.experimental import enable_halving_search_cv  # noqa: F401 - enables the import below
-    from sklearn.model_selection import HalvingGridSearchCV, HalvingRandomSearchCV
+def search(problem, candidates, args, epochs):
+    """Runs the rungs over `candidates` (the first rung's); each rung's best 1/factor, ranked by
+    their mean score over folds, go on, in scikit-learn's order (its _top_k: ascending score,
+    failed candidates first, the last k kept)."""
+    from .evaluate import score
+    from .searches import SearchOutput
 
-    cls = HalvingGridSearchCV if grid else HalvingRandomSearchCV
-    if "resource" not in inspect.signature(cls).parameters:
-        import sklearn
-
-        raise UsageError(f"--halving: scikit-learn {sklearn.__version__}'s {cls.__name__} takes no custom "
-                         "resource (epochs); install a release that does (1.7 does)")
-    return cls
-
-
-def options(args, epochs):
-    """The halving search's keyword arguments."""
-    min_epochs, factor = settings(args)
-    return {"resource": RESOURCE, "factor": factor, "min_resources": min_epochs, "max_resources": epochs,
-            "aggressive_elimination": False}
+    candidates = list(candidates)
+    factor = settings(args)[1]
+    for rung_epochs, _ in schedule(len(candidates), args, epochs):
+        rows = problem.evaluate([{**c, RESOURCE: rung_epochs} for c in candidates])
+        per = len(rows) // len(candidates)  # folds per candidate
+        scores = np.array([score(rows[i * per:(i + 1) * per]) for i in range(len(candidates))])
+        order = np.roll(np.argsort(scores), np.count_nonzero(np.isnan(scores)))
+        candidates = [candidates[i] for i in order[-math.ceil(len(candidates) / factor):]]
+    return SearchOutput()
 
 
 def identity(args):

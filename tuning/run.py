@@ -6,13 +6,10 @@ The method (tune_grid.py, tune_random.py, tune_bayes.py) brings its own flags, t
 trial count, the settings that identify its search, and the search itself: a `Method`.
 """
 
-import asyncio
-import concurrent.futures
 import contextlib
-import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cli
@@ -24,7 +21,8 @@ from common import HPARAM_NAMES, HParams, UsageError
 from . import execution as ex
 from . import report, scoring, store
 from .final import AUTO, FINAL_DATA, TRAIN_AND_VALIDATION, FinalBudget, final_model, format_best
-from .runner import TrialSettings, limit_threads
+from .evaluate import Evaluator
+from .runner import Data, TrialOptions, limit_threads
 from .searches import Problem
 from .space import FINAL_EPOCHS, TRIAL_DEFAULTS, build_space
 
@@ -272,20 +270,18 @@ def run(argv, method):
             "final model trains on": FINAL_DATA_SHOWN[setup.final.data],
             **{f"search {d.name}": d.describe() for d in setup.dims},
             **{k: v for k, v in setup.base.to_dict().items() if k not in names}})
-        settings = TrialSettings(trial_store, args.seed, threads, args.trial_timeout,
-                                 store.latest_by_key(done), args.retry_failed, score=args.score)
         retried = announce_resume(prog, out, setup.total, done, args.retry_failed)
         trial_store.create()
         trial_store.on_record = report.Progress(columns, setup.total + retried, done_before=len(done))
-        if board:  # each training's session as its row is appended; sync() catches the rest
+        if board:  # each training's session as its row is appended; sync() writes those from before
             board.sync(trial_store)
             trial_store.on_record = board.follow(trial_store.on_record)
-        problem = Problem(train, validation, setup.dims, setup.base, settings, execution)
-        try:
-            output, seconds = search(prog, method, problem, setup, trial_store)
-        finally:
-            if board:  # trainings appended by other processes (--n-jobs), also after Ctrl-C
-                board.sync(trial_store)
+        evaluator = Evaluator(trial_store, setup.base, Data.make(train, validation, getattr(args, "cv", None), args.seed),
+                              TrialOptions(args.seed, threads, args.trial_timeout, score=args.score), execution,
+                              retry=args.retry_failed, prog=prog)
+        problem = Problem(setup.dims, evaluator, setup.base, args.seed, execution.n_jobs,
+                          show=lambda found: report.format_trials(found, names, top=args.top, images=len(validation)))
+        output, seconds = search(prog, method, problem, setup, trial_store)
     trials = trial_store.trials()
     fit_total = sum(r["fit_seconds"] for r in trial_store.rows())
     configurations = len({tuple(sorted((k, v) for k, v in t.params.items() if k != setup.rung)) for t in trials})
@@ -315,80 +311,26 @@ def run(argv, method):
 def search(prog, method, problem, setup, trial_store):
     """Runs the method's search; on Ctrl-C, says what is saved and shows it, then re-raises.
 
-    On a cluster, a worker that dies is replaced by its nanny and its trials run again (the data
-    are recomputed); a cluster left with no worker for --connect-timeout seconds ends the run in
-    one line (what finished is saved). A training that kills every worker it runs on is recorded
-    failed and the search goes on without it."""
+    On a cluster, a worker that dies is replaced by its nanny and its training runs again (the
+    data are recomputed); a training that kills every worker it runs on is recorded failed
+    (tuning.evaluate) and the search goes on without it; a cluster left with no worker for
+    --connect-timeout seconds ends the run in one line (what finished is saved)."""
     start = time.perf_counter()
     try:
-        with contextlib.ExitStack() as stack:
-            if problem.execution.client is None:
-                found = method.search(problem, setup.args)
-                cli.check_interrupted()  # not a final model (nor the test split) after a dropped Ctrl-C
-                return found, time.perf_counter() - start
-            relay = stack.enter_context(ex.Relay(problem.execution, trial_store, problem.settings.retry))
-            while True:
-                try:
-                    found = method.search(problem, setup.args)
-                    cli.check_interrupted()
-                    return found, time.perf_counter() - start
-                except (concurrent.futures.CancelledError, asyncio.CancelledError):  # Dask cancelled the trials
-                    why = (f"has had no worker for {problem.execution.patience:g}s (--connect-timeout)" if relay.lost
-                           else "cancelled the trials")
-                    raise cli.RunFailed(f"the Dask cluster {why}; {len(trial_store.rows())} trainings are saved in "
-                                        f"{trial_store.path}: run the same command again to resume") from None
-                except Exception as err:
-                    if type(err).__name__ != "KilledWorker":
-                        raise
-                    problem = record_killer(prog, problem, relay, err)
+        found = method.search(problem, setup.args)
+        cli.check_interrupted()  # not a final model (nor the test split) after a dropped Ctrl-C
+        return found, time.perf_counter() - start
+    except ex.ClusterLost as err:
+        raise cli.RunFailed(f"the Dask cluster {err}; {len(trial_store.rows())} trainings are saved in "
+                            f"{trial_store.path}: run the same command again to resume") from None
     except KeyboardInterrupt:
         rows = trial_store.rows()
         print(f"\n{prog}: interrupted; {len(rows)} of {setup.total} trainings are saved in "
               f"{trial_store.path}. Run the same command again to resume.")
         if rows:
             print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung,
-                                       images=len(problem.validation)))
+                                       images=len(problem.evaluate.data.validation)))
         raise
-
-
-def record_killer(prog, problem, relay, err):
-    """After distributed's KilledWorker (a training's worker died allowed-failures + 1 times):
-    records that training failed, waits for this search's trainings still running (so that none
-    is trained twice) and for a worker, and returns the problem to search again, the store
-    answering what is done."""
-    times = getattr(err, "allowed_failures", 0) + 1
-    times = f"{times} time{'s' if times > 1 else ''}"
-    address = getattr(getattr(err, "last_worker", None), "address", None)
-    trial_store = problem.settings.store
-    suspects = relay.killed(address) if address else []
-    if len(suspects) != 1 or suspects[0]["started"] in problem.settings.killed:
-        why = "and cannot be named" if not suspects else f"while {len(suspects)} trainings ran there"
-        raise cli.RunFailed(f"a training killed every Dask worker it ran on ({times}) {why}; "
-                            f"{len(trial_store.rows())} trainings are saved in {trial_store.path}: run the same "
-                            "command again to resume (with one thread per worker, a killer can be named)") from None
-    started = suspects[0]
-    values = ", ".join(f"{k}={v}" for k, v in started["params"].items())
-    trial_store.record(started["params"], started["fold"], float("nan"), 0.0, status=store.FAILED,
-                       message=f"its Dask worker died {times} while training it (KilledWorker; "
-                               "distributed.scheduler.allowed-failures)", worker=address)
-    print(f"{prog}: the training {values} (fold {started['fold']}) killed its Dask worker {times}: "
-          "recorded failed; the search goes on without it", file=sys.stderr, flush=True)
-    waited = False
-    while running := relay.in_flight():
-        if not waited:
-            print(f"{prog}: waiting for {running} training{'s' if running > 1 else ''} still running",
-                  file=sys.stderr, flush=True)
-            waited = True
-        time.sleep(0.5)
-    try:  # a nanny restarting the only worker: joblib would give up on an empty cluster after 10 s
-        problem.execution.client.wait_for_workers(1, timeout=problem.execution.patience)
-    except TimeoutError:
-        raise cli.RunFailed(f"the Dask cluster has had no worker for {problem.execution.patience:g}s "
-                            f"(--connect-timeout); {len(trial_store.rows())} trainings are saved in "
-                            f"{trial_store.path}: run the same command again to resume") from None
-    settings = replace(problem.settings, done=store.latest_by_key(trial_store.rows()),
-                       killed=problem.settings.killed | {started["started"]})
-    return replace(problem, settings=settings)
 
 
 @dataclass(frozen=True)
@@ -407,29 +349,12 @@ class Board:
 
     def follow(self, progress):
         """An on_record callback: the progress line, then the new training's session."""
-        return Following(self.prog, self.folder, progress)
+        return lambda number, row, best: (progress(number, row, best), tensorboard_log.guarded(
+            self.prog, lambda: tensorboard_log.write_session(self.folder, number, row, row.get("history"))))
 
     def curves(self, name, history):
         """A run of epoch curves (the final model's)."""
         tensorboard_log.guarded(self.prog, lambda: tensorboard_log.write_curves(self.folder / name, history))
-
-
-@dataclass(frozen=True)
-class Following:
-    """Board.follow's callback, a plain object: the store travels to trial processes with it.
-    Only the process that started the search writes events; rows that trial processes append
-    themselves (--n-jobs) get their sessions from Board.sync when the search returns."""
-
-    prog: str
-    folder: Path
-    progress: object
-    pid: int = field(default_factory=os.getpid)
-
-    def __call__(self, number, row, best):
-        self.progress(number, row, best)
-        if os.getpid() == self.pid:
-            tensorboard_log.guarded(self.prog, lambda: tensorboard_log.write_session(
-                self.folder, number, row, row.get("history")))
 
 
 def announce_resume(prog, out, total, done, retry):

@@ -1,16 +1,19 @@
-"""The two kinds of search, over a `Problem` (data, base hyperparameters, where trials run):
+"""The searches, each a way of proposing candidates to `problem.evaluate` (tuning.evaluate), the
+one path every training takes:
 
-- `sklearn_search`: GridSearchCV or RandomizedSearchCV; scikit-learn proposes the candidates
-  and runs them through `BeansClassifier`.
+- `grid_search`: every combination, in the order of scikit-learn's ParameterGrid (the candidates
+  GridSearchCV runs);
+- `random_search`: scikit-learn's ParameterSampler (RandomizedSearchCV's candidates), in rounds
+  over narrowed ranges with --refine (coarse to fine);
 - `bayes_search`: ONE ask/tell loop over a scikit-optimize `Optimizer` configured exactly as
   `skopt.gp_minimize(acq_func="EI")` configures its own; it asks for one point per step, or for
-  `n_jobs` points (constant liar) when trials run in parallel.
+  `n_jobs` points (constant liar) when trials run in parallel;
+- successive halving: tuning.halving.
 
-Results are not returned: every trial's result is in the trial store, and read from there.
+Each returns a SearchOutput: the figures it can draw. Every result is in the store.
 """
 
 import dataclasses
-import inspect
 import itertools
 import math
 import warnings
@@ -22,23 +25,21 @@ import cli
 import common
 
 from . import scoring
-from .execution import Execution
-from .runner import BeansClassifier, Holdout, TrialSettings, run_point
 from .space import plain
-from .store import OK, trial_key
+from .store import OK, rank, trials_of
 
 
 @dataclass(frozen=True)
 class Problem:
-    """What a search needs: the data it may see, the space, the fixed hyperparameters, and how
-    and where its trials run."""
+    """What a search needs: the space, the evaluate path, the fixed hyperparameters, the seed, how
+    many trainings run at once (points per Bayesian step), and how a round's table is shown."""
 
-    train: common.Split
-    validation: common.Split
     dims: tuple
-    base: common.HParams
-    settings: TrialSettings
-    execution: Execution = dataclasses.field(default_factory=Execution)
+    evaluate: object                 # tuning.evaluate.Evaluator: candidates -> rows
+    base: common.HParams = common.HParams()
+    seed: int = 0
+    n_jobs: int = 1
+    show: object = None              # (trials) -> the table of a refine round
 
     @property
     def names(self):
@@ -52,45 +53,49 @@ class SearchOutput:
     figures: dict = dataclasses.field(default_factory=dict)  # {file name: () -> matplotlib figure}
 
 
-def sklearn_search(problem, search_cls, space, cv=None, **kwargs):
-    """Runs `search_cls` (GridSearchCV, RandomizedSearchCV or their halving kin) over the train
-    split, scored on the validation split, or with `cv` K folds over train+validation. Returns
-    the candidates (with a halving search, every rung's)."""
-    from sklearn.model_selection import PredefinedSplit, StratifiedKFold
+def grid(dims, seeds=()):
+    """Every combination, as scikit-learn's ParameterGrid (and so GridSearchCV) orders them; with
+    `seeds`, each combination once per seed (tune_grid.py --repeats)."""
+    from sklearn.model_selection import ParameterGrid
 
-    X, y = _pooled(problem.train, problem.validation)
-    if cv:
-        test_fold = np.empty(len(y), int)
-        for k, (_, rows) in enumerate(StratifiedKFold(cv, shuffle=True, random_state=problem.settings.seed)
-                                      .split(X, y)):
-            test_fold[rows] = k
-        validation = None
-    else:  # exactly the canonical validation split as the one test fold
-        test_fold = np.r_[np.full(len(problem.train), -1), np.zeros(len(problem.validation), int)]
-        validation = Holdout(problem.validation.x, problem.validation.y)
-    estimator = BeansClassifier(**problem.base.to_dict(), trials=problem.settings)
-    accepted = inspect.signature(search_cls).parameters
-    extra = {"pre_dispatch": "n_jobs"} if "pre_dispatch" in accepted else {}
-    if "return_train_score" in accepted:
-        extra["return_train_score"] = False  # never score a trial on its own training images
-    search = search_cls(estimator, space, scoring=None, cv=PredefinedSplit(test_fold), refit=False,
-                        n_jobs=problem.execution.n_jobs, error_score=np.nan, **extra, **kwargs)
-    with warnings.catch_warnings(), problem.execution.joblib_backend(scatter=[X, y]):
-        warnings.simplefilter("ignore")  # failed trials are in the table, not in a warning wall
-        search.fit(X, y, test_fold=test_fold, validation=validation)
-    problem.execution.drain()
-    return [{k: plain(v) for k, v in params.items()} for params in search.cv_results_["params"]]
+    space = {d.name: list(d.choices) for d in dims}
+    if seeds:
+        space["seed"] = list(seeds)
+    return [{k: plain(v) for k, v in c.items()} for c in ParameterGrid(space)]
 
 
-_POOLED = []  # [(train, validation, X, y)]: one copy, whichever rounds or reruns a search makes
+def sample(dims, n_iter, seed):
+    """`n_iter` candidates as scikit-learn's ParameterSampler (and so RandomizedSearchCV with
+    this random_state) draws them: without replacement from a space of lists only."""
+    from sklearn.model_selection import ParameterSampler
+
+    space = {d.name: d.scipy() for d in dims}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the total space is smaller than n_iter": the count says so
+        return [{k: plain(v) for k, v in c.items()} for c in ParameterSampler(space, n_iter, random_state=seed)]
 
 
-def _pooled(train, validation):
-    """Train and validation images in one array, as scikit-learn's splitters want them."""
-    if not (_POOLED and _POOLED[0][0] is train and _POOLED[0][1] is validation):
-        _POOLED[:] = [(train, validation, np.concatenate([train.x, validation.x]),
-                       np.concatenate([train.y, validation.y]))]
-    return _POOLED[0][2:]
+def grid_search(problem, seeds=()):
+    problem.evaluate(grid(problem.dims, seeds))
+    return SearchOutput()
+
+
+def random_search(problem, n_iter, refine=0, keep=0.3):
+    """`refine` + 1 rounds of `n_iter` candidates, round r drawn with seed + r; after each round,
+    every range narrows to the span of its best `keep` fraction of trials (at least 2)."""
+    dims = list(problem.dims)
+    for round_ in range(refine + 1):
+        if round_:
+            print(f"\nround {round_ + 1}/{refine + 1} ranges: "
+                  + "  ".join(f"{d.name} {d.describe()}" for d in dims), flush=True)
+        candidates = sample(dims, n_iter, problem.seed + round_)
+        trials = trials_of(problem.evaluate(candidates))
+        if refine:
+            print(f"\nround {round_ + 1}/{refine + 1}: best of {len(candidates)}")
+            print(problem.show(trials))
+        top = [t for t in rank(trials) if t.status == OK][:max(2, math.ceil(keep * len(trials)))]
+        dims = [d.narrowed([t.params[d.name] for t in top]) for d in dims]
+    return SearchOutput()
 
 
 def gp_optimizer(space, n_initial_points, seed):
@@ -136,30 +141,19 @@ def bayes_search(problem, n_calls, n_initial_points):
     digit, so the GP is told exactly what it was told before). A resumed search therefore
     replays the uninterrupted one and trains only what is missing. Returns skopt's result."""
     names = problem.names
-    known = {}  # {trial key: objective} of every point with a result so far
-    for row in problem.settings.store.latest().values():
-        if problem.settings.finished(row["params"], row["fold"]) is not None:
-            known[trial_key(row["params"], row["fold"])] = _objective(row["status"], row["val_accuracy"])
 
     def evaluate(points):
-        params = [{n: plain(v) for n, v in zip(names, p)} for p in points]
-        keys = [trial_key(p, "validation") for p in params]
-        new = {k: p for k, p in zip(keys, params) if k not in known}
-        outcomes = problem.execution.map(run_point, new.values(), problem.base, problem.train,
-                                         problem.validation, problem.settings)
-        known.update({k: _objective(o.status, o.val_accuracy) for k, o in zip(new, outcomes)})
-        problem.execution.drain()
-        return [known[k] for k in keys]
+        rows = problem.evaluate([{n: plain(v) for n, v in zip(names, p)} for p in points])
+        return [_objective(r["status"], r["val_accuracy"]) for r in rows]
 
-    optimizer = gp_optimizer([d.skopt() for d in problem.dims], min(n_initial_points, n_calls),
-                             problem.settings.seed)
+    optimizer = gp_optimizer([d.skopt() for d in problem.dims], min(n_initial_points, n_calls), problem.seed)
     every = _every_point(problem.dims)
     if every is not None and len(every) <= n_calls:  # a space this small is searched whole
         return optimizer.tell(every, evaluate(every))
     with warnings.catch_warnings():
         # "The objective has been evaluated at this point before": answered from the store
         warnings.filterwarnings("ignore", message="The objective has been evaluated")
-        return ask_tell(optimizer, evaluate, n_calls, problem.execution.n_jobs)
+        return ask_tell(optimizer, evaluate, n_calls, problem.n_jobs)
 
 
 def _every_point(dims):

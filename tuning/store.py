@@ -3,7 +3,7 @@ appended and never rewritten. It is the one source of every result: the progress
 ranked table, resume, the plots and the final model all read it.
 
 Beside it: `histories.jsonl`, each training's per-epoch curves (one JSON line per trial number,
-written under the same lock; --tensorboard and the BN studies read them); `search.json`, the
+appended right after its row; --tensorboard and the BN studies read them); `search.json`, the
 manifest that says which search the folder holds (compared exactly on resume); and a lock that
 keeps a second run out of a folder that a run is using.
 """
@@ -60,17 +60,17 @@ class Trial:
 
 
 class TrialStore:
-    """results.csv. Safe across processes: an append is one write under an exclusive flock, and
-    a partial last line (a crash mid-write) is cut off before the next append.
+    """results.csv. Only the process that runs the search appends to it (tuning.evaluate), one
+    fsync'd line per training; a partial last line (a crash mid-write) is cut off before the
+    next append. The folder's lock (`claim`) keeps every other run out.
 
-    `on_record(number, row, best)` is called after each append in the appending process (the
-    progress line). On a Dask worker, `sink` carries the row to the client, which appends it."""
+    `on_record(number, row, best)` is called after each append (the progress line)."""
 
-    def __init__(self, path, names, on_record=None, sink=None):
+    def __init__(self, path, names, on_record=None):
         self.path = str(path)
         self.names = list(names)
         self.on_record = on_record
-        self.sink = sink
+        self._count = self._best = None  # read from the file at the first append
 
     @property
     def trained(self):
@@ -91,55 +91,45 @@ class TrialStore:
     def histories_path(self):
         return os.path.join(os.path.dirname(self.path), HISTORIES)
 
-    def record(self, params, fold, val_accuracy, fit_seconds, cpu_seconds=float("nan"), epochs=0,
-               status=OK, message="", worker=None, history=None):
-        """Appends one finished training (and its per-epoch `history`, when it has one); returns
-        its trial number (None when sent to the client)."""
-        row = {"params": {n: plain(params[n]) for n in self.names}, "fold": str(fold),
-               "val_accuracy": float(val_accuracy), "epochs": int(epochs), "fit_seconds": float(fit_seconds),
-               "cpu_seconds": float(cpu_seconds), "status": status,
-               "message": " ".join(str(message).split())[:300],
-               "worker": worker or f"{socket.gethostname()}:{os.getpid()}"}
-        if history:
-            row["history"] = {k: [float(v) for v in values] for k, values in history.items()}
-        if self.sink is not None and self.sink.remote():
-            self.sink.put(row)
-            return None
-        return self.append(row)
-
-    def started(self, params, fold):
-        """On a Dask worker, tells the client which training this worker is starting, so that a
-        training that kills its worker can be named and recorded failed (see Relay)."""
-        if self.sink is not None and self.sink.remote():
-            worker, thread = self.sink.here()
-            self.sink.put({"started": True, "params": {n: plain(params[n]) for n in self.names},
-                           "fold": str(fold), "worker": worker, "thread": thread})
+    def record(self, params, fold, val_accuracy, fit_seconds, **fields):
+        """Appends one training given field by field (`fields`: cpu_seconds, epochs, status,
+        message, worker, history); returns its trial number."""
+        return self.append({"params": params, "fold": fold, "val_accuracy": val_accuracy,
+                            "fit_seconds": fit_seconds, **fields})
 
     def append(self, row):
+        """Appends one finished training (a row as tuning.runner.Outcome.row makes it, and its
+        per-epoch `history` where it has one); returns its trial number."""
+        row = complete(row, self.names)
         values = [*(row["params"][n] for n in self.names), row["fold"],
                   _number(row["val_accuracy"]), row["epochs"], _number(row["fit_seconds"], 2),
                   _number(row["cpu_seconds"], 2), row["status"], row["message"], row["worker"]]
         with open(self.path, "a+b") as handle:  # bytes: a cut must land on a byte offset
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell():
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":  # a crash mid-write: the partial line is cut, rows counted again
+                    self._count = None
+            if self._count is None:  # what the file holds, read once
                 handle.seek(0)
                 data = handle.read()
-                if data and not data.endswith(b"\n"):  # a crash mid-write: cut the partial line
+                if data and not data.endswith(b"\n"):
                     data = data[:data.rfind(b"\n") + 1]
                     handle.truncate(len(data))
                 done = self._parse(data.decode("utf-8", errors="replace"))
-                number = len(done) + 1
-                handle.write(_csv_line([number, *values]).encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-                if row.get("history"):  # under the same lock: trial numbers stay in step
-                    self._append_history(number, row["history"])
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                self._count = len(done)
+                self._best = max((r["val_accuracy"] for r in done if r["status"] == OK), default=None)
+            number = self._count + 1
+            handle.write(_csv_line([number, *values]).encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._count = number
+        if row.get("history"):
+            self._append_history(number, row["history"])
+        if row["status"] == OK:
+            self._best = max(self._best if self._best is not None else -math.inf, row["val_accuracy"])
         if self.on_record is not None:
-            scores = [r["val_accuracy"] for r in done if r["status"] == OK]
-            best = max(scores + ([row["val_accuracy"]] if row["status"] == OK else []), default=None)
-            self.on_record(number, row, best)
+            self.on_record(number, row, self._best)
         return number
 
     def rows(self):
@@ -202,14 +192,19 @@ class TrialStore:
 
     def trials(self, candidates=None):
         """One Trial per configuration, in `candidates` order (default: order of first appearance)."""
-        by_params = {}
-        for (params_key, _), row in self.latest().items():
-            by_params.setdefault(params_key, []).append(row)
+        trials = trials_of(self.rows())
         if candidates is None:
-            keys = list(by_params)
-        else:
-            keys = list(dict.fromkeys(trial_key(c, "")[0] for c in candidates))
-        return [_aggregate(dict(k), by_params[k]) for k in keys if k in by_params]
+            return trials
+        by_key = {trial_key(t.params, "")[0]: t for t in trials}
+        return [by_key[k] for k in dict.fromkeys(trial_key(c, "")[0] for c in candidates) if k in by_key]
+
+
+def trials_of(rows):
+    """One Trial per configuration of `rows` (each fold's last row), in order of first appearance."""
+    by_params = {}
+    for (params_key, _), row in latest_by_key(rows).items():
+        by_params.setdefault(params_key, []).append(row)
+    return [_aggregate(dict(k), group) for k, group in by_params.items()]
 
 
 def _aggregate(params, rows):
@@ -242,6 +237,20 @@ def _number(value, digits=None):
     if not math.isfinite(value):
         return "nan"
     return repr(float(value)) if digits is None else f"{value:.{digits}f}"
+
+
+def complete(row, names):
+    """A row with every field, typed, its message on one line of at most 300 characters."""
+    row = {"epochs": 0, "cpu_seconds": float("nan"), "status": OK, "message": "",
+           "worker": f"{socket.gethostname()}:{os.getpid()}", **row}
+    done = {"params": {n: plain(row["params"][n]) for n in names}, "fold": str(row["fold"]),
+            "val_accuracy": float(row["val_accuracy"]), "epochs": int(row["epochs"]),
+            "fit_seconds": float(row["fit_seconds"]), "cpu_seconds": float(row["cpu_seconds"]),
+            "status": row["status"], "message": " ".join(str(row["message"]).split())[:300],
+            "worker": row["worker"] or f"{socket.gethostname()}:{os.getpid()}"}
+    if row.get("history"):
+        done["history"] = {k: [float(v) for v in values] for k, values in row["history"].items()}
+    return done
 
 
 def _csv_line(values):

@@ -1,0 +1,81 @@
+"""The one path every search trains through, shaped as scikit-learn's `evaluate_candidates`:
+`Evaluator(candidates) -> rows`, one row per candidate and fold, in candidate order.
+
+The driver (the process that started the search) alone decides what to train and alone writes:
+a training the store already answers is not trained again (a resumed search, a candidate drawn
+twice, a point the Bayesian optimizer proposes again); the others run where the execution runs
+them (tuning.execution) and come back as rows, each appended to the store as it arrives. A
+training that kills its Dask workers comes back as such and is stored as failed.
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import runner
+from .execution import Execution, Killed
+from .space import plain
+from .store import FAILED, OK, RETRYABLE, complete, trial_key
+
+
+@dataclass
+class Evaluator:
+    """Trains candidates (dicts of searched values, "seed" naming a repeat) on every fold of
+    `data` from `base`, through `execution`, into `store`.
+
+    `retry` (--retry-failed): failed and timed-out trainings the store holds from before train
+    once more. `train` is what trains one job where it runs (tests replace it)."""
+
+    store: object                       # tuning.store.TrialStore
+    base: object                        # common.HParams
+    data: runner.Data
+    options: runner.TrialOptions = runner.TrialOptions()
+    execution: Execution = field(default_factory=Execution)
+    retry: bool = False
+    prog: str = "search"
+    train: object = runner.train_job
+    answers: dict = None                # {trial key: row} the store answers without training
+
+    def __post_init__(self):
+        if self.answers is None:
+            self.answers = {k: r for k, r in self.store.latest().items()
+                            if not (self.retry and r["status"] in RETRYABLE)}
+
+    def __call__(self, candidates):
+        """Rows of every candidate on every fold, trained where the store has none."""
+        jobs = [job for c in candidates for job in self.jobs(c)]
+        todo = list({trial_key(j.params, j.fold): j for j in jobs
+                     if trial_key(j.params, j.fold) not in self.answers}.values())
+        for index, result in self.execution.run(self.train, todo, self.base, self.data, self.options):
+            job = todo[index]
+            if isinstance(result, Killed):
+                result = self.killed(job, result)
+            self.store.append(result)
+            self.answers[trial_key(job.params, job.fold)] = complete(result, self.store.names)
+        return [self.answers[trial_key(j.params, j.fold)] for j in jobs]
+
+    def jobs(self, candidate):
+        candidate = {k: plain(v) for k, v in candidate.items()}
+        if "seed" in candidate:  # a repeat (tune_grid.py --repeats): the seed is its fold
+            seed = candidate.pop("seed")
+            return [runner.Job(candidate, f"seed{int(seed)}")]
+        return [runner.Job(candidate, fold) for fold in self.data.folds()]
+
+    def killed(self, job, killed):
+        times = f"{killed.times} time{'s' if killed.times > 1 else ''}"
+        values = ", ".join(f"{k}={v}" for k, v in job.params.items())
+        print(f"{self.prog}: the training {values} (fold {job.fold}) killed its Dask worker {times}: "
+              "recorded failed; the search goes on without it", file=sys.stderr, flush=True)
+        return {"params": job.params, "fold": job.fold, "val_accuracy": float("nan"), "fit_seconds": 0.0,
+                "status": FAILED, "worker": killed.worker,
+                "message": f"its Dask worker died {times} while training it (KilledWorker; "
+                           "distributed.scheduler.allowed-failures)"}
+
+
+def score(rows):
+    """A candidate's score over its folds' rows: their mean, NaN unless every one is "ok" (as
+    scikit-learn's mean_test_score with error_score=nan)."""
+    if any(r["status"] != OK for r in rows):
+        return float("nan")
+    return float(np.mean([r["val_accuracy"] for r in rows]))
