@@ -360,16 +360,10 @@ class Beans:
 
 
 def make_dataset(split, batch_size, seed=0, training=False, augment=False):
-    """tf.data over in-memory arrays: seeded per-epoch shuffle, batch, augment, prefetch.
-
-    Augmentation maps one batch at a time: its layers draw from one random state, and
-    batches augmented in parallel read it before either had moved it on, so they drew the
-    same numbers, and which ones differed from run to run. One at a time, a seed gives the
-    same augmented images every run; prefetch still overlaps them with training.
-
-    In a trial capped at N threads (--threads-per-trial, or local --n-jobs), tf.data gets N
-    threads and no autotuning: its autotuner's background thread made two 1-thread trials
-    side by side each 1.25 times slower than one alone; without it, 1.01 (bench/scale.py)."""
+    """tf.data over in-memory arrays: seeded per-epoch shuffle, batch, augment, prefetch. A seed
+    gives the same batches and the same augmented images on every run (augmentation maps one
+    batch at a time). Under a thread cap (intra-op threads set), tf.data uses that many threads
+    and no autotuning. Why: docs/training.md."""
     import tensorflow as tf
 
     threads = tf.config.threading.get_intra_op_parallelism_threads()
@@ -391,14 +385,8 @@ def make_dataset(split, batch_size, seed=0, training=False, augment=False):
 
 def make_augmenter(seed):
     """Each image independently: mirrored left-right or not, upside down or not (a leaf photo
-    has no up or left), then turned by up to +-18 degrees.
-
-    Two flip layers, not one RandomFlip("horizontal_and_vertical"): that layer (Keras 3.15)
-    draws one coin per image for both axes, so it only ever turns an image by 180 degrees and
-    never mirrors it. Each layer gets its own seed, drawn from `seed` by numpy's SeedSequence:
-    with one seed their numbers would agree (the rotation turned the images it flipped), and
-    with seed, seed + 1, seed + 2 a run with seed 1 would draw its mirror coins from the
-    stream seed 0 drew its upside-down coins from."""
+    has no up or left), then turned by up to +-18 degrees; each layer seeded from `seed`, its
+    own stream (numpy's SeedSequence). Why two flip layers and these seeds: docs/training.md."""
     import keras
 
     # Keras takes seeds below 2**31 - 1

@@ -15,7 +15,7 @@ import sys
 
 import cli
 from tuning import searches
-from tuning.run import Method, run
+from tuning.run import Method, Space, run
 from tuning.space import DEFAULT_RANGES
 
 
@@ -62,8 +62,8 @@ def objective_figure(result, names):
 
 METHOD = Method(
     script="tune_bayes", description=__doc__.splitlines()[0], allow_range=True,
-    default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags,
-    count=lambda args, dims, base: n_calls(args, dims), requested=lambda args: args.n_calls,
+    space=lambda args: Space(DEFAULT_RANGES), add_flags=add_flags,
+    count=lambda args, dims, base: (n_calls(args, dims), args.n_calls),
     identity=lambda args: {"n_calls": args.n_calls, "n_initial_points": args.n_initial_points},
     search=search, figures=("convergence.png", "objective.png"))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import cli
 from common import HPARAM_NAMES, UsageError
 from tuning import halving, searches
-from tuning.run import Method, run
+from tuning.run import Method, Space, run
 from tuning.space import TRIAL_DEFAULTS
 
 # Three hyperparameters x two values around the BN model's defaults: 8 trials of the searches'
@@ -42,10 +42,11 @@ def add_flags(parser):
     halving.add_flags(parser)
 
 
-def default_space(args):
+def space(args):
     if args is not None and args.grid:
-        return {**TRIAL_DEFAULTS, **load_grid(args.grid)}
-    return DEFAULT_GRID
+        grid = load_grid(args.grid)
+        return Space({**TRIAL_DEFAULTS, **grid}, frozenset(grid))
+    return Space(DEFAULT_GRID)
 
 
 def load_grid(path):
@@ -75,18 +76,12 @@ def load_grid(path):
 def count(args, dims, base):
     candidates = math.prod(len(d.choices) for d in dims)
     if args.halving:
-        return halving.trainings(candidates, args, base.epochs) * (args.cv or 1)
-    return candidates * (args.cv or 1) * args.repeats
+        return halving.trainings(candidates, args, base.epochs) * (args.cv or 1), None
+    return candidates * (args.cv or 1) * args.repeats, None
 
 
-def check(args, dims, base):
+def check(args, space, dims, base):
     halving.check(args, dims, base)
-    schedules = next((d.choices for d in dims if d.name == "schedule"), (base.schedule,))
-    if args.grid and "cosine" in schedules:  # the grid file's decay would give way like a default
-        decays = load_grid(args.grid).get("decay", [])
-        if any(cli.parse_value("decay", str(v)) != 0 for v in decays):
-            raise UsageError(f"--grid: decay belongs to the inverse-time schedule; with cosine among the "
-                             f"schedules, leave decay out of {args.grid}")
     if args.repeats > 1 and (args.cv or args.halving):
         raise UsageError("--repeats goes without --cv and --halving (each repeat is scored on the validation split)")
 
@@ -111,10 +106,9 @@ def search(problem, args):
 
 
 METHOD = Method(
-    script="tune_grid", description=__doc__.splitlines()[0], allow_range=False, default_space=default_space,
-    add_flags=add_flags, count=count, identity=identity,
-    search=search, describe=describe, check_data=searches.check_cv_folds,
-    check=check, rung=halving.rung)
+    script="tune_grid", description=__doc__.splitlines()[0], allow_range=False, space=space,
+    add_flags=add_flags, count=count, identity=identity, search=search, describe=describe,
+    check=check, check_data=searches.check_cv_folds, cv=lambda args: args.cv, rung=halving.rung)
 
 
 def main(argv=None):

@@ -15,7 +15,7 @@ import sys
 import cli
 from common import UsageError
 from tuning import halving, searches
-from tuning.run import Method, run
+from tuning.run import Method, Space, run
 from tuning.space import DEFAULT_RANGES
 
 
@@ -33,19 +33,15 @@ def add_flags(parser):
     halving.add_flags(parser)
 
 
-def requested(args):
-    return None if args.halving else args.n_iter * (args.refine + 1) * (args.cv or 1)
-
-
 def count(args, dims, base):
-    """scikit-learn samples a space of lists only without replacement: at most its size. With
-    --halving, --n-iter candidates start in rung 0."""
+    """(trainings, trainings asked for): scikit-learn samples a space of lists only without
+    replacement, at most its size. With --halving, --n-iter candidates start in rung 0."""
     candidates = args.n_iter
     if all(isinstance(d.scipy(), list) for d in dims):
         candidates = min(args.n_iter, math.prod(len(d.scipy()) for d in dims))
     if args.halving:
-        return halving.trainings(candidates, args, base.epochs) * (args.cv or 1)
-    return candidates * (args.refine + 1) * (args.cv or 1)
+        return halving.trainings(candidates, args, base.epochs) * (args.cv or 1), None
+    return candidates * (args.refine + 1) * (args.cv or 1), args.n_iter * (args.refine + 1) * (args.cv or 1)
 
 
 def identity(args):
@@ -59,7 +55,7 @@ def search(problem, args):
     return searches.random_search(problem, args.n_iter, args.refine, args.keep)
 
 
-def check(args, dims, base):
+def check(args, space, dims, base):
     halving.check(args, dims, base)
     if args.halving and args.refine:
         raise UsageError("--halving and --refine do not combine: halving already narrows the candidates")
@@ -67,9 +63,9 @@ def check(args, dims, base):
 
 METHOD = Method(
     script="tune_random", description=__doc__.splitlines()[0], allow_range=True,
-    default_space=lambda args: DEFAULT_RANGES, add_flags=add_flags, count=count,
-    requested=requested, identity=identity, search=search, describe=searches.describe_cv,
-    check_data=searches.check_cv_folds, check=check, rung=halving.rung)
+    space=lambda args: Space(DEFAULT_RANGES), add_flags=add_flags, count=count, identity=identity,
+    search=search, describe=searches.describe_cv, check=check, check_data=searches.check_cv_folds,
+    cv=lambda args: args.cv, rung=halving.rung)
 
 
 def main(argv=None):

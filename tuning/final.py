@@ -1,18 +1,16 @@
 """The end of a search: the best configuration retrained, on train + validation for all its
 epochs (--final-data train+validation; auto, the default, for a cosine schedule run to its end)
-or on the train split early-stopped on validation, evaluated once on the test split, saved as
-model.keras with best.json beside it. best.json is written last: its presence marks a finished
-search, whose test score is final."""
+or on the train split early-stopped on validation, evaluated once on the test split, and
+returned as a `Final`; `summary` makes best.json's contents of it. The driver (tuning.run) writes
+model.keras, then best.json last: its presence marks a finished search, whose test score is final."""
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 
 import common
 import outputs
 
 from .space import fmt, plain
-from .store import BEST, MODEL
 
 AUTO, TRAIN_AND_VALIDATION = "auto", "train+validation"
 FINAL_DATA = (AUTO, "train", TRAIN_AND_VALIDATION)  # what --final-data takes
@@ -49,23 +47,28 @@ class FinalBudget:
         return hp
 
 
-def final_model(out, beans, base, best, names, seed, trials, search_seconds, script, final=None, board=None,
-                fit_seconds=None, resumed=False):
-    """Returns the contents of best.json, after writing it. `final` (a FinalBudget)
-    replaces the trials' budget: the search only ranked configurations. `search_seconds` is
-    this run's search wall time; `fit_seconds` the sum of every training's fit time in
-    results.csv, this run's and those of the runs it resumed (`resumed`). With `board`
-    (tuning.run.Board, --tensorboard), the final model's epoch curves go there too, as run
-    "final-model", once the model and best.json are written."""
-    final = final or FinalBudget()
+@dataclass(frozen=True)
+class Final:
+    """The final model: the hyperparameters it trained with, the data it trained on, its
+    training (common.TrainResult) and the test split's one reading."""
+
+    hp: object
+    data: str
+    trained: object
+    test_accuracy: float
+
+
+def train_final(beans, base, best, final, seed, warn=None):
+    """Trains the best trial's configuration on top of `base` with `final` (a FinalBudget: the
+    search only ranked configurations) and reads the test split once; returns a Final. Says what
+    it trains on, and `warn`s (one line) when the training did not end well."""
     hp = dataclasses.replace(base, **{k: plain(v) for k, v in best.params.items()})
     trial_budget = f"{outputs.epoch_count(hp.epochs)}, patience {hp.patience}"
     hp = final.apply(hp)
     data = final.data_for(hp)
-    on_validation_too = data == TRAIN_AND_VALIDATION
-    chosen = f"\nbest: {' '.join(f'{n}={fmt(best.params[n])}' for n in names)}  (val_acc {best.val_accuracy:.4f}); "
+    chosen = f"\nbest: {' '.join(f'{n}={fmt(v)}' for n, v in best.params.items())}  (val_acc {best.val_accuracy:.4f}); "
     log = lambda line: print(line, flush=True)  # noqa: E731
-    if on_validation_too:
+    if data == TRAIN_AND_VALIDATION:
         print(chosen + f"retraining on the train and validation splits ({len(beans.train) + len(beans.validation)} "
               f"images) for all {outputs.epoch_count(hp.epochs)}, the last one's weights kept: no split is left to stop "
               f"on or pick an epoch by (the trial had {trial_budget})", flush=True)
@@ -76,28 +79,31 @@ def final_model(out, beans, base, best, names, seed, trials, search_seconds, scr
         print(chosen + "retraining on the train split"
               + (f" for up to {longer} (the trial had {trial_budget})" if longer != trial_budget else ""), flush=True)
         trained = common.train(hp, beans.train, beans.validation, seed=seed, log=log)
-    if trained.status != "ok":
-        print(f"{script}.py: warning: the final model's training ended as {trained.status!r} after "
-              f"{outputs.epoch_count(trained.epochs)} (see final_status in best.json)", file=sys.stderr, flush=True)
-    test_accuracy = common.evaluate(trained.model, beans.test)  # the test split's one reading
-    outputs.save_model(out / MODEL, trained.model)
-    summary = {
-        "script": script, "params": {k: plain(v) for k, v in best.params.items()},
-        "hparams": hp.to_dict(), "val_accuracy": best.val_accuracy,
-        "final_data": data,
+    if trained.status != "ok" and warn is not None:
+        warn(f"the final model's training ended as {trained.status!r} after {outputs.epoch_count(trained.epochs)} "
+             "(see final_status in best.json)")
+    return Final(hp, data, trained, common.evaluate(trained.model, beans.test))  # the test split's one reading
+
+
+def summary(final, best, search, beans):
+    """best.json's contents: the final model (a Final), the best trial, and `search`, what the
+    search reports of itself (script, trials, search_seconds, fit_seconds, resumed, seed)."""
+    on_validation_too, trained = final.data == TRAIN_AND_VALIDATION, final.trained
+    return {
+        "script": search["script"], "params": {k: plain(v) for k, v in best.params.items()},
+        "hparams": final.hp.to_dict(), "val_accuracy": best.val_accuracy,
+        "final_data": final.data,
         # None when the final model trained on the validation split (its score there means nothing)
         # or did not end well (NaN, which strict JSON has no word for; final_status says why)
         "final_val_accuracy": None if on_validation_too or trained.status != "ok" else trained.val_accuracy,
-        "final_status": trained.status, "test_accuracy": test_accuracy,
-        "final_epochs": trained.epochs, "trials": trials, "search_seconds": round(search_seconds, 1),
-        "fit_seconds": None if fit_seconds is None else round(fit_seconds, 1), "resumed": bool(resumed),
-        "seed": seed, "image_size": beans.image_size, "data": beans.source, "limit": beans.limit,
+        "final_status": trained.status, "test_accuracy": final.test_accuracy,
+        "final_epochs": trained.epochs, "trials": search["trials"],
+        "search_seconds": round(search["search_seconds"], 1),
+        "fit_seconds": None if search.get("fit_seconds") is None else round(search["fit_seconds"], 1),
+        "resumed": bool(search.get("resumed")), "seed": search["seed"], "image_size": beans.image_size,
+        "data": beans.source, "limit": beans.limit,
         "validation_images": len(beans.validation), "test_images": len(beans.test),
     }
-    outputs.write_json(out / BEST, summary)
-    if board is not None:
-        board.curves("final-model", trained.history)
-    return summary
 
 
 def format_best(summary):

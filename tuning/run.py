@@ -9,8 +9,10 @@ trial count, the settings that identify its search, and the search itself: a `Me
 import contextlib
 import sys
 import time
-from dataclasses import dataclass, field
+from argparse import ArgumentParser, Namespace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cli
 import common
@@ -20,44 +22,56 @@ from common import HPARAM_NAMES, HParams, UsageError
 
 from . import execution as ex
 from . import report, scoring, store
-from .final import AUTO, FINAL_DATA, TRAIN_AND_VALIDATION, FinalBudget, final_model, format_best
 from .evaluate import Evaluator
+from .final import AUTO, TRAIN_AND_VALIDATION, FinalBudget, format_best, summary, train_final
+from .flags import SearchSettings, parser_for
 from .runner import Data, TrialOptions, limit_threads
-from .searches import Problem
+from .searches import Problem, SearchOutput
 from .space import FINAL_EPOCHS, TRIAL_DEFAULTS, build_space
 
 
 @dataclass(frozen=True)
+class Space:
+    """A method's space before the user's flags: {name: spec}, and the names that a file the user
+    gave sets (tune_grid.py --grid), which count as set by the user, as flags do."""
+
+    values: dict
+    given: frozenset = frozenset()
+
+
+@dataclass(frozen=True)
 class Method:
-    """What distinguishes tune_grid, tune_random and tune_bayes."""
+    """What distinguishes tune_grid, tune_random and tune_bayes. `args` is the parsed command line."""
 
     script: str
     description: str
-    allow_range: bool                 # takes lo:hi ranges, not only lists
-    default_space: object             # (args) -> {name: spec}, before the user's flags
-    add_flags: object                 # (parser) -> None
-    count: object                     # (args, dims, base) -> trainings the search will run
-    identity: object                  # (args) -> {setting: value} that define the search (resume)
-    search: object                    # (problem, args) -> SearchOutput
-    describe: object = field(default=lambda args: {"scoring": scoring.describe(args.score)})
-    check_data: object = field(default=lambda args, train, validation: None)  # raises UsageError
-    figures: tuple = ()               # names of the figures its search may draw, besides val_accuracy.png
-    requested: object = None          # (args) -> trainings asked for (more than count: a small space)
-    check: object = field(default=lambda args, dims, base: None)  # flag combinations; raises UsageError
-    rung: object = field(default=lambda args: None)  # (args) -> the hyperparameter a halving rung sets
+    allow_range: bool                                   # takes lo:hi ranges, not only lists
+    space: Callable[[Namespace | None], Space]          # None: the defaults, for --help
+    add_flags: Callable[[ArgumentParser], None]
+    count: Callable[[Namespace, tuple, HParams], tuple]  # (trainings it will run, trainings asked for or None)
+    identity: Callable[[Namespace], dict]               # the settings that define the search (resume)
+    search: Callable[[Problem, Namespace], SearchOutput]
+    describe: Callable[[Namespace], dict] = lambda args: {"scoring": scoring.describe(args.score)}
+    check: Callable[[Namespace, Space, tuple, HParams], None] = lambda args, space, dims, base: None
+    check_data: Callable[[Namespace, common.Split, common.Split], None] = lambda args, train, validation: None
+    cv: Callable[[Namespace], int | None] = lambda args: None  # K folds instead of the validation split
+    rung: Callable[[Namespace], str | None] = lambda args: None  # the hyperparameter a halving rung sets
+    figures: tuple = ()  # names of the figures its search may draw, besides val_accuracy.png
 
 
 @dataclass(frozen=True)
 class Setup:
     """Everything decided from the flags alone, before any data is read."""
 
-    args: object
+    args: Namespace
+    settings: SearchSettings
     dims: tuple
     base: HParams
-    total: int
+    total: int                 # trainings the search will run
     out: Path
-    rung: str = None  # successive halving: the hyperparameter each rung sets ("epochs")
+    rung: str = None           # successive halving: the hyperparameter each rung sets ("epochs")
     final: FinalBudget = FinalBudget()  # what the final model trains with beyond the best trial's values
+    asked: int = None          # trainings asked for, where the space holds fewer
 
     @property
     def names(self):
@@ -70,88 +84,25 @@ class Setup:
         return [*self.names, *([self.rung] if self.rung else [])]
 
 
-def tuning_parser(method):
-    parser = cli.ArgumentParser(prog=f"{method.script}.py", description=method.description)
-    cli.add_run_flags(parser)
-    parser.add_argument("--n-jobs", type=cli.number(int, 1, 64), default=1,
-                        help="trials run in N processes (default: 1, range [1, 64])")
-    parser.add_argument("--top", type=cli.number(int, 1, 10**4), default=10,
-                        help="rows in the ranked table (default: 10)")
-    parser.add_argument("--trial-timeout", type=cli.number(float, 0, 10**6, low_open=True), default=None,
-                        metavar="SECONDS", help="stop a trial running longer and record it as 'timeout' "
-                                                "(default: none, range (0, 1e6])")
-    parser.add_argument("--retry-failed", action="store_true",
-                        help="on resume, train failed and timed-out trials again (diverged ones are results)")
-    parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
-                        help="run the trials on an existing Dask cluster, e.g. tcp://127.0.0.1:8786 "
-                             "(see README: Scaling out)")
-    parser.add_argument("--connect-timeout", type=cli.number(float, 1, 3600), default=None, metavar="SECONDS",
-                        help="with --scheduler: how long to wait for a worker, at start and whenever the "
-                             f"cluster has none (default: {ex.CONNECT_TIMEOUT})")
-    for name, what in (("ca-file", "the CA certificate"), ("cert", "this client's certificate"),
-                       ("key", "this client's private key")):
-        parser.add_argument(f"--tls-{name}", metavar="FILE", default=None,
-                            help=f"with --scheduler tls://...: {what} (see README: Scaling out)")
-    parser.add_argument("--threads-per-trial", type=cli.number(int, 1, 256), default=None, metavar="N",
-                        help="TensorFlow threads per trial (default: cores / n-jobs for local "
-                             "processes; TensorFlow's own choice otherwise)")
-    parser.add_argument("--final-epochs", type=cli.number(int, 1, 1000), default=None, metavar="N",
-                        help=f"train the best configuration for up to N epochs at the end (default: {FINAL_EPOCHS}, "
-                             "unless --epochs is given); trials only rank configurations, the final model trains "
-                             "longer")
-    parser.add_argument("--final-patience", type=cli.number(int, 0, 1000), default=None, metavar="P",
-                        help="the final model's patience, on the train split (default: --patience where given, else "
-                             "20; with the cosine schedule, unless --patience is given, its epochs: the schedule "
-                             "runs to its end)")
-    parser.add_argument("--final-data", type=lambda text: text.strip().lower(), choices=FINAL_DATA, default=AUTO,
-                        help="what the final model trains on: train, the best epoch on validation kept; "
-                             "train+validation, the validation images too, all its epochs, the last kept (the "
-                             "search ranks configurations as without it); or auto (default): train+validation "
-                             "for a cosine schedule run to its end, train otherwise; any case")
-    parser.add_argument("--score", type=lambda text: text.strip().lower(), choices=scoring.SCORES,
-                        default=scoring.DEFAULT,
-                        help=f"how a trial is scored on the validation split: {scoring.SCORES[0]} (its best epoch's "
-                             f"accuracy) or {scoring.SCORES[1]} (the mean over its last {scoring.LAST} epochs) "
-                             f"(default: {scoring.DEFAULT}; with --cv, each fold's accuracy)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh, whatever the --out folder holds")
-    method.add_flags(parser)
-    group = parser.add_argument_group(
-        "hyperparameters", "each takes one value (fixed), a comma list (choices)"
-        + (", or lo:hi (a range)" if method.allow_range else ""))
-    for name in HPARAM_NAMES:
-        shown = method.default_space(None).get(name, getattr(HParams(), name))
-        if name == "decay" and method.default_space(None).get("schedule") == "cosine" and shown != 0:
-            shown = f"{shown} with --schedule inverse-time; 0 with cosine (the default)"
-        if name == "patience" and shown == TRIAL_DEFAULTS["epochs"]:
-            shown = f"{shown}, the trials' epochs: with cosine one --epochs value sets it too"
-        group.add_argument(cli.flag(name), default=None, metavar="SPEC", help=f"default: {shown}")
-    return parser
-
-
 def prepare(argv, method):
     """Parses and checks every flag; returns the Setup. Reads nothing but a --grid file."""
-    args = tuning_parser(method).parse_args(argv)
+    args = parser_for(method).parse_args(argv)
     cli.check_run_args(args)
-    if not args.scheduler and (args.tls_ca_file or args.tls_cert or args.tls_key):
-        raise UsageError("--tls-ca-file, --tls-cert and --tls-key go with --scheduler tls://...")
-    if not args.scheduler and args.connect_timeout is not None:
-        raise UsageError("--connect-timeout goes with --scheduler")
-    if args.final_data == TRAIN_AND_VALIDATION and args.final_patience is not None:
-        raise UsageError("--final-patience has nothing to stop on with --final-data train+validation: "
-                         "the final model trains all --final-epochs")
-    if getattr(args, "cv", None) and args.score != scoring.DEFAULT:
+    settings = SearchSettings.from_args(args)
+    if method.cv(args) and settings.score != scoring.DEFAULT:
         raise UsageError("--score ranks trials on the validation split; with --cv each fold's accuracy is the score")
     overrides = {n: getattr(args, n) for n in HPARAM_NAMES if getattr(args, n) is not None}
-    space = method.default_space(args)  # reads a --grid file: once
-    dims, fixed = build_space(trials_run_to_the_end(space, overrides), overrides, method.allow_range)
+    space = method.space(args)  # reads a --grid file: once
+    dims, fixed = build_space(trials_run_to_the_end(space.values, overrides), overrides, method.allow_range,
+                              space.given)
     base = HParams(**fixed)
-    method.check(args, dims, base)
+    method.check(args, space, dims, base)
     if not dims:
         raise UsageError("nothing to search: every hyperparameter has a single value")
     out = Path(args.out) if args.out else cli.default_out(method.script)
-    return Setup(args, tuple(dims), base, method.count(args, dims, base), out, method.rung(args),
-                 final_budget(args, space, overrides, dims))
+    total, asked = method.count(args, dims, base)
+    return Setup(args, settings, tuple(dims), base, total, out, method.rung(args),
+                 final_budget(settings, space, overrides, dims), asked)
 
 
 def trials_run_to_the_end(space, overrides):
@@ -166,25 +117,25 @@ def trials_run_to_the_end(space, overrides):
     return space
 
 
-def final_budget(args, space, overrides, dims):
+def final_budget(settings, space, overrides, dims):
     """The final model's epochs and patience. Trials train on the searches' shorter budget
-    (TRIAL_DEFAULTS) to rank configurations; unless a flag or a grid file set the trials' epochs,
-    the model you keep trains for FINAL_EPOCHS, and never with less patience than its trial had
-    nor than the training scripts'. --final-epochs and --final-patience set them whatever the
-    trials had. Unless a flag or a grid file set the patience, a best configuration with the
-    cosine schedule trains with patience = its epochs (decided in final.py, once the winner is
+    (TRIAL_DEFAULTS) to rank configurations; unless the user set the trials' epochs (a flag, or
+    a file they gave), the model you keep trains for FINAL_EPOCHS, and never with less patience
+    than its trial had nor than the training scripts'. --final-epochs and --final-patience set
+    them whatever the trials had. Unless the user set the patience, a best configuration with the
+    cosine schedule trains with patience = its epochs (FinalBudget.apply, once the winner is
     known): early stopping would cut the schedule short of its low rates."""
     searched = {d.name for d in dims}
     longest = {"epochs": FINAL_EPOCHS, "patience": max(HParams().patience, TRIAL_DEFAULTS["patience"])}
     final = {name: longest[name] for name in ("epochs", "patience")
-             if name not in overrides and name not in searched and space.get(name) == TRIAL_DEFAULTS[name]}
-    if args.final_epochs:
-        final["epochs"] = args.final_epochs
-    if args.final_patience is not None:
-        final["patience"] = args.final_patience
-    # no flag or grid file set the patience: a cosine winner runs to the end
-    return FinalBudget(**final, cosine_to_end=args.final_patience is None and "patience" in final,
-                       data=args.final_data)
+             if name not in overrides and name not in space.given and name not in searched}
+    if settings.final_epochs:
+        final["epochs"] = settings.final_epochs
+    if settings.final_patience is not None:
+        final["patience"] = settings.final_patience
+    # the user set no patience: a cosine winner runs to the end
+    return FinalBudget(**final, cosine_to_end=settings.final_patience is None and "patience" in final,
+                       data=settings.final_data)
 
 
 FINAL_DATA_SHOWN = {
@@ -204,108 +155,153 @@ def manifest(setup, method, beans):
     """What makes two runs the same search: resuming is allowed only when this matches exactly.
     Settings that change how, not what, trials train (--n-jobs, --trial-timeout, --scheduler)
     are not part of it."""
-    args = setup.args
     data = str(beans.data_dir.resolve()) if beans.data_dir else beans.source
     fixed = {k: v for k, v in setup.base.to_dict().items() if LATER_FIELDS.get(k, ...) != v}
+    score = setup.settings.score
     return {"script": method.script, "space": {d.name: d.spec() for d in setup.dims},
             "fixed": fixed, "data": data, "image_size": beans.image_size,
-            "limit": beans.limit, "seed": args.seed, "method": method.identity(args),
+            "limit": beans.limit, "seed": setup.args.seed, "method": method.identity(setup.args),
             # searches saved before --score ranked by the best epoch, and still resume
-            **({"score": args.score} if args.score != "best-epoch" else {})}
+            **({"score": score} if score != "best-epoch" else {})}
 
 
-def open_execution(args, stack):
+def open_execution(settings, stack):
     """Execution (where trials run) and TensorFlow threads per trial."""
-    if args.scheduler:
-        security = ex.tls_security(args.tls_ca_file, args.tls_cert, args.tls_key)
-        timeout = args.connect_timeout or ex.CONNECT_TIMEOUT
-        client = stack.enter_context(ex.connect(args.scheduler, timeout, security))
-        n_jobs = args.n_jobs if args.n_jobs > 1 else max(sum(client.nthreads().values()), 1)
-        return ex.Execution(n_jobs, client, patience=timeout), args.threads_per_trial
-    threads = args.threads_per_trial
-    if args.n_jobs > 1 and threads is None:
-        threads = ex.default_threads(args.n_jobs)
-    return ex.Execution(args.n_jobs), threads
+    if settings.scheduler:
+        security = ex.tls_security(settings.tls_ca_file, settings.tls_cert, settings.tls_key)
+        timeout = settings.connect_timeout or ex.CONNECT_TIMEOUT
+        client = stack.enter_context(ex.connect(settings.scheduler, timeout, security))
+        n_jobs = settings.n_jobs if settings.n_jobs > 1 else max(sum(client.nthreads().values()), 1)
+        return ex.Execution(n_jobs, client, patience=timeout), settings.threads_per_trial
+    threads = settings.threads_per_trial
+    if settings.n_jobs > 1 and threads is None:
+        threads = ex.default_threads(settings.n_jobs)
+    return ex.Execution(settings.n_jobs), threads
+
+
+@dataclass
+class State:
+    """What the --out folder holds for this search: its store, the rows already in it, a finished
+    search's best.json, and the TensorBoard experiment (--tensorboard)."""
+
+    store: store.TrialStore
+    done: list
+    finished: dict = None
+    board: object = None
+
+
+def open_state(prog, setup, method, beans):
+    """Checks the folder against this search (store.open_search) and reads what it holds."""
+    settings, out = setup.settings, setup.out
+    resumed = store.open_search(out, manifest(setup, method, beans), settings.overwrite,
+                                ("val_accuracy.png", *method.figures))
+    trial_store = store.TrialStore(out / store.RESULTS, setup.columns)
+    board = (Board(prog, out / store.BOARD, setup.dims, [setup.rung] if setup.rung else [])
+             if setup.args.tensorboard else None)
+    state = State(trial_store, trial_store.rows() if resumed else [], board=board)
+    state.finished = store.read_best(out, trial_store) if resumed else None
+    if state.finished is not None and settings.retry_failed:
+        raise UsageError(f"{out} holds a finished search, whose test score is final: --retry-failed "
+                         "applies to an unfinished one (--overwrite starts afresh)")
+    return state
 
 
 def run(argv, method):
     """The whole run of a tuning script: flags, search, table, final model, files."""
     prog = f"{method.script}.py"
     setup = prepare(argv, method)
-    args, out, names, columns = setup.args, setup.out, setup.names, setup.columns
+    args, settings = setup.args, setup.settings
     beans = common.Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
     with contextlib.ExitStack() as stack:
-        execution, threads = open_execution(args, stack)
-        stack.enter_context(store.claim(out))
-        the_manifest = manifest(setup, method, beans)
-        resumed = store.open_search(out, the_manifest, args.overwrite, ("val_accuracy.png", *method.figures))
-        trial_store = store.TrialStore(out / store.RESULTS, columns)
-        done = trial_store.rows() if resumed else []
-        finished = store.read_best(out, trial_store) if resumed else None
-        board = (Board(prog, out / store.BOARD, setup.dims, [setup.rung] if setup.rung else [])
-                 if args.tensorboard else None)
-        if finished is not None:
-            if args.retry_failed:
-                raise UsageError(f"{out} holds a finished search, whose test score is final: --retry-failed "
-                                 "applies to an unfinished one (--overwrite starts afresh)")
-            if board:  # a search finished without --tensorboard gets its experiment now
-                board.sync(trial_store)
-            return show_finished(prog, setup, trial_store, finished)
+        execution, threads = open_execution(settings, stack)
+        stack.enter_context(store.claim(setup.out))
+        state = open_state(prog, setup, method, beans)
+        if state.board:  # a finished search, or one run before without --tensorboard: its sessions now
+            state.board.sync(state.store)
+        if state.finished is not None:
+            return show_finished(prog, setup, state.store, state.finished)
         if threads and execution.in_this_process and not limit_threads(threads):
             print(f"{prog}: note: --threads-per-trial {threads} not applied: TensorFlow already runs in "
                   "this process", file=sys.stderr)
         train, validation = beans.train, beans.validation  # decoded here, after every check
         method.check_data(args, train, validation)
-        wanted = method.requested(args) if method.requested else None
-        if wanted is not None and setup.total < wanted:
-            print(f"{prog}: note: the space holds fewer configurations than asked for; running "
-                  f"{setup.total} trainings, not {wanted}", file=sys.stderr)
-        store.write_manifest(out, the_manifest)
-        cli.print_config(f"{prog}: resolved configuration", {
-            "data": beans.source, "train / validation images": f"{len(train)} / {len(validation)}",
-            "image size": args.image_size, "seed": args.seed, "out": out, **method.describe(args),
-            "trainings": setup.total, "trials run in": execution.describe(),
-            "parallel trials": execution.n_jobs if not threads else f"{execution.n_jobs} ({threads} threads each)",
-            **({"trial timeout": f"{args.trial_timeout:g}s"} if args.trial_timeout else {}),
-            "final model trains on": FINAL_DATA_SHOWN[setup.final.data],
-            **{f"search {d.name}": d.describe() for d in setup.dims},
-            **{k: v for k, v in setup.base.to_dict().items() if k not in names}})
-        retried = announce_resume(prog, out, setup.total, done, args.retry_failed)
-        trial_store.create()
-        trial_store.on_record = report.Progress(columns, setup.total + retried, done_before=len(done))
-        if board:  # each training's session as its row is appended; sync() writes those from before
-            board.sync(trial_store)
-            trial_store.on_record = board.follow(trial_store.on_record)
-        evaluator = Evaluator(trial_store, setup.base, Data.make(train, validation, getattr(args, "cv", None), args.seed),
-                              TrialOptions(args.seed, threads, args.trial_timeout, score=args.score), execution,
-                              retry=args.retry_failed, prog=prog)
-        problem = Problem(setup.dims, evaluator, setup.base, args.seed, execution.n_jobs,
-                          show=lambda found: report.format_trials(found, names, top=args.top, images=len(validation)))
-        output, seconds = search(prog, method, problem, setup, trial_store)
-    trials = trial_store.trials()
-    fit_total = sum(r["fit_seconds"] for r in trial_store.rows())
-    configurations = len({tuple(sorted((k, v) for k, v in t.params.items() if k != setup.rung)) for t in trials})
-    print(f"\n{prog}: {configurations} configurations, {len(trial_store.rows())} trainings in "
+        start_search(prog, setup, method, beans, execution, threads)
+        problem = make_problem(prog, setup, state, Data.make(train, validation, method.cv(args), args.seed),
+                               execution, threads)
+        output, seconds = search(prog, method, problem, setup, state.store)
+    return finish(prog, setup, method, beans, state, output, seconds)
+
+
+def start_search(prog, setup, method, beans, execution, threads):
+    """Writes the manifest and says what the search will do."""
+    args, settings = setup.args, setup.settings
+    if setup.asked is not None and setup.total < setup.asked:
+        print(f"{prog}: note: the space holds fewer configurations than asked for; running "
+              f"{setup.total} trainings, not {setup.asked}", file=sys.stderr)
+    store.write_manifest(setup.out, manifest(setup, method, beans))
+    cli.print_config(f"{prog}: resolved configuration", {
+        "data": beans.source, "train / validation images": f"{len(beans.train)} / {len(beans.validation)}",
+        "image size": args.image_size, "seed": args.seed, "out": setup.out, **method.describe(args),
+        "trainings": setup.total, "trials run in": execution.describe(),
+        "parallel trials": execution.n_jobs if not threads else f"{execution.n_jobs} ({threads} threads each)",
+        **({"trial timeout": f"{settings.trial_timeout:g}s"} if settings.trial_timeout else {}),
+        "final model trains on": FINAL_DATA_SHOWN[setup.final.data],
+        **{f"search {d.name}": d.describe() for d in setup.dims},
+        **{k: v for k, v in setup.base.to_dict().items() if k not in setup.names}})
+
+
+def make_problem(prog, setup, state, data, execution, threads):
+    """The store made ready to take this run's rows (progress lines, TensorBoard sessions), and
+    the Problem the method searches: its evaluate path over `data`."""
+    settings, done = setup.settings, state.done
+    retried = announce_resume(prog, setup.out, setup.total, done, settings.retry_failed)
+    state.store.create()
+    state.store.on_record = report.Progress(setup.columns, setup.total + retried, done_before=len(done))
+    if state.board:  # each training's session as its row is appended
+        state.store.on_record = state.board.follow(state.store.on_record)
+    evaluator = Evaluator(state.store, setup.base, data,
+                          TrialOptions(setup.args.seed, threads, settings.trial_timeout, score=settings.score),
+                          execution, retry=settings.retry_failed, prog=prog)
+    return Problem(setup.dims, evaluator, setup.base, setup.args.seed, execution.n_jobs,
+                   show=lambda found: report.format_trials(found, setup.names, top=settings.top,
+                                                           images=len(data.validation)))
+
+
+def finish(prog, setup, method, beans, state, output, seconds):
+    """The ranked table, the final model, best.json (written last), the figures."""
+    trial_store, out, rung = state.store, setup.out, setup.rung
+    rows = trial_store.rows()
+    trials = store.trials_of(rows)
+    fit_total = sum(r["fit_seconds"] for r in rows)
+    configurations = len({tuple(sorted((k, v) for k, v in t.params.items() if k != rung)) for t in trials})
+    print(f"\n{prog}: {configurations} configurations, {len(rows)} trainings in "
           f"{report.duration(seconds)} (sum of fit times {report.duration(fit_total)}"
-          f"{', this run and before' if done else ''})")
-    print(report.format_trials(trials, columns, args.top, rung=setup.rung, images=len(validation)))
-    ok = [t for t in store.rank(trials, setup.rung) if t.status == store.OK]
+          f"{', this run and before' if state.done else ''})")
+    print(report.format_trials(trials, setup.columns, setup.settings.top, rung=rung, images=len(beans.validation)))
+    ok = [t for t in store.rank(trials, rung) if t.status == store.OK]
     if not ok:
         raise cli.RunFailed(f"every trial failed; see {out / store.RESULTS} for their messages "
                             "(--retry-failed trains failed and timed-out trials again)")
+    warn = lambda line: print(f"{prog}: warning: {line}", file=sys.stderr, flush=True)  # noqa: E731
     try:
-        summary = final_model(out, beans, setup.base, ok[0], columns, args.seed, len(trials), seconds, method.script,
-                              setup.final, board=board, fit_seconds=fit_total, resumed=bool(done))
+        final = train_final(beans, setup.base, ok[0], setup.final, setup.args.seed, warn)
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted while training the final model; the search's trainings are saved in "
               f"{trial_store.path}. Run the same command again to train the final model (the search is not "
               "run again).", flush=True)
         raise
+    outputs.save_model(out / store.MODEL, final.trained.model)
+    best = summary(final, ok[0], {"script": method.script, "trials": len(trials), "search_seconds": seconds,
+                                  "fit_seconds": fit_total, "resumed": bool(state.done), "seed": setup.args.seed},
+                   beans)
+    outputs.write_json(out / store.BEST, best)  # last: a finished search
+    if state.board:
+        state.board.curves("final-model", final.trained.history)
     print()
-    print(format_best(summary))
+    print(format_best(best))
     draw_figures(prog, out, {"val_accuracy.png": lambda: report.plot_scores(trials, setup.dims), **output.figures})
     print(f"\nwrote {out}/")
-    return summary
+    return best
 
 
 def search(prog, method, problem, setup, trial_store):
@@ -328,7 +324,7 @@ def search(prog, method, problem, setup, trial_store):
         print(f"\n{prog}: interrupted; {len(rows)} of {setup.total} trainings are saved in "
               f"{trial_store.path}. Run the same command again to resume.")
         if rows:
-            print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung,
+            print(report.format_trials(trial_store.trials(), setup.columns, setup.settings.top, rung=setup.rung,
                                        images=len(problem.evaluate.data.validation)))
         raise
 
@@ -372,13 +368,13 @@ def announce_resume(prog, out, total, done, retry):
     return failed if retry else 0
 
 
-def show_finished(prog, setup, trial_store, summary):
+def show_finished(prog, setup, trial_store, best):
     """A finished search is not run again: its stored results are shown, the test split is not read."""
     print(f"{prog}: {setup.out} holds this search, finished; its stored results follow. The test "
           "split is not read again (--overwrite starts afresh).")
-    on_validation_too = summary.get("final_data") == TRAIN_AND_VALIDATION
+    on_validation_too = best.get("final_data") == TRAIN_AND_VALIDATION
     for name in ("epochs", "patience"):
-        asked, trained = getattr(setup.args, f"final_{name}"), summary.get("hparams", {}).get(name)
+        asked, trained = getattr(setup.settings, f"final_{name}"), best.get("hparams", {}).get(name)
         if name == "patience" and on_validation_too and asked is not None:
             print(f"{prog}: note: --final-patience {asked} not applied: the finished search's model trained on "
                   "train+validation, all its epochs", file=sys.stderr)
@@ -387,15 +383,15 @@ def show_finished(prog, setup, trial_store, summary):
                       f"for up to {outputs.epoch_count(trained)}") if name == "epochs" else f"with patience {trained}"
             print(f"{prog}: note: --final-{name} {asked} not applied: the finished search's model "
                   f"trained {budget}", file=sys.stderr)
-    trained_on = summary.get("final_data", "train")  # searches finished before --final-data: train
-    if setup.args.final_data not in (AUTO, trained_on):
-        print(f"{prog}: note: --final-data {setup.args.final_data} not applied: the finished search's model "
+    trained_on = best.get("final_data", "train")  # searches finished before --final-data: train
+    if setup.settings.final_data not in (AUTO, trained_on):
+        print(f"{prog}: note: --final-data {setup.settings.final_data} not applied: the finished search's model "
               f"trained on {trained_on}", file=sys.stderr)
-    print(report.format_trials(trial_store.trials(), setup.columns, setup.args.top, rung=setup.rung,
-                               images=summary.get("validation_images")))  # searches finished before: no count
+    print(report.format_trials(trial_store.trials(), setup.columns, setup.settings.top, rung=setup.rung,
+                               images=best.get("validation_images")))  # searches finished before: no count
     print()
-    print(format_best(summary))
-    return summary
+    print(format_best(best))
+    return best
 
 
 def draw_figures(prog, out, figures):

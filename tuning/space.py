@@ -244,8 +244,9 @@ def _check_value(name, value):
         raise UsageError(f"{flag(name)}: {err}") from None
 
 
-def build_space(defaults, overrides, allow_range):
-    """Merges a method's default space with the user's flags.
+def build_space(defaults, overrides, allow_range, given=frozenset()):
+    """Merges a method's default space with the user's flags (`overrides`); `given` names the
+    defaults that a file the user gave set (tune_grid.py --grid), asked for as flags are.
 
     Returns (dims, fixed): a flag with one value fixes that hyperparameter for every trial."""
     texts = dict(defaults)
@@ -253,22 +254,23 @@ def build_space(defaults, overrides, allow_range):
     schedules = texts.get("schedule", "")
     if isinstance(schedules, str):
         schedules = schedules.split(",")
-    if "cosine" in (str(v).strip() for v in schedules):
+    if "cosine" in (str(v).strip().lower() for v in schedules):
         # cosine takes no decay: a default decay range gives way; one the user asked for is refused
-        if "decay" not in overrides:
+        if "decay" not in overrides and "decay" not in given:
             texts["decay"] = "0"
-        elif parse_dim("decay", overrides["decay"], allow_range) != Dim("decay", choices=(0.0,)):
-            raise UsageError("--decay belongs to --schedule inverse-time; with cosine in --schedule, "
-                             "leave --decay out (cosine decays to 0 by itself)")
+        elif parse_dim("decay", _text(texts["decay"]), allow_range) != Dim("decay", choices=(0.0,)):
+            if "decay" in overrides:
+                raise UsageError("--decay belongs to --schedule inverse-time; with cosine in --schedule, "
+                                 "leave --decay out (cosine decays to 0 by itself)")
+            raise UsageError("--grid: decay belongs to the inverse-time schedule; with cosine among the "
+                             "schedules, leave decay out of the grid file (cosine decays to 0 by itself)")
     dims, fixed = [], {}
     for name, text in texts.items():
         if name not in HPARAM_NAMES:
             raise UsageError(f"unknown hyperparameter {name!r} (known: {', '.join(HPARAM_NAMES)})")
-        if isinstance(text, (list, tuple)):
-            if not text:
-                raise UsageError(f"{flag(name)}: empty list")
-            text = ",".join(str(v) for v in text)
-        dim = parse_dim(name, text, allow_range)
+        if isinstance(text, (list, tuple)) and not text:
+            raise UsageError(f"{flag(name)}: empty list")
+        dim = parse_dim(name, _text(text), allow_range)
         if dim.is_range and dim.scale == "pow2" and len(powers_of_two(dim.low, dim.high)) == 1:
             dim = Dim(name, choices=tuple(powers_of_two(dim.low, dim.high)))  # e.g. 20:40 is 32
         if not dim.is_range and len(dim.choices) == 1:
@@ -276,6 +278,11 @@ def build_space(defaults, overrides, allow_range):
         else:
             dims.append(dim)
     return dims, fixed
+
+
+def _text(spec):
+    """A spec as a flag gives it: a list (of a grid file) as a comma list."""
+    return ",".join(str(v) for v in spec) if isinstance(spec, (list, tuple)) else spec
 
 
 def coerce(name, text):
