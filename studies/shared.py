@@ -10,7 +10,7 @@ from pathlib import Path
 import cli
 import common
 import outputs
-from tuning.store import TrialStore, claim
+from tuning.store import RESULTS, claim, stored
 
 
 TFDS_TRAIN_IMAGES = 1034
@@ -134,9 +134,8 @@ def run_grid(made, args, study, settings, grid_argv):
 
 
 def grid_store(folder):
-    """The TrialStore of a grid search the study ran into `folder`, its columns read from the header."""
-    header = (folder / "results.csv").read_text().splitlines()[0].split(",")
-    return TrialStore(folder / "results.csv", header[1:header.index("fold")])
+    """The TrialStore of the grid search the study ran into `folder`."""
+    return stored(folder / RESULTS)
 
 
 def number_list(kind, low, high, low_open=False):

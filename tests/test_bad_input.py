@@ -228,3 +228,21 @@ def test_numeric_flag_types_give_a_value_or_argparse_error(text):
         except argparse.ArgumentTypeError:
             continue
         assert math.isfinite(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), name=st.sampled_from(NUMERIC))
+def test_every_value_in_range_is_accepted_by_every_parser(data, name):
+    """The other side of the properties above: a value inside a hyperparameter's range passes
+    HParams, its flag's parser, the space and the numeric flag type, unchanged."""
+    meta = common._FIELDS[name].metadata
+    kind = common.hparam_type(name)
+    if kind is int:
+        value = data.draw(st.integers(int(meta["low"]), int(meta["high"])))
+    else:
+        value = data.draw(st.floats(meta["low"], meta["high"], exclude_min=meta["low_open"],
+                                    exclude_max=meta["high_open"], allow_subnormal=False))
+    assert getattr(common.HParams(**{name: value}), name) == value
+    assert parse_dim(name, repr(value), allow_range=True).choices == (value,)
+    assert build_space({}, {name: repr(value)}, True) == ([], {name: value})
+    assert cli.number(kind, meta["low"], meta["high"], low_open=meta["low_open"])(repr(value)) == value

@@ -235,7 +235,13 @@ def test_two_by_two_grid_runs_four_trials_ranked(data_dir, tmp_path, capsys):
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)
     best = json.loads((out / "best.json").read_text())
     assert best["val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in rows), abs=1e-6)
-    assert 0 <= best["test_accuracy"] <= 1
+    assert best["trials"] == best["trainings"] == 4
+    import keras  # the saved model's own predictions on the test split give best.json's test accuracy
+
+    test = common.Beans(data_dir, image_size=8).test
+    predicted = np.argmax(keras.models.load_model(out / "model.keras").predict(test.x, verbose=0), axis=1)
+    assert best["test_accuracy"] == pytest.approx(float(np.mean(predicted == test.y)), abs=1e-6)  # float32
+    assert best["test_images"] == len(test.y)
     assert {p.name for p in out.iterdir()} == {"search.json", "results.csv", "histories.jsonl", "best.json", "model.keras",
                                               "val_accuracy.png"}
 

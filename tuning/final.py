@@ -87,7 +87,8 @@ def train_final(beans, base, best, final, seed, warn=None):
 
 def summary(final, best, search, beans):
     """best.json's contents: the final model (a Final), the best trial, and `search`, what the
-    search reports of itself (script, trials, search_seconds, fit_seconds, resumed, seed)."""
+    search reports of itself (script, trials, trainings, search_seconds, fit_seconds, resumed,
+    seed)."""
     on_validation_too, trained = final.data == TRAIN_AND_VALIDATION, final.trained
     return {
         "script": search["script"], "params": {k: plain(v) for k, v in best.params.items()},
@@ -97,7 +98,7 @@ def summary(final, best, search, beans):
         # or did not end well (NaN, which strict JSON has no word for; final_status says why)
         "final_val_accuracy": None if on_validation_too or trained.status != "ok" else trained.val_accuracy,
         "final_status": trained.status, "test_accuracy": final.test_accuracy,
-        "final_epochs": trained.epochs, "trials": search["trials"],
+        "final_epochs": trained.epochs, "trials": search["trials"], "trainings": search["trainings"],
         "search_seconds": round(search["search_seconds"], 1),
         "fit_seconds": None if search.get("fit_seconds") is None else round(search["fit_seconds"], 1),
         "resumed": bool(search.get("resumed")), "seed": search["seed"], "image_size": beans.image_size,

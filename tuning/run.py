@@ -291,7 +291,8 @@ def finish(prog, setup, method, beans, state, output, seconds):
               "run again).", flush=True)
         raise
     outputs.save_model(out / store.MODEL, final.trained.model)
-    best = summary(final, ok[0], {"script": method.script, "trials": len(trials), "search_seconds": seconds,
+    best = summary(final, ok[0], {"script": method.script, "trials": len(trials),
+                                  "trainings": len(store.latest_by_key(rows)), "search_seconds": seconds,
                                   "fit_seconds": fit_total, "resumed": bool(state.done), "seed": setup.args.seed},
                    beans)
     outputs.write_json(out / store.BEST, best)  # last: a finished search

@@ -207,6 +207,19 @@ def trials_of(rows):
     return [_aggregate(dict(k), group) for k, group in by_params.items()]
 
 
+def stored(path):
+    """The TrialStore of an existing results.csv, its hyperparameter columns read from its header
+    (a search run by another command: the studies read their grid searches this way)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+    except OSError as err:
+        raise UsageError(f"{path} cannot be read ({err.strerror or err})") from None
+    if header[:1] != ["trial"] or "fold" not in header:
+        raise UsageError(f"{path}: not a search's results.csv (its header is {','.join(header) or 'empty'})")
+    return TrialStore(path, header[1:header.index("fold")])
+
+
 def _aggregate(params, rows):
     scores = [r["val_accuracy"] for r in rows]
     fits = float(np.mean([r["fit_seconds"] for r in rows]))
@@ -364,13 +377,14 @@ BEST_FIELDS = {"val_accuracy": _number_or, "test_accuracy": _number_or,
                "final_val_accuracy": lambda v: _number_or(v, None), "final_epochs": _count}
 LATER_FIELDS = {"hparams": lambda v: isinstance(v, dict), "final_status": lambda v: isinstance(v, str),
                 "final_data": lambda v: isinstance(v, str), "validation_images": lambda v: _count(v, 1),
-                "test_images": lambda v: _count(v, 1), "trials": _count}
+                "test_images": lambda v: _count(v, 1), "trials": _count, "trainings": _count}
 
 
 def read_best(folder, trial_store=None):
     """best.json of a finished search, or None. Content that is not a search's summary, or a
-    results.csv that no longer holds every trial best.json counted (`trial_store`), is one
-    UsageError: the search cannot call itself finished on results it has lost."""
+    results.csv that no longer holds every training (fold, repeat) and trial best.json counted
+    (`trial_store`), is one UsageError: the search cannot call itself finished on results it has
+    lost."""
     path = Path(folder) / BEST
     if not path.exists():
         return None
@@ -382,9 +396,12 @@ def read_best(folder, trial_store=None):
             all(k in summary and ok(summary[k]) for k, ok in BEST_FIELDS.items())
             and all(ok(summary[k]) for k, ok in LATER_FIELDS.items() if k in summary)):
         raise UsageError(f"{path} is not a finished search's summary; pass --overwrite to run the search afresh")
-    counted = summary.get("trials")
-    held = len(trial_store.trials()) if trial_store is not None and counted is not None else None
-    if held is not None and held < counted:
-        raise UsageError(f"{trial_store.path} holds {held} of the {counted} trials "
-                         f"{path.name} counts: results were lost; pass --overwrite to run the search afresh")
+    if trial_store is not None:
+        rows = trial_store.rows()
+        # trainings: every fold and repeat (best.json written before it held them: trials alone)
+        for what, counted, held in (("trainings", summary.get("trainings"), len(latest_by_key(rows))),
+                                    ("trials", summary.get("trials"), len(trials_of(rows)))):
+            if counted is not None and held < counted:
+                raise UsageError(f"{trial_store.path} holds {held} of the {counted} {what} {path.name} counts: "
+                                 "results were lost; pass --overwrite to run the search afresh")
     return summary
