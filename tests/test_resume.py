@@ -124,6 +124,32 @@ def test_a_ctrl_c_that_python_dropped_still_stops_the_run(data_dir, tmp_path, mo
     assert tune_grid.main(command) == 0 and len(evaluated) == 1  # a rerun resumes and finishes
 
 
+def test_a_ctrl_c_that_tensorflow_turned_into_another_error_is_not_stored_as_a_failure(data_dir, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """Ctrl-C inside TensorFlow can surface as a TypeError or an AssertionError: the training is
+    not recorded 'failed' (a plain resume would never train it again); the run stops, and a
+    rerun trains it."""
+    fake, calls = instant_train(common, []), []
+
+    def train(hp, *args, **kwargs):
+        calls.append(hp)
+        if len(calls) == 2:
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                raise TypeError("Failed to convert elements of (None,) to Tensor") from None
+        return fake(hp, *args, **kwargs)
+
+    monkeypatch.setattr(common, "train", train)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    out = tmp_path / "run"
+    command = ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,2e-3,3e-3", "--layers", "1", *TINY]
+    assert tune_grid.main(command) == 130
+    assert [r["status"] for r in rows(out)] == ["ok"]  # the interrupted training left no row
+    assert tune_grid.main(command) == 0
+    assert [r["status"] for r in rows(out)] == ["ok"] * 3 and len(calls) == 2 + 2 + 1  # it trained on rerun
+
+
 def test_resumed_random_search_draws_the_same_candidates(data_dir, tmp_path, monkeypatch, scored):
     argv = ["--data-dir", str(data_dir), "--n-iter", "4", "--learning-rate", "1e-4:1e-1", "--units", "4:64",
             "--seed", "3", "--image-size", "8", "--epochs", "1", "--batch-size", "4", "--decay", "0"]

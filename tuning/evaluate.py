@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import cli
+
 from . import runner
 from .execution import Execution, Killed
 from .space import plain
@@ -51,6 +53,8 @@ class Evaluator:
             job = todo[index]
             if isinstance(result, Killed):
                 result = self.killed(job, result)
+            elif result["status"] != OK:
+                cli.check_interrupted()  # a failure that a Ctrl-C caused is not the training's result
             self.store.append(result)
             self.answers[trial_key(job.params, job.fold)] = complete(result, self.store.names)
         return [self.answers[trial_key(j.params, j.fold)] for j in jobs]

@@ -15,8 +15,13 @@ from common import UsageError
 CONNECT_TIMEOUT = 30  # seconds to wait for a worker, at start and whenever a cluster has none (--connect-timeout)
 
 
-class ClusterLost(Exception):
-    """The cluster had no worker for `Execution.patience` seconds, or cancelled the trainings."""
+class ExecutionLost(Exception):
+    """Where the trainings run is gone: a local trial process died, or a cluster had no worker
+    for `Execution.patience` seconds or cancelled the trainings. Its message says which."""
+
+
+class ClusterLost(ExecutionLost):
+    """A Dask cluster that cannot run the trainings any more."""
 
 
 @dataclass(frozen=True)
@@ -55,36 +60,58 @@ class Execution:
         items = list(items)
         if self.client is not None:
             yield from self._on_cluster(fn, items, data)
-        elif self.n_jobs == 1 or len(items) <= 1:
+        elif self.n_jobs == 1:
             for index, item in enumerate(items):
                 yield index, fn(item, *data)
-        else:
+        elif items:
             import joblib
+            from joblib.externals.loky.process_executor import TerminatedWorkerError
 
             parallel = joblib.Parallel(n_jobs=self.n_jobs, return_as="generator_unordered")
-            yield from parallel(joblib.delayed(_indexed)(index, fn, item, *data) for index, item in enumerate(items))
+            try:
+                yield from parallel(joblib.delayed(_indexed)(index, fn, item, *data)
+                                    for index, item in enumerate(items))
+            except TerminatedWorkerError:
+                raise ExecutionLost("a local trial process died (killed, or out of memory)") from None
 
     def _on_cluster(self, fn, items, data):
+        """At most n_jobs trainings on the cluster at once, so that no training waits on a worker
+        beside a running one: Dask blames every task a dying worker holds. A training whose
+        workers died (KilledWorker) runs again alone once the others are done, and only if it
+        kills its workers alone is it reported Killed: the death is then its own."""
+        held = [self.hold(value) for value in data]
+        suspects = []
+        for index, result in self._window(fn, list(enumerate(items)), held, self.n_jobs):
+            if isinstance(result, Killed):
+                suspects.append(index)
+            else:
+                yield index, result
+        for index in suspects:
+            yield from self._window(fn, [(index, items[index])], held, 1)
+
+    def _window(self, fn, queue, held, width):
         from distributed import wait
 
-        held = [self.hold(value) for value in data]
-        futures = {self.client.submit(fn, item, *held, pure=False): index for index, item in enumerate(items)}
-        pending, alone_since = set(futures), None
+        futures, alone_since = {}, None
         try:
-            while pending:
+            while queue or futures:
+                while queue and len(futures) < width:
+                    index, item = queue.pop(0)
+                    futures[self.client.submit(fn, item, *held, pure=False)] = index
                 try:
-                    done, pending = wait(pending, timeout=1, return_when="FIRST_COMPLETED")
+                    done, _ = wait(list(futures), timeout=1, return_when="FIRST_COMPLETED")
                 except TimeoutError:
                     done = set()
                 for future in sorted(done, key=futures.get):
-                    yield futures[future], _result(future)
+                    yield futures.pop(future), _result(future)
                 now = time.monotonic()
                 alone_since = None if self.client.nthreads() else (alone_since or now)
-                if pending and alone_since is not None and now - alone_since >= self.patience:
-                    raise ClusterLost(f"has had no worker for {self.patience:g}s (--connect-timeout)")
+                if futures and alone_since is not None and now - alone_since >= self.patience:
+                    raise ClusterLost(f"the Dask cluster has had no worker for {self.patience:g}s "
+                                      "(--connect-timeout)")
         finally:
-            if pending:
-                self.client.cancel(list(pending), force=True)
+            if futures:
+                self.client.cancel(list(futures), force=True)
 
     def hold(self, value):
         """A future of `value` on the cluster, made once per search. Not scattered: scattered
@@ -111,7 +138,7 @@ def _result(future):
     if future.status == "finished":
         return future.result()
     if future.status == "cancelled":
-        raise ClusterLost("cancelled the trainings")
+        raise ClusterLost("the Dask cluster cancelled the trainings")
     err = future.exception()
     if type(err).__name__ != "KilledWorker":
         raise err

@@ -254,9 +254,9 @@ def make_problem(prog, setup, state, data, execution, threads):
     """The store made ready to take this run's rows (progress lines, TensorBoard sessions), and
     the Problem the method searches: its evaluate path over `data`."""
     settings, done = setup.settings, state.done
-    retried = announce_resume(prog, setup.out, setup.total, done, settings.retry_failed)
+    last = announce_resume(prog, setup.out, setup.total, done, settings.retry_failed)
     state.store.create()
-    state.store.on_record = report.Progress(setup.columns, setup.total + retried, done_before=len(done))
+    state.store.on_record = report.Progress(setup.columns, last, done_before=len(done))
     if state.board:  # each training's session as its row is appended
         state.store.on_record = state.board.follow(state.store.on_record)
     evaluator = Evaluator(state.store, setup.base, data,
@@ -317,8 +317,8 @@ def search(prog, method, problem, setup, trial_store):
         found = method.search(problem, setup.args)
         cli.check_interrupted()  # not a final model (nor the test split) after a dropped Ctrl-C
         return found, time.perf_counter() - start
-    except ex.ClusterLost as err:
-        raise cli.RunFailed(f"the Dask cluster {err}; {len(trial_store.rows())} trainings are saved in "
+    except ex.ExecutionLost as err:
+        raise cli.RunFailed(f"{err}; {len(trial_store.rows())} trainings are saved in "
                             f"{trial_store.path}: run the same command again to resume") from None
     except KeyboardInterrupt:
         rows = trial_store.rows()
@@ -355,18 +355,20 @@ class Board:
 
 
 def announce_resume(prog, out, total, done, retry):
-    """Says what a resumed search will not train again; returns how many trainings it retries."""
+    """Says what a resumed search will not train again; returns the trial number its last
+    training will get (the store numbers rows, and a retried training adds a row)."""
     if not done:
-        return 0
-    failed = sum(r["status"] in store.RETRYABLE for r in store.latest_by_key(done).values())
-    kept = len(done) - (failed if retry else 0)
-    print(f"resuming: {len(done)} of {total} trainings are in {out / store.RESULTS}; {kept} will not "
+        return total
+    latest = store.latest_by_key(done).values()
+    failed = sum(r["status"] in store.RETRYABLE for r in latest)
+    kept = len(latest) - (failed if retry else 0)
+    print(f"resuming: {len(latest)} of {total} trainings are in {out / store.RESULTS}; {kept} will not "
           "be trained again", flush=True)
     if failed:
         print(f"{failed} of them failed or timed out"
               + (": training them again (--retry-failed)" if retry else "; --retry-failed trains them again"),
               flush=True)
-    return failed if retry else 0
+    return len(done) + total - kept
 
 
 def show_finished(prog, setup, trial_store, best):

@@ -128,6 +128,7 @@ def train_trial(hp, train, val, options, label="trial"):
     try:
         result = common.train(hp, train, val, seed=options.seed, log=log, timeout=options.timeout)
     except Exception as err:  # noqa: BLE001 - a failed trial is recorded, the search goes on
+        cli.check_interrupted()  # a Ctrl-C that surfaced inside TensorFlow as another error: not a result
         return Outcome(float("nan"), FAILED, f"{err.__class__.__name__}: {err}", time.perf_counter() - start,
                        time.process_time() - cpu)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu  # model building included

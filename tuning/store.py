@@ -140,7 +140,7 @@ class TrialStore:
             with open(self.path, encoding="utf-8", errors="replace") as handle:
                 text = handle.read()
         except OSError as err:
-            raise UsageError(f"{self.path} cannot be read ({err.strerror}); fix that or choose "
+            raise UsageError(f"{self.path} cannot be read ({err.strerror or err}); fix that or choose "
                              "another --out") from None
         rows = self._parse(text)
         for row in rows:
@@ -190,13 +190,9 @@ class TrialStore:
         """{trial key: row}, the last row of each training (a retried trial's new row wins)."""
         return latest_by_key(self.rows())
 
-    def trials(self, candidates=None):
-        """One Trial per configuration, in `candidates` order (default: order of first appearance)."""
-        trials = trials_of(self.rows())
-        if candidates is None:
-            return trials
-        by_key = {trial_key(t.params, "")[0]: t for t in trials}
-        return [by_key[k] for k in dict.fromkeys(trial_key(c, "")[0] for c in candidates) if k in by_key]
+    def trials(self):
+        """One Trial per configuration, in order of first appearance."""
+        return trials_of(self.rows())
 
 
 def trials_of(rows):
