@@ -92,17 +92,6 @@ def search_and_kill_a_busy_worker(argv, n_workers):
 LONG = [*TINY, "--epochs", "200", "--patience", "200", "--final-epochs", "1"]  # long trials, a short final model
 
 
-def test_a_worker_killed_mid_trial_costs_only_that_trial(data_dir, tmp_path):
-    out = tmp_path / "run"
-    code, pid = search_and_kill_a_busy_worker(
-        ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3", "--layers", "1,2", *LONG],
-        n_workers=2)
-    assert code == 0
-    done = rows(out)
-    assert len(done) == 2 and all(r["status"] == "ok" for r in done)  # the killed trial ran again elsewhere
-    assert str(pid) not in {r["worker"].split(":")[1] for r in done}
-
-
 def a_cluster_where_two_layers_kill_the_worker(allowed_failures, n_workers=2, threads=1):
     """A LocalCluster on which any training with layers=2 kills its worker process (a plugin, so
     that the workers the nannies restart do it too)."""
@@ -151,7 +140,7 @@ def test_a_training_that_kills_its_workers_is_recorded_failed(data_dir, tmp_path
     out = tmp_path / "run"
     with a_cluster_where_two_layers_kill_the_worker(allowed_failures=1, n_workers=1, threads=2) as local:
         code = run_bounded(script.main, ["--data-dir", str(data_dir), "--out", str(out), "--scheduler",
-                                         local.scheduler_address, *argv, *TINY])
+                                         local.scheduler_address, "--connect-timeout", "120", *argv, *TINY])
     assert code == 0  # not None: the search did not hang
     by_layers = {r["layers"]: r for r in rows(out)}
     assert len(rows(out)) == 3 and set(by_layers) == {"1", "2", "3"}  # each trained once
@@ -325,7 +314,9 @@ def test_a_tls_cluster_serves_only_holders_of_its_certificates(data_dir, tmp_pat
 
 
 def test_a_cluster_whose_only_worker_dies_still_finishes_the_search(data_dir, tmp_path):
-    out = tmp_path / "run"  # the nanny restarts the worker; the data held on it are computed again
+    """A worker killed mid-trial costs only that trial: the nanny restarts it, the data held on it
+    are computed again, the trial trains again there, the finished one is not trained again."""
+    out = tmp_path / "run"
     code, pid = search_and_kill_a_busy_worker(
         ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *LONG],
         n_workers=1)

@@ -7,6 +7,8 @@ import pytest
 
 import common
 
+pytestmark = pytest.mark.usefixtures("graph_mode")  # the model as users train it
+
 
 def layer_graph(model):
     """(layer, inbound layer) pairs of a functional model."""

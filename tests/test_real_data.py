@@ -10,7 +10,8 @@ import train_bn
 from conftest import real_data_dir
 
 REAL = real_data_dir()
-pytestmark = pytest.mark.skipif(REAL is None, reason="no ../shared/beans beside the project")
+pytestmark = [pytest.mark.skipif(REAL is None, reason="no ../shared/beans beside the project"),
+              pytest.mark.usefixtures("graph_mode")]  # as users train
 
 
 def test_split_sizes_and_class_names():

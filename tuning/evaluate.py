@@ -53,7 +53,7 @@ class Evaluator:
             job = todo[index]
             if isinstance(result, Killed):
                 result = self.killed(job, result)
-            elif result["status"] != OK:
+            elif result.get("status", OK) != OK:
                 cli.check_interrupted()  # a failure that a Ctrl-C caused is not the training's result
             self.store.append(result)
             self.answers[trial_key(job.params, job.fold)] = complete(result, self.store.names)
