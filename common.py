@@ -29,9 +29,9 @@ CLASS_NAMES = ("angular_leaf_spot", "bean_rust", "healthy")  # TFDS label ids 0,
 SCHEDULES = ("inverse-time", "cosine")  # learning-rate schedules (learning_rate_schedule)
 SPLITS = ("train", "validation", "test")
 DATA_ENV = "BEANS_DATA_DIR"
-# "1": Keras runs each step eagerly instead of tracing it into a graph first. Tracing costs seconds
-# per training whatever its size (a 1-epoch training of 12 8x8 images took 4.0 s traced, 1.0 s
-# eager, when measured); on real data graph mode is the faster. The test suite sets it.
+# "1": Keras runs each step eagerly instead of tracing it into a graph first (Keras's default).
+# Tracing costs seconds per training whatever its size: the test suite, which trains hundreds of
+# tiny models, sets it (README, "Tests").
 EAGER_ENV = "BEANS_RUN_EAGERLY"
 # tfds.load("beans") downloads from this host; probed first so that an offline machine
 # fails in seconds instead of retrying for minutes.
