@@ -94,7 +94,7 @@ def search_and_kill_a_busy_worker(argv, n_workers):
 LONG = [*TINY, "--epochs", "200", "--patience", "200", "--final-epochs", "1"]
 
 
-def a_cluster_where_two_layers_kill_the_worker(allowed_failures, n_workers=2, threads=1):
+def a_cluster_where_two_layers_kill_the_worker(allowed_failures):
     """A LocalCluster on which any training with layers=2 kills its worker process (a plugin, so
     that the workers the nannies restart do it too)."""
     import dask
@@ -115,8 +115,8 @@ def a_cluster_where_two_layers_kill_the_worker(allowed_failures, n_workers=2, th
             common.train = train
 
     with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
-        local = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
-                                         host="127.0.0.1", dashboard_address=None, worker_dashboard_address=None)
+        local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                         dashboard_address=None, worker_dashboard_address=None)
     with distributed.Client(local) as client:
         client.register_plugin(KillOnTwoLayers())
     return local
@@ -170,6 +170,24 @@ def test_a_training_blamed_with_a_killer_runs_again_alone(monkeypatch):
     found = list(cluster.run(None, ["innocent", "killer", "other"]))
     assert found == [(2, "row of other"), (0, "row of innocent"), (1, execution.Killed(2, "tcp://w:1"))]
     assert widths == [(2, [0, 1, 2]), (1, [0]), (1, [1])]  # at most n_jobs at once; each suspect alone
+
+
+def test_no_more_trainings_run_at_once_than_asked(cluster):
+    """Execution.run keeps at most n_jobs tasks on the cluster: with 1 on a cluster of two
+    worker threads, no two tasks overlap in time (none waits on a worker beside another)."""
+    import time
+
+    from tuning.execution import Execution
+
+    def span(item):
+        start = time.time()
+        time.sleep(0.3)
+        return start, time.time()
+
+    with distributed.Client(cluster) as client:
+        spans = sorted(result for _, result in Execution(n_jobs=1, client=client).run(span, range(4)))
+    assert len(spans) == 4
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))  # one at a time
 
 
 def test_one_worker_thread_still_runs_every_trial_on_the_cluster(data_dir, tmp_path):

@@ -299,3 +299,24 @@ def edit_best(out, change):
     best = json.loads((out / "best.json").read_text())
     change(best)
     (out / "best.json").write_text(json.dumps(best))
+
+
+def test_the_folder_stays_locked_while_the_final_model_trains(data_dir, tmp_path, monkeypatch, scored):
+    """A second run into the folder is refused until best.json is written: it cannot train its own
+    final model and read the test split a second time."""
+    from tuning import run, store
+
+    out, refused = tmp_path / "run", []
+    real = run.train_final
+
+    def train_final(*args, **kwargs):
+        try:
+            with store.claim(out):
+                pass
+        except common.UsageError as err:
+            refused.append(str(err))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "train_final", train_final)
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 0
+    assert len(refused) == 1 and "in use by another run" in refused[0]

@@ -296,3 +296,14 @@ def test_a_failed_attempt_is_a_group_of_its_own_and_sessions_are_staged_outside_
     umask = os.umask(0)
     os.umask(umask)
     assert (logdir / "trial-0001").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_run_refused_before_training_writes_no_tensorboard_files(data_dir, tmp_path, capsys):
+    """--tensorboard's experiment is written only once every check has passed: a refused run would
+    otherwise leave an experiment that a later search in the folder keeps."""
+    import tune_grid
+
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "0.01,0.02",
+                           "--layers", "1", "--tensorboard", "--cv", "40", *TINY]) == 2
+    assert "--cv 40" in capsys.readouterr().err and not out.exists()

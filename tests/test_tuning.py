@@ -584,3 +584,15 @@ def test_the_default_searches_train_the_augmented_bn_model_on_a_cosine_schedule(
         "batch_norm": True, "augment": True, "schedule": "cosine", "bn_momentum": 0.9, "epochs": 20, "patience": 20}
     assert len(results(out)) == 8 and scored[:8] == [20] * 8 and scored[8] == 60
     assert json.loads((out / "best.json").read_text())["final_data"] == "train+validation"
+
+
+def test_a_grid_file_with_the_cosine_schedule_runs_trials_to_their_end_as_the_flag_does(tmp_path):
+    """--epochs 40 with cosine: the trials' patience is 40 whether the schedule comes from the
+    default, a flag or a grid file (a list there)."""
+    from tuning.run import prepare
+
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"schedule": ["cosine"], "layers": [1, 2]}))
+    for extra in ([], ["--schedule", "cosine"], ["--grid", str(grid)]):
+        setup = prepare(["--layers", "1,2", "--epochs", "40", *extra], tune_grid.METHOD)
+        assert (setup.base.epochs, setup.base.patience) == (40, 40), extra

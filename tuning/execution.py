@@ -40,6 +40,7 @@ class Execution:
     n_jobs: int = 1
     client: object = None
     patience: float = CONNECT_TIMEOUT  # seconds a cluster may have no worker before its search ends
+    follow_cluster: bool = False  # on a cluster: as many trainings at once as it has threads now
     _copies: dict = field(default_factory=dict, repr=False)  # {id(data): (data, its future)}
 
     @property
@@ -54,9 +55,10 @@ class Execution:
 
     def run(self, fn, items, *data):
         """Yields (index, fn(item, *data)) for each of `items` as it finishes, in whatever order;
-        (index, Killed) for one that killed its Dask workers. Raises ClusterLost when a cluster
-        has had no worker for `patience` seconds. Whatever has not finished when the caller stops
-        (Ctrl-C, an error) is cancelled."""
+        (index, Killed) for one that killed its Dask workers when it ran alone. Raises
+        ExecutionLost when a local trial process dies, ClusterLost when a cluster has had no
+        worker for `patience` seconds or cancelled the trainings. Whatever has not finished when
+        the caller stops (Ctrl-C, an error) is cancelled."""
         items = list(items)
         if self.client is not None:
             yield from self._on_cluster(fn, items, data)
@@ -75,8 +77,9 @@ class Execution:
                 raise ExecutionLost("a local trial process died (killed, or out of memory)") from None
 
     def _on_cluster(self, fn, items, data):
-        """At most n_jobs trainings on the cluster at once, so that no training waits on a worker
-        beside a running one: Dask blames every task a dying worker holds. A training whose
+        """At most n_jobs trainings on the cluster at once (with follow_cluster, as many as it has
+        threads at the moment), so that no training waits on a worker beside a running one: Dask
+        blames every task a dying worker holds. A training whose
         workers died (KilledWorker) runs again alone once the others are done, and only if it
         kills its workers alone is it reported Killed: the death is then its own."""
         held = [self.hold(value) for value in data]
@@ -95,7 +98,8 @@ class Execution:
         futures, alone_since = {}, None
         try:
             while queue or futures:
-                while queue and len(futures) < width:
+                wide = max(sum(self.client.nthreads().values()), 1) if self.follow_cluster and width > 1 else width
+                while queue and len(futures) < wide:
                     index, item = queue.pop(0)
                     futures[self.client.submit(fn, item, *held, pure=False)] = index
                 try:

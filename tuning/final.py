@@ -58,15 +58,17 @@ class Final:
     test_accuracy: float
 
 
-def train_final(beans, base, best, final, seed, warn=None):
+def train_final(beans, base, best, final, seed, warn=None, names=None):
     """Trains the best trial's configuration on top of `base` with `final` (a FinalBudget: the
     search only ranked configurations) and reads the test split once; returns a Final. Says what
-    it trains on, and `warn`s (one line) when the training did not end well."""
+    it trains on (the best values in the order of `names`), and `warn`s (one line) when the
+    training did not end well."""
     hp = dataclasses.replace(base, **{k: plain(v) for k, v in best.params.items()})
     trial_budget = f"{outputs.epoch_count(hp.epochs)}, patience {hp.patience}"
     hp = final.apply(hp)
     data = final.data_for(hp)
-    chosen = f"\nbest: {' '.join(f'{n}={fmt(v)}' for n, v in best.params.items())}  (val_acc {best.val_accuracy:.4f}); "
+    shown = " ".join(f"{n}={fmt(best.params[n])}" for n in (names or best.params))
+    chosen = f"\nbest: {shown}  (val_acc {best.val_accuracy:.4f}); "
     log = lambda line: print(line, flush=True)  # noqa: E731
     if data == TRAIN_AND_VALIDATION:
         print(chosen + f"retraining on the train and validation splits ({len(beans.train) + len(beans.validation)} "

@@ -27,7 +27,7 @@ from .final import AUTO, TRAIN_AND_VALIDATION, FinalBudget, format_best, summary
 from .flags import SearchSettings, parser_for
 from .runner import Data, TrialOptions, limit_threads
 from .searches import Problem, SearchOutput
-from .space import FINAL_EPOCHS, TRIAL_DEFAULTS, build_space
+from .space import FINAL_EPOCHS, TRIAL_DEFAULTS, build_space, spec_text
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def trials_run_to_the_end(space, overrides):
     with the cosine schedule, one --epochs value the user gives becomes the trials' patience too,
     unless a flag or a grid file sets the patience (another schedule keeps early stopping)."""
     epochs = str(overrides.get("epochs", "")).strip()
-    schedule = str(overrides.get("schedule", space.get("schedule", ""))).strip().lower()
+    schedule = str(overrides.get("schedule", spec_text(space.get("schedule", "")))).strip().lower()
     if (epochs and "," not in epochs and ":" not in epochs and "patience" not in overrides and schedule == "cosine"
             and space.get("patience") == TRIAL_DEFAULTS["patience"] == TRIAL_DEFAULTS["epochs"]):
         return {**space, "patience": epochs}
@@ -172,7 +172,8 @@ def open_execution(settings, stack):
         timeout = settings.connect_timeout or ex.CONNECT_TIMEOUT
         client = stack.enter_context(ex.connect(settings.scheduler, timeout, security))
         n_jobs = settings.n_jobs if settings.n_jobs > 1 else max(sum(client.nthreads().values()), 1)
-        return ex.Execution(n_jobs, client, patience=timeout), settings.threads_per_trial
+        return (ex.Execution(n_jobs, client, patience=timeout, follow_cluster=settings.n_jobs == 1),
+                settings.threads_per_trial)
     threads = settings.threads_per_trial
     if settings.n_jobs > 1 and threads is None:
         threads = ex.default_threads(settings.n_jobs)
@@ -214,11 +215,11 @@ def run(argv, method):
     beans = common.Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
     with contextlib.ExitStack() as stack:
         execution, threads = open_execution(settings, stack)
-        stack.enter_context(store.claim(setup.out))
+        stack.enter_context(store.claim(setup.out))  # held until best.json is written
         state = open_state(prog, setup, method, beans)
-        if state.board:  # a finished search, or one run before without --tensorboard: its sessions now
-            state.board.sync(state.store)
         if state.finished is not None:
+            if state.board:  # a search finished without --tensorboard gets its experiment now
+                state.board.sync(state.store)
             return show_finished(prog, setup, state.store, state.finished)
         if threads and execution.in_this_process and not limit_threads(threads):
             print(f"{prog}: note: --threads-per-trial {threads} not applied: TensorFlow already runs in "
@@ -226,10 +227,12 @@ def run(argv, method):
         train, validation = beans.train, beans.validation  # decoded here, after every check
         method.check_data(args, train, validation)
         start_search(prog, setup, method, beans, execution, threads)
+        if state.board:  # the sessions of trainings stored by a run without --tensorboard
+            state.board.sync(state.store)
         problem = make_problem(prog, setup, state, Data.make(train, validation, method.cv(args), args.seed),
                                execution, threads)
         output, seconds = search(prog, method, problem, setup, state.store)
-    return finish(prog, setup, method, beans, state, output, seconds)
+        return finish(prog, setup, method, beans, state, output, seconds)
 
 
 def start_search(prog, setup, method, beans, execution, threads):
@@ -284,13 +287,13 @@ def finish(prog, setup, method, beans, state, output, seconds):
                             "(--retry-failed trains failed and timed-out trials again)")
     warn = lambda line: print(f"{prog}: warning: {line}", file=sys.stderr, flush=True)  # noqa: E731
     try:
-        final = train_final(beans, setup.base, ok[0], setup.final, setup.args.seed, warn)
+        final = train_final(beans, setup.base, ok[0], setup.final, setup.args.seed, warn, setup.columns)
+        outputs.save_model(out / store.MODEL, final.trained.model)
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted while training the final model; the search's trainings are saved in "
               f"{trial_store.path}. Run the same command again to train the final model (the search is not "
               "run again).", flush=True)
         raise
-    outputs.save_model(out / store.MODEL, final.trained.model)
     best = summary(final, ok[0], {"script": method.script, "trials": len(trials),
                                   "trainings": len(store.latest_by_key(rows)), "search_seconds": seconds,
                                   "fit_seconds": fit_total, "resumed": bool(state.done), "seed": setup.args.seed},

@@ -254,11 +254,11 @@ def build_space(defaults, overrides, allow_range, given=frozenset()):
     schedules = texts.get("schedule", "")
     if isinstance(schedules, str):
         schedules = schedules.split(",")
-    if "cosine" in (str(v).strip().lower() for v in schedules):
+    if "cosine" in (str(v).strip() for v in schedules):
         # cosine takes no decay: a default decay range gives way; one the user asked for is refused
         if "decay" not in overrides and "decay" not in given:
             texts["decay"] = "0"
-        elif parse_dim("decay", _text(texts["decay"]), allow_range) != Dim("decay", choices=(0.0,)):
+        elif parse_dim("decay", spec_text(texts["decay"]), allow_range) != Dim("decay", choices=(0.0,)):
             if "decay" in overrides:
                 raise UsageError("--decay belongs to --schedule inverse-time; with cosine in --schedule, "
                                  "leave --decay out (cosine decays to 0 by itself)")
@@ -270,7 +270,7 @@ def build_space(defaults, overrides, allow_range, given=frozenset()):
             raise UsageError(f"unknown hyperparameter {name!r} (known: {', '.join(HPARAM_NAMES)})")
         if isinstance(text, (list, tuple)) and not text:
             raise UsageError(f"{flag(name)}: empty list")
-        dim = parse_dim(name, _text(text), allow_range)
+        dim = parse_dim(name, spec_text(text), allow_range)
         if dim.is_range and dim.scale == "pow2" and len(powers_of_two(dim.low, dim.high)) == 1:
             dim = Dim(name, choices=tuple(powers_of_two(dim.low, dim.high)))  # e.g. 20:40 is 32
         if not dim.is_range and len(dim.choices) == 1:
@@ -280,7 +280,7 @@ def build_space(defaults, overrides, allow_range, given=frozenset()):
     return dims, fixed
 
 
-def _text(spec):
+def spec_text(spec):
     """A spec as a flag gives it: a list (of a grid file) as a comma list."""
     return ",".join(str(v) for v in spec) if isinstance(spec, (list, tuple)) else spec
 
