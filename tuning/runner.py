@@ -229,7 +229,7 @@ class Data:
 
 def train_job(job, base, data, options):
     """Trains `job` (a Job) from `base` (HParams) on `data` (Data) and returns its row."""
-    params, fold = {k: v for k, v in job.params.items()}, job.fold
+    params, fold = job.params, job.fold
     if fold.startswith("seed"):  # a repeat: its own seed, on the validation split
         options = dataclasses.replace(options, seed=int(fold[4:]))
     estimator = BeansClassifier(**{**base.to_dict(), **{k: plain(v) for k, v in params.items()}})
