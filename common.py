@@ -363,11 +363,12 @@ class Beans:
         return self.split("test")
 
 
-def make_dataset(split, batch_size, seed=0, training=False, augment=False):
+def make_dataset(split, batch_size, seed=0, training=False, augment=False, augmenter=None):
     """tf.data over in-memory arrays: seeded per-epoch shuffle, batch, augment, prefetch. A seed
     gives the same batches and the same augmented images on every run (augmentation maps one
-    batch at a time). Under a thread cap (intra-op threads set), tf.data uses that many threads
-    and no autotuning. Why: docs/training.md."""
+    batch at a time; `augmenter`: make_augmenter(seed)'s, given to read or set its random state).
+    Under a thread cap (intra-op threads set), tf.data uses that many threads and no
+    autotuning. Why: docs/training.md."""
     import tensorflow as tf
 
     threads = tf.config.threading.get_intra_op_parallelism_threads()
@@ -376,7 +377,7 @@ def make_dataset(split, batch_size, seed=0, training=False, augment=False):
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if training and augment:
-        augmenter = make_augmenter(seed)
+        augmenter = augmenter or make_augmenter(seed)
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y))
     if not threads:
         return ds.prefetch(tf.data.AUTOTUNE)
@@ -475,9 +476,10 @@ class TrainResult:
     model: object
     history: dict           # per-epoch lists: loss, accuracy, val_loss, val_accuracy, lr
     val_accuracy: float     # best epoch's (the weights kept)
-    epochs: int             # epochs actually run
+    epochs: int             # epochs this call ran (a continued training: after its start)
     seconds: float
     status: str = "ok"      # "ok", "nan" (loss diverged) or "timeout"
+    state: object = None    # graphs.State at the end, when the plan asked to keep it
 
 
 def epoch_line(epoch, epochs, logs, seconds, lr):
@@ -496,26 +498,35 @@ def join_splits(*splits):
                  files=tuple(f for s in splits for f in s.files))
 
 
-def train(hp, train_split, val_split, seed=0, log=print, image_size=None, timeout=None, keep_best=True):
-    """Trains a fresh model; early-stops on validation accuracy and keeps the best weights
+def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best=True, plan=None):
+    """Trains a model; early-stops on validation accuracy and keeps the best weights
     (keep_best=False: the last epoch's, for measurements that must not pick an epoch on the
     validation split they then score). With `val_split` None there is nothing to stop on or
     pick by: all hp.epochs train, the last epoch's weights are kept, val_accuracy is NaN.
 
-    With `timeout` (seconds), training stops at the first batch past it: status "timeout"."""
+    With `timeout` (seconds), training stops at the first batch past it: status "timeout".
+    `plan` (graphs.Plan): reuse a compiled model, continue a saved State up to hp.epochs, spread
+    the learning-rate schedule over more epochs than hp.epochs, return the end State."""
     import keras
     import tensorflow as tf
 
+    import graphs
+
+    plan = plan or graphs.Plan()
     if val_split is None and keep_best:
         raise ValueError("keep_best needs a validation split to pick the best epoch on")
     tf.get_logger().setLevel("ERROR")  # each new model retraces tf.functions; that is expected here
-    keras.backend.clear_session()  # free the previous model's graph and memory
+    if not plan.reuse:
+        keras.backend.clear_session()  # free the previous model's graph and memory
     keras.utils.set_random_seed(seed)
-    image_size = image_size or train_split.x.shape[1]
-    model = build_model(hp, image_size)
     steps = math.ceil(len(train_split) / hp.batch_size)
-    model.compile(optimizer=make_optimizer(hp, steps), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], run_eagerly=os.environ.get(EAGER_ENV) == "1")
+    model = graphs.compiled(hp, train_split.x.shape[1], steps, plan.horizon or hp.epochs,
+                            (train_split.x[:1], train_split.y[:1]), eager=os.environ.get(EAGER_ENV) == "1",
+                            reuse=plan.reuse)
+    start = plan.start
+    if start is not None:
+        graphs.restore(model, start)
+    done = start.epochs if start is not None else 0
 
     class EpochLog(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -532,29 +543,45 @@ def train(hp, train_split, val_split, seed=0, log=print, image_size=None, timeou
         expired = False
 
         def on_train_batch_end(self, batch, logs=None):
-            if timeout is not None and time.perf_counter() - start > timeout:
+            if timeout is not None and time.perf_counter() - begin > timeout:
                 TimeLimit.expired = True
                 self.model.stop_training = True
 
-    callbacks = [EpochLog(), keras.callbacks.TerminateOnNaN(), TimeLimit()]
+    augmenter = make_augmenter(seed) if hp.augment else None
+    if start is not None and augmenter is not None:
+        graphs.restore_augmenter(augmenter, start)
+    snapshot = graphs.Snapshot(augmenter)  # first: it reads the weights before early stopping restores the best
+    callbacks = [snapshot, EpochLog(), keras.callbacks.TerminateOnNaN(), TimeLimit()]
+    stopper = None
     if val_split is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=hp.patience,
-                                                       restore_best_weights=keep_best))
-    start = time.perf_counter()
-    fit = model.fit(
-        make_dataset(train_split, hp.batch_size, seed=seed, training=True, augment=hp.augment),
-        validation_data=None if val_split is None else make_dataset(val_split, hp.batch_size),
-        epochs=hp.epochs, verbose=0, shuffle=False,  # make_dataset shuffles
-        callbacks=callbacks,
-    )
-    seconds = time.perf_counter() - start
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+        stopper = graphs.EarlyStopping(start, monitor="val_accuracy", mode="max", patience=hp.patience,
+                                       restore_best_weights=keep_best)
+        callbacks.append(stopper)
+    begin = time.perf_counter()
+    earlier = start.history if start is not None else {}
+    if start is not None and (start.stopped or done >= hp.epochs):
+        history = earlier  # nothing left to train: early stopping ended it, or it is long enough
+        if keep_best and start.best_weights is not None:
+            model.set_weights(start.best_weights)
+    else:
+        fit = model.fit(
+            graphs.advance(make_dataset(train_split, hp.batch_size, seed=seed, training=True, augment=hp.augment,
+                                        augmenter=augmenter), done),
+            validation_data=None if val_split is None else make_dataset(val_split, hp.batch_size),
+            epochs=hp.epochs, initial_epoch=done, verbose=0, shuffle=False,  # make_dataset shuffles
+            callbacks=callbacks,
+        )
+        history = {k: [*earlier.get(k, []), *(float(v) for v in vals)] for k, vals in fit.history.items()}
+    seconds = time.perf_counter() - begin
     losses = history.get("loss", [])
     diverged = any(not math.isfinite(v) for v in losses)
     vals = [v for v in history.get("val_accuracy", []) if math.isfinite(v)]
     status = "nan" if diverged else "timeout" if TimeLimit.expired else "ok"
+    state = None
+    if plan.keep and status == "ok":
+        state = snapshot.state(history, stopper) if snapshot.weights is not None else start
     return TrainResult(model=model, history=history, val_accuracy=max(vals) if vals and status == "ok" else float("nan"),
-                       epochs=len(losses), seconds=seconds, status=status)
+                       epochs=len(losses) - done, seconds=seconds, status=status, state=state)
 
 
 def evaluate(model, split, batch_size=64):

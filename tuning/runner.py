@@ -56,6 +56,8 @@ class TrialOptions:
     heartbeat: float = 60.0         # seconds between a running trial's epoch lines (None: silent;
                                     # on a Dask worker always silent)
     score: str = scoring.DEFAULT    # how a trial on the validation split is scored (tuning.scoring)
+    reuse: bool = False             # trainings may reuse compiled models (graphs.compiled): a search's
+                                    # trainings keep no model past their own scoring
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class Job:
 
     params: dict
     fold: str = "validation"
+    start: object = None    # graphs.State this training continues (continuing halving), or None
+    horizon: int = None     # epochs its learning-rate schedule spans (None: its own epochs)
+    keep: bool = False      # return its end State with its row (a halving rung below the top)
 
 
 @dataclass
@@ -79,13 +84,16 @@ class Outcome:
     epochs: int = 0
     model: object = None
     history: dict = None  # per-epoch curves (common.TrainResult.history), stored beside the row
+    state: object = None  # graphs.State at the end, when the job asked to keep it
 
     def row(self, job):
-        """The store's row of `job` (tuning.store.TrialStore.append), made where it trained."""
+        """The store's row of `job` (tuning.store.TrialStore.append), made where it trained;
+        with the training's end State under "state" when the job kept it (tuning.evaluate saves it)."""
         return {"params": dict(job.params), "fold": job.fold, "val_accuracy": self.val_accuracy,
                 "epochs": self.epochs, "fit_seconds": self.seconds, "cpu_seconds": self.cpu_seconds,
                 "status": self.status, "message": self.message, "worker": f"{socket.gethostname()}:{os.getpid()}",
-                **({"history": self.history} if self.history else {})}
+                **({"history": self.history} if self.history else {}),
+                **({"state": self.state} if self.state is not None else {})}
 
 
 class Heartbeat:
@@ -117,8 +125,11 @@ def on_dask_worker():
     return True
 
 
-def train_trial(hp, train, val, options, label="trial"):
-    """Trains one configuration; never raises for a failed training (the Outcome says why)."""
+def train_trial(hp, train, val, options, label="trial", job=None):
+    """Trains one configuration; never raises for a failed training (the Outcome says why).
+    `job` (a Job) may continue a saved state, span a longer schedule, keep its end state."""
+    import graphs
+
     cli.check_interrupted()  # a Ctrl-C that Python dropped during the last trial stops the search here
     if options.threads:
         limit_threads(options.threads)
@@ -126,7 +137,9 @@ def train_trial(hp, train, val, options, label="trial"):
     log = Heartbeat(label, options.heartbeat) if options.heartbeat and not on_dask_worker() else None
     start, cpu = time.perf_counter(), time.process_time()
     try:
-        result = common.train(hp, train, val, seed=options.seed, log=log, timeout=options.timeout)
+        plan = graphs.Plan(reuse=options.reuse, start=job and job.start, horizon=job and job.horizon,
+                           keep=bool(job and job.keep))
+        result = common.train(hp, train, val, seed=options.seed, log=log, timeout=options.timeout, plan=plan)
     except Exception as err:  # noqa: BLE001 - a failed trial is recorded, the search goes on
         cli.check_interrupted()  # a Ctrl-C that surfaced inside TensorFlow as another error: not a result
         return Outcome(float("nan"), FAILED, f"{err.__class__.__name__}: {err}", time.perf_counter() - start,
@@ -140,7 +153,8 @@ def train_trial(hp, train, val, options, label="trial"):
                        result.epochs, history=result.history)
     # best-epoch is what train() measured for the weights it kept; another score reads the curve
     score = result.val_accuracy if options.score == "best-epoch" else scoring.score(result.history, options.score)
-    return Outcome(score, OK, "", seconds, cpu, result.epochs, result.model, history=result.history)
+    return Outcome(score, OK, "", seconds, cpu, result.epochs, result.model, history=result.history,
+                   state=result.state)
 
 
 @dataclass(frozen=True)
@@ -171,7 +185,7 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
     def hparams(self):
         return HParams(**{n: plain(getattr(self, n)) for n in HPARAM_NAMES if getattr(self, n) is not None})
 
-    def fit(self, X, y, validation=None, options=None, label="trial"):
+    def fit(self, X, y, validation=None, options=None, label="trial", job=None):
         options = options or TrialOptions(heartbeat=None)  # a bare estimator: silent
         if self.seed is not None:
             options = dataclasses.replace(options, seed=int(self.seed))
@@ -181,7 +195,7 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
         except ValueError as err:  # a fold too small to hold out every class
             self.outcome_ = Outcome(float("nan"), FAILED, f"{err.__class__.__name__}: {err}")
         else:
-            self.outcome_ = train_trial(self.hparams(), train, val, options, label)
+            self.outcome_ = train_trial(self.hparams(), train, val, options, label, job)
         self.model_, self.outcome_.model = self.outcome_.model, None
         return self
 
@@ -236,11 +250,11 @@ def train_job(job, base, data, options):
     label = describe(params, fold)
     if not fold.startswith("cv"):
         estimator.fit(data.train.x, data.train.y, validation=Holdout(data.validation.x, data.validation.y),
-                      options=options, label=label)
+                      options=options, label=label, job=job)
         return estimator.outcome_.row(job)  # scored as train() measured it: no second pass
     k = int(fold[2:]) - 1
     fit_rows, scored_rows = data.test_fold != k, data.test_fold == k
-    estimator.fit(data.x[fit_rows], data.y[fit_rows], options=options, label=label)
+    estimator.fit(data.x[fit_rows], data.y[fit_rows], options=options, label=label, job=job)
     outcome = estimator.outcome_
     if outcome.status == OK:
         try:

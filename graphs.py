@@ -1,0 +1,286 @@
+"""The compiled model a training runs on, and the state that lets a training continue.
+
+What a training pays before its first step (measured by bench/fixed_cost.py): TensorFlow traces
+Keras's train and test steps into graphs and optimizes them on their first call. On this CPU
+that costs more than an epoch of the beans CNN at 32x32. Two things here cut it:
+
+- `compiled(hp, ...)` builds and compiles a model whose optimizer and metrics are built before
+  `fit`, so that the train step is traced once (Keras builds them lazily inside the first trace,
+  and TensorFlow traces a function again after a trace that created variables).
+- With `reuse=True` it keeps the last few compiled models, keyed by everything their graphs
+  depend on (`graph_key`): the architecture, the optimizer's constants and the kind of
+  learning-rate schedule. A later training with the same key gets that model back with fresh
+  weights (those a fresh build with the same seed has), a zeroed optimizer and its own learning
+  rate, decay and batch size, and no tracing. The learning-rate schedules read their
+  parameters from variables so that one graph serves every learning rate and decay; they
+  compute the same float32 values as Keras's own schedules.
+
+`State` is a training's state at the end of an epoch (weights, optimizer variables, its curves
+and its early stopping's memory): successive halving continues a promoted training from it.
+"""
+
+import collections
+import io
+import json
+import threading
+from dataclasses import dataclass
+
+import common  # noqa: F401 - sets TensorFlow's log level before keras loads it
+import keras  # noqa: E402 - after common set TensorFlow's log level
+import numpy as np
+
+KEEP = 4  # compiled models kept for reuse: a grid's candidates share a few architectures
+
+
+def schedule_kind(hp):
+    if hp.schedule == "cosine":
+        return "cosine"
+    return "inverse-time" if hp.decay else "constant"
+
+
+def graph_key(hp, image_size, eager):
+    """What a compiled model's traced graphs depend on; trainings with equal keys share them."""
+    optimizer = (hp.beta_1, hp.beta_2, hp.epsilon) if hp.optimizer == "adam" else (hp.momentum,)
+    return (image_size, hp.layers, hp.units, hp.batch_norm, hp.bn_momentum if hp.batch_norm else None,
+            hp.optimizer, optimizer, schedule_kind(hp), eager)
+
+
+class _Schedule:
+    """Keras's InverseTimeDecay (staircase, per epoch) or CosineDecay with its parameters in
+    variables: `set(...)` gives a reused graph another learning rate, decay or length."""
+
+    def __init__(self, kind):
+        import keras
+
+        def variable(name):
+            return keras.Variable(1.0, dtype="float32", trainable=False, name=name)
+
+        self.kind = kind
+        self.rate, self.steps, self.decay = variable("lr"), variable("decay_steps"), variable("decay_rate")
+        schedules = keras.optimizers.schedules
+        if kind == "cosine":
+            self.schedule = schedules.CosineDecay(self.rate, decay_steps=self.steps)
+        else:
+            self.schedule = schedules.InverseTimeDecay(self.rate, decay_steps=self.steps, decay_rate=self.decay,
+                                                       staircase=True)
+        # a saved model (model.keras) holds Keras's own schedule with this training's numbers, so
+        # that keras.models.load_model reads it without this module
+        self.schedule.get_config = self.config
+
+    def config(self):
+        config = {"initial_learning_rate": float(self.rate.numpy()), "decay_steps": int(round(float(self.steps.numpy()))),
+                  "name": self.schedule.name}
+        if self.kind == "cosine":
+            return {**config, "alpha": self.schedule.alpha, "warmup_target": None, "warmup_steps": 0}
+        return {**config, "decay_rate": float(self.decay.numpy()), "staircase": True}
+
+    def set(self, hp, steps_per_epoch, horizon):
+        self.rate.assign(hp.learning_rate)
+        if self.kind == "cosine":
+            self.steps.assign(horizon * steps_per_epoch)
+        else:
+            self.steps.assign(steps_per_epoch)
+            self.decay.assign(hp.decay)
+
+
+def _make_optimizer(hp, schedule):
+    import common
+
+    if schedule is None:  # a constant rate: Keras keeps it in a variable of its own
+        return common.OPTIMIZERS[hp.optimizer](hp, float(hp.learning_rate))
+    return common.OPTIMIZERS[hp.optimizer](hp, schedule.schedule)
+
+
+@dataclass
+class _Compiled:
+    model: object
+    schedule: object  # _Schedule, or None for a constant rate
+
+    def prepare(self, hp, steps_per_epoch, horizon):
+        """Zeroes the optimizer (its step count too) and sets this training's rate and schedule."""
+        optimizer = self.model.optimizer
+        for variable in optimizer.variables:
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+        if self.schedule is None:
+            optimizer.learning_rate = float(hp.learning_rate)
+        else:
+            self.schedule.set(hp, steps_per_epoch, horizon)
+
+
+_KEPT = threading.local()  # per thread: two trainings at once (threads of a Dask worker) never share a model
+
+
+def _cache():
+    if not hasattr(_KEPT, "models"):
+        _KEPT.models = collections.OrderedDict()
+    return _KEPT.models
+
+
+def compiled(hp, image_size, steps_per_epoch, horizon, sample, eager=False, reuse=False):
+    """A compiled model for `hp` with the weights a fresh build has under the current seed
+    (keras.utils.set_random_seed before the call), its schedule over `horizon` epochs.
+
+    `sample` is one batch (x, y) to build the optimizer and metrics on. With `reuse` the model
+    may be one an earlier call returned, re-initialized: a caller that keeps a model past the
+    next training must not ask for reuse."""
+    import common
+
+    fresh = common.build_model(hp, image_size)
+    key, kept = graph_key(hp, image_size, eager), _cache()
+    entry = kept.get(key) if reuse else None
+    if entry is None:
+        kind = schedule_kind(hp)
+        entry = _Compiled(fresh, None if kind == "constant" else _Schedule(kind))
+        fresh.compile(optimizer=_make_optimizer(hp, entry.schedule), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], run_eagerly=eager)
+        _build_state(fresh, sample)
+        if reuse:
+            kept[key] = entry
+            while len(kept) > KEEP:
+                kept.popitem(last=False)
+    else:
+        kept.move_to_end(key)
+        entry.model.set_weights(fresh.get_weights())
+    entry.prepare(hp, steps_per_epoch, horizon)
+    return entry.model
+
+
+def _build_state(model, sample):
+    """Creates the optimizer's and the metrics' variables now, not inside the first trace of
+    the train step (which TensorFlow would then trace a second time)."""
+    build = getattr(model, "_symbolic_build", None)  # Keras's own pre-build (keras/src/trainers)
+    if build is not None:
+        build(data_batch=sample)
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
+def clear():
+    """Forgets every model this thread kept."""
+    _cache().clear()
+
+
+# --------------------------------------------------------------------------------------
+# A training's state, to continue it
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """A training after `epochs` epochs: what continuing it needs."""
+
+    epochs: int
+    weights: list                  # model.get_weights(): BN's moving statistics included
+    optimizer: list                # optimizer.variables' values: the step count included
+    history: dict                  # per-epoch curves so far (common.TrainResult.history)
+    best: float = None             # early stopping's memory: best val_accuracy so far,
+    best_epoch: int = 0            # its epoch (0-based),
+    wait: int = 0                  # epochs since it,
+    best_weights: list = None      # and its weights
+    stopped: bool = False          # early stopping ended the training
+    augmenter: list = None         # the augmenter's random state (its seed generators'), with augmentation
+
+    def to_bytes(self):
+        arrays = {f"w{i}": a for i, a in enumerate(self.weights)}
+        arrays |= {f"o{i}": a for i, a in enumerate(self.optimizer)}
+        arrays |= {f"b{i}": a for i, a in enumerate(self.best_weights or [])}
+        arrays |= {f"a{i}": a for i, a in enumerate(self.augmenter or [])}
+        info = {"epochs": self.epochs, "history": self.history, "best": self.best, "best_epoch": self.best_epoch,
+                "wait": self.wait, "stopped": self.stopped,
+                "counts": [len(self.weights), len(self.optimizer), len(self.best_weights or []),
+                           len(self.augmenter or [])]}
+        buffer = io.BytesIO()
+        np.savez(buffer, info=np.frombuffer(json.dumps(info).encode(), np.uint8), **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data):
+        with np.load(io.BytesIO(data)) as arrays:
+            info = json.loads(arrays["info"].tobytes().decode())
+            weights, optimizer, best, augmenter = info.pop("counts")
+            return cls(weights=[arrays[f"w{i}"] for i in range(weights)],
+                       optimizer=[arrays[f"o{i}"] for i in range(optimizer)],
+                       best_weights=[arrays[f"b{i}"] for i in range(best)] or None,
+                       augmenter=[arrays[f"a{i}"] for i in range(augmenter)] or None, **info)
+
+
+def restore(model, state):
+    """Puts `state`'s weights and optimizer variables (its step count too) into `model`."""
+    model.set_weights(state.weights)
+    variables = model.optimizer.variables
+    if len(variables) != len(state.optimizer):
+        raise ValueError(f"the saved state holds {len(state.optimizer)} optimizer variables, "
+                         f"the model's optimizer {len(variables)}")
+    for variable, value in zip(variables, state.optimizer):
+        variable.assign(value)
+
+
+def restore_augmenter(augmenter, state):
+    """Sets the augmenter's random state to where `state`'s training left it."""
+    if state.augmenter:
+        for variable, value in zip(augmenter.variables, state.augmenter):
+            variable.assign(value)
+
+
+# Iterators Keras's fit (3.15, TensorFlow backend) makes of the training dataset per epoch. Each
+# new iterator of a seeded, reshuffling dataset draws the next order; tests/test_graphs.py checks
+# that a continued training equals an uninterrupted one, which fails if another Keras draws more.
+ITERATORS_PER_EPOCH = 2
+
+
+def advance(dataset, epochs):
+    """Moves a seeded, reshuffling dataset on by `epochs` epochs of fit without reading it, so
+    that a continued training sees the batches one uninterrupted training would have seen."""
+    for _ in range(ITERATORS_PER_EPOCH * epochs):
+        iter(dataset)
+    return dataset
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How common.train runs beyond its hyperparameters."""
+
+    reuse: bool = False     # a compiled model of an earlier training may serve (see `compiled`)
+    start: State = None     # continue this State up to hp.epochs
+    horizon: int = None     # epochs the learning-rate schedule spans (None: hp.epochs)
+    keep: bool = False      # return the training's State at its end
+
+
+class Snapshot(keras.callbacks.Callback):
+    """Keeps the weights, optimizer variables and the augmenter's random state as training
+    ends. Put it before EarlyStopping, whose on_train_end puts the best epoch's weights back."""
+
+    weights = optimizer = None
+
+    def __init__(self, augmenter=None):
+        super().__init__()
+        self.augmenter = augmenter
+
+    def on_train_end(self, logs=None):
+        self.weights = self.model.get_weights()
+        self.optimizer = [np.array(v) for v in self.model.optimizer.variables]
+        self.random = None if self.augmenter is None else [np.array(v) for v in self.augmenter.variables]
+
+    def state(self, history, stopper):
+        return State(epochs=len(history.get("loss", [])), weights=self.weights, optimizer=self.optimizer,
+                     history=history,
+                     best=None if stopper is None or stopper.best is None else float(stopper.best),
+                     best_epoch=0 if stopper is None else int(stopper.best_epoch),
+                     wait=0 if stopper is None else int(stopper.wait),
+                     best_weights=None if stopper is None else stopper.best_weights,
+                     stopped=bool(stopper is not None and stopper.stopped_epoch > 0), augmenter=self.random)
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's EarlyStopping, continuing from a State's memory (best score, its epoch and
+    weights, epochs waited) instead of starting blank."""
+
+    def __init__(self, start=None, **kwargs):
+        super().__init__(**kwargs)
+        self.start = start
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.start is not None and self.start.best is not None:
+            self.best, self.best_epoch, self.wait = self.start.best, self.start.best_epoch, self.start.wait
+            self.best_weights = self.start.best_weights

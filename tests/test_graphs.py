@@ -1,0 +1,159 @@
+"""graphs.py: a continued training is the uninterrupted one, a reused compiled model trains as
+a fresh one and is traced once, a training's state survives a round trip through bytes."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import common
+import graphs
+
+
+def split(n, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.normal(0.5, 0.2, (n, size, size, 3)).astype(np.float32)
+    x[np.arange(n), :, :, y] += 0.3  # each class its own colour
+    return common.Split(np.clip(x, 0, 1), y.astype(np.int64))
+
+
+TRAIN, VAL = split(30), split(12, seed=1)
+
+
+def hp(**changes):
+    return common.HParams(**{"layers": 1, "units": 4, "batch_size": 8, "batch_norm": True, "epochs": 4,
+                             "patience": 4, **changes})
+
+
+@pytest.mark.parametrize("schedule", [{}, {"decay": 0.5}, {"schedule": "cosine"}, {"augment": True}])
+def test_a_continued_training_is_the_uninterrupted_one(schedule):
+    whole = common.train(hp(**schedule), TRAIN, VAL, seed=3, log=None)
+    first = common.train(hp(epochs=2, **schedule), TRAIN, VAL, seed=3, log=None,
+                         plan=graphs.Plan(horizon=4, keep=True))
+    assert first.state.epochs == 2 and first.epochs == 2
+    saved = graphs.State.from_bytes(first.state.to_bytes())  # as the checkpoint file holds it
+    rest = common.train(hp(**schedule), TRAIN, VAL, seed=3, log=None, plan=graphs.Plan(start=saved, horizon=4))
+    assert rest.epochs == 2  # only the epochs after the state's
+    assert rest.history == whole.history  # same batches, same rates, same weights: the same curves
+    assert rest.val_accuracy == whole.val_accuracy
+
+
+def test_a_continued_training_is_the_uninterrupted_one_in_graph_mode(graph_mode):
+    test_a_continued_training_is_the_uninterrupted_one({"schedule": "cosine", "augment": True})
+
+
+def test_without_the_top_rungs_horizon_a_shorter_cosine_training_is_no_prefix():
+    whole = common.train(hp(schedule="cosine"), TRAIN, VAL, seed=3, log=None)
+    short = common.train(hp(epochs=2, schedule="cosine"), TRAIN, VAL, seed=3, log=None)
+    assert short.history["lr"][1] < whole.history["lr"][1]  # decays to 0 over 2 epochs, not 4
+
+
+def test_an_early_stopped_training_does_not_continue():
+    # patience 0: every epoch that is not an improvement stops it; constant inputs never improve
+    flat = common.Split(np.full((12, 8, 8, 3), 0.5, np.float32), np.arange(12) % 3)
+    first = common.train(hp(epochs=3, patience=0, learning_rate=1e-9), flat, flat, seed=0, log=None,
+                         plan=graphs.Plan(keep=True))
+    assert first.state.stopped and first.state.epochs == 2
+    rest = common.train(hp(epochs=9, patience=0, learning_rate=1e-9), flat, flat, seed=0, log=None,
+                        plan=graphs.Plan(start=first.state, keep=True))
+    assert rest.epochs == 0 and rest.val_accuracy == first.val_accuracy and rest.state.epochs == 2
+
+
+def test_early_stopping_remembers_its_best_across_a_continuation():
+    first = common.train(hp(epochs=2), TRAIN, VAL, seed=3, log=None, plan=graphs.Plan(keep=True))
+    best = max(first.history["val_accuracy"])
+    assert first.state.best == best and first.state.best_weights is not None
+    rest = common.train(hp(epochs=3, patience=1), TRAIN, VAL, seed=3, log=None,
+                        plan=graphs.Plan(start=first.state, keep=True))
+    assert rest.val_accuracy == max(rest.history["val_accuracy"]) >= best
+    assert len(rest.history["val_accuracy"]) == 3
+
+
+def test_a_reused_model_trains_as_a_fresh_one():
+    graphs.clear()
+    fresh = [common.train(hp(learning_rate=lr, decay=d, batch_size=b), TRAIN, VAL, seed=1, log=None).history
+             for lr, d, b in ((1e-2, 0.0, 8), (3e-3, 0.5, 4), (1e-3, 0.0, 16))]
+    reused = [common.train(hp(learning_rate=lr, decay=d, batch_size=b), TRAIN, VAL, seed=1, log=None,
+                           plan=graphs.Plan(reuse=True)).history
+              for lr, d, b in ((1e-2, 0.0, 8), (3e-3, 0.5, 4), (1e-3, 0.0, 16))]
+    assert reused == fresh
+
+
+def test_the_graph_key_separates_what_a_graph_bakes_in():
+    key = graphs.graph_key(hp(), 8, False)
+    assert graphs.graph_key(hp(learning_rate=0.1, batch_size=32, epochs=9), 8, False) == key  # set per training
+    for changed in ({"units": 5}, {"layers": 2}, {"batch_norm": False}, {"beta_1": 0.8}, {"decay": 0.1},
+                    {"schedule": "cosine"}, {"optimizer": "sgd"}, {"bn_momentum": 0.9}):
+        assert graphs.graph_key(hp(**changed), 8, False) != key, changed
+    assert graphs.graph_key(hp(), 16, False) != key
+
+
+def count_traces(monkeypatch):
+    """How many times Keras's train step is traced (or run eagerly)."""
+    import keras
+
+    calls = []
+    original = keras.Model.train_step
+
+    def counting(self, data):
+        calls.append(1)
+        return original(self, data)
+
+    monkeypatch.setattr(keras.Model, "train_step", counting)
+    return calls
+
+
+def test_the_train_step_is_traced_once_and_not_again_on_reuse(graph_mode, monkeypatch):
+    graphs.clear()
+    traces = count_traces(monkeypatch)
+    common.train(hp(epochs=2), TRAIN, VAL, seed=0, log=None, plan=graphs.Plan(reuse=True))
+    assert len(traces) == 1  # Keras would trace twice: its optimizer and metrics are built beforehand
+    common.train(hp(epochs=2, learning_rate=0.01, batch_size=4), TRAIN, VAL, seed=1, log=None,
+                 plan=graphs.Plan(reuse=True))
+    assert len(traces) == 1  # the same graph: no tracing at all
+    common.train(hp(epochs=2, units=5), TRAIN, VAL, seed=1, log=None, plan=graphs.Plan(reuse=True))
+    assert len(traces) == 2  # another architecture, traced once
+
+
+def test_a_state_round_trips_through_bytes():
+    state = graphs.State(epochs=3, weights=[np.ones((2, 2), np.float32)], optimizer=[np.int64(7), np.zeros(3)],
+                         history={"loss": [1.0, 0.5, 0.25]}, best=0.5, best_epoch=1, wait=1,
+                         best_weights=[np.full((2, 2), 2.0, np.float32)], stopped=True,
+                         augmenter=[np.array([5, 9])])
+    back = graphs.State.from_bytes(state.to_bytes())
+    assert dataclasses.asdict(back).keys() == dataclasses.asdict(state).keys()
+    assert (back.epochs, back.history, back.best, back.best_epoch, back.wait, back.stopped) == (
+        3, {"loss": [1.0, 0.5, 0.25]}, 0.5, 1, 1, True)
+    assert np.array_equal(back.weights[0], state.weights[0]) and int(back.optimizer[0]) == 7
+    assert np.array_equal(back.best_weights[0], state.best_weights[0])
+    assert np.array_equal(back.augmenter[0], [5, 9])
+
+
+@pytest.mark.parametrize("changes, expected", [({"schedule": "cosine", "learning_rate": 0.02}, {"decay_steps": 4 * 4}),
+                                               ({"decay": 0.5, "learning_rate": 0.02}, {"decay_rate": 0.5})])
+def test_a_saved_model_holds_keras_own_schedule_with_the_trainings_numbers(tmp_path, changes, expected):
+    import keras
+
+    result = common.train(hp(**changes), TRAIN, VAL, seed=0, log=None, plan=graphs.Plan(reuse=True))
+    result.model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")  # with Keras alone: no class of ours
+    config = loaded.optimizer._learning_rate.get_config()
+    assert config["initial_learning_rate"] == pytest.approx(0.02)
+    assert {k: config[k] for k in expected} == expected
+
+
+def test_a_searchs_trainings_reuse_compiled_models_and_its_final_model_does_not(data_dir, tmp_path, monkeypatch):
+    import tune_grid
+
+    plans, real = [], common.train
+
+    def recording(*args, **kwargs):
+        plans.append(kwargs.get("plan"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(common, "train", recording)
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--image-size", "8",
+                           "--learning-rate", "1e-3,3e-3", "--layers", "1", "--units", "4", "--epochs", "1",
+                           "--final-epochs", "1", "--batch-size", "4"]) == 0
+    assert [bool(p and p.reuse) for p in plans] == [True, True, False]  # two trials, then the kept model
