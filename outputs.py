@@ -77,6 +77,11 @@ def write_text(path, text):
         tmp.write_text(text)
 
 
+def write_bytes(path, data):
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_json(path, data):
     write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 

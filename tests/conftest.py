@@ -94,7 +94,14 @@ def instant_train(common, asked):
         asked.append(hp.epochs)
         score = hp.layers / 10 + hp.units / 1000 + hp.epochs / 1e4
         if is_trial(kwargs):
-            return common.TrainResult(None, {}, score, hp.epochs, 0.0)
+            plan = kwargs.get("plan")
+            done = plan.start.epochs if plan and plan.start else 0  # continuing halving: only the rest
+            state = None
+            if plan and plan.keep:
+                import graphs
+
+                state = graphs.State(epochs=hp.epochs, weights=[], optimizer=[], history={})
+            return common.TrainResult(None, {}, score, hp.epochs - done, 0.0, state=state)
         result = real(dataclasses.replace(hp, epochs=1), *args, **kwargs)
         return dataclasses.replace(result, val_accuracy=score, epochs=hp.epochs)
 

@@ -73,7 +73,7 @@ def test_the_rungs_promote_what_scikit_learns_halving_promotes(grid):
     dims = (parse_dim("layers", "1,2,3,4" if grid else "1:4", allow_range=not grid),
             parse_dim("units", "8,9,10,11" if grid else "8:64", allow_range=not grid))
     space = {d.name: list(d.choices) for d in dims} if grid else {d.name: d.scipy() for d in dims}
-    flags = Namespace(halving=True, min_epochs=None, factor=2)
+    flags = Namespace(halving=True, min_epochs=None, factor=2, restart_rungs=True)  # scikit-learn restarts its rungs
     options = dict(resource="epochs", factor=2, min_resources="exhaust", max_resources=8, refit=False,
                    error_score=np.nan, cv=PredefinedSplit([-1, -1, 0, 0]))
     theirs = (HalvingGridSearchCV(estimator, space, **options) if grid
@@ -141,6 +141,50 @@ def test_halving_grid_trains_each_rung_for_its_epochs(data_dir, tmp_path, capsys
     table = printed[printed.index("rank  rung"):].splitlines()
     assert table[2].split()[:5] == ["1", "2", "3", "16", "9"]  # rank 1 is the top rung's trial
     assert table[3].split()[1] == "1"  # then rung 1
+
+
+def test_continuing_halving_trains_only_each_rungs_extra_epochs(data_dir, tmp_path, scored):
+    out = tmp_path / "run"
+    assert tune_grid.main(grid_argv(data_dir, out)) == 0
+    rows = results(out)
+    # rung 0 trains 1 epoch; a promoted configuration then trains 2 more to reach 3, then 6 to reach 9
+    assert [(r["epochs"], r["epochs_run"]) for r in rows] == [("1", "1")] * 9 + [("3", "2")] * 3 + [("9", "6")]
+    assert not (out / "checkpoints").exists()  # removed once no rung can need a state
+    assert json.loads((out / "search.json").read_text())["method"]["halving"] == [1, 3, "continue"]
+
+
+def test_restart_rungs_trains_every_rung_from_scratch(data_dir, tmp_path, scored):
+    out = tmp_path / "run"
+    assert tune_grid.main(grid_argv(data_dir, out, "--restart-rungs")) == 0
+    assert [(r["epochs"], r["epochs_run"]) for r in results(out)] == [("1", "1")] * 9 + [("3", "3")] * 3 + [("9", "9")]
+    assert json.loads((out / "search.json").read_text())["method"]["halving"] == [1, 3]  # as before continuing existed
+    assert tune_grid.main(grid_argv(data_dir, out)) == 2  # a folder of one mode is not resumed in the other
+
+
+def test_a_killed_continuing_halving_resumes_from_its_saved_states(data_dir, tmp_path, monkeypatch, scored):
+    import common
+
+    out = tmp_path / "run"
+    plans, real = [], common.train
+
+    def interrupted(hp, *args, **kwargs):
+        if len(plans) == 10:  # Ctrl-C in rung 1's second training: rung 0 and one of rung 1 are done
+            raise KeyboardInterrupt
+        plans.append(kwargs.get("plan"))
+        return real(hp, *args, **kwargs)
+
+    monkeypatch.setattr(common, "train", interrupted)
+    assert tune_grid.main(grid_argv(data_dir, out)) == 130
+    assert len(results(out)) == 10
+    saved = sorted((out / "checkpoints").iterdir())
+    assert len(saved) == 3 + 1  # the 3 promoted candidates' rung-0 states, and rung 1's finished one's
+    monkeypatch.setattr(common, "train", real)
+    scored.clear()
+    assert tune_grid.main(grid_argv(data_dir, out)) == 0
+    assert scored[:3] == [3, 3, 9]  # the two missing trainings of rung 1, then rung 2
+    rows = results(out)
+    assert [(r["epochs"], r["epochs_run"]) for r in rows[9:]] == [("3", "2")] * 3 + [("9", "6")]  # continued
+    assert not (out / "checkpoints").exists()
 
 
 def test_halving_resumes_mid_rung(data_dir, tmp_path, capsys, scored):
@@ -241,8 +285,9 @@ def test_with_cosine_the_final_model_keeps_a_patience_the_user_set(data_dir, tmp
 
 
 @pytest.mark.parametrize("script, argv, message", [
-    (tune_grid, ["--min-epochs", "2"], "--min-epochs and --factor go with --halving"),
-    (tune_random, ["--factor", "2"], "--min-epochs and --factor go with --halving"),
+    (tune_grid, ["--min-epochs", "2"], "--min-epochs, --factor and --restart-rungs go with --halving"),
+    (tune_random, ["--factor", "2"], "--min-epochs, --factor and --restart-rungs go with --halving"),
+    (tune_random, ["--restart-rungs"], "--min-epochs, --factor and --restart-rungs go with --halving"),
     (tune_random, ["--halving", "--epochs", "2:8"], "give --epochs one value"),
     (tune_grid, ["--halving", "--epochs", "4", "--min-epochs", "5"], "--min-epochs 5 is above --epochs 4"),
     (tune_random, ["--halving", "--refine", "1"], "--halving and --refine do not combine"),

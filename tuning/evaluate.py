@@ -8,6 +8,7 @@ them (tuning.execution) and come back as rows, each appended to the store as it 
 training that kills its Dask workers comes back as such and is stored as failed.
 """
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 
@@ -19,6 +20,18 @@ from . import runner
 from .execution import Execution, Killed
 from .space import plain
 from .store import FAILED, OK, RETRYABLE, complete, trial_key
+
+
+@dataclass(frozen=True)
+class Continue:
+    """Trainings that continue earlier ones (continuing successive halving): each starts from the
+    saved state of the training with the same values but `earlier`'s ({"epochs": 3}; None: from
+    scratch), spreads its learning-rate schedule over `horizon` epochs, and saves its own end
+    state when `keep`. A training whose earlier state is missing trains from scratch."""
+
+    earlier: dict = None
+    horizon: int = None
+    keep: bool = True
 
 
 @dataclass
@@ -44,20 +57,36 @@ class Evaluator:
             self.answers = {k: r for k, r in self.store.latest().items()
                             if not (self.retry and r["status"] in RETRYABLE)}
 
-    def __call__(self, candidates):
-        """Rows of every candidate on every fold, trained where the store has none."""
+    def __call__(self, candidates, proceed=None):
+        """Rows of every candidate on every fold, trained where the store has none; with
+        `proceed` (a Continue) continuing earlier trainings' saved states."""
         jobs = [job for c in candidates for job in self.jobs(c)]
         todo = list({trial_key(j.params, j.fold): j for j in jobs
                      if trial_key(j.params, j.fold) not in self.answers}.values())
+        if proceed is not None:
+            todo = [self.continuing(job, proceed) for job in todo]
         for index, result in self.execution.run(self.train, todo, self.base, self.data, self.options):
             job = todo[index]
             if isinstance(result, Killed):
                 result = self.killed(job, result)
             elif result.get("status", OK) != OK:
                 cli.check_interrupted()  # a failure that a Ctrl-C caused is not the training's result
+            state = result.pop("state", None)
+            if state is not None:  # saved before its row: a row in results.csv means its state is on disk
+                self.store.save_state(trial_key(job.params, job.fold), state)
             self.store.append(result)
             self.answers[trial_key(job.params, job.fold)] = complete(result, self.store.names)
         return [self.answers[trial_key(j.params, j.fold)] for j in jobs]
+
+    def drop_states(self, candidates):
+        """Removes the saved states of `candidates`' trainings (on every fold)."""
+        self.store.drop_states([trial_key(j.params, j.fold) for c in candidates for j in self.jobs(c)])
+
+    def continuing(self, job, proceed):
+        start = None
+        if proceed.earlier:
+            start = self.store.load_state(trial_key({**job.params, **proceed.earlier}, job.fold))
+        return dataclasses.replace(job, start=start, horizon=proceed.horizon, keep=proceed.keep)
 
     def jobs(self, candidate):
         candidate = {k: plain(v) for k, v in candidate.items()}

@@ -4,11 +4,19 @@ the resource, run as scikit-learn's HalvingGridSearchCV / HalvingRandomSearchCV 
 
 Rung 0 trains every candidate for --min-epochs epochs; each later rung keeps the best
 1/--factor of the previous one and trains them for --factor times as many epochs, up to
---epochs. Each rung retrains from scratch, so a configuration reaching the top rung has cost
-min-epochs * (1 + factor + factor^2 + ...) epochs. Every training goes to the trial store with
-its rung's epochs as a hyperparameter column, so a search resumes mid-rung like any other (the
-store answers what is done, and the scores it returns are exact, so the same candidates are
-promoted again).
+--epochs. By default a promoted configuration continues: it resumes from the weights and
+optimizer state its last rung ended with (saved in the search's checkpoints/ folder) and trains
+only the extra epochs, with its learning-rate schedule spread over the top rung's epochs, so
+that each rung is a prefix of one full training (as KerasTuner's Hyperband and the ASHA
+schedulers of Optuna and Ray Tune continue theirs). A configuration reaching the top rung has
+then cost --epochs epochs. With --restart-rungs each rung retrains from scratch, as
+scikit-learn's halving does: min-epochs * (1 + factor + factor^2 + ...) epochs.
+
+Every training goes to the trial store with its rung's epochs as a hyperparameter column and
+the epochs it ran as `epochs_run`, so a search resumes mid-rung like any other (the store
+answers what is done, and the scores it returns are exact, so the same candidates are promoted
+again; the saved states of the rung below are still there). States no later rung can need are
+removed as each rung ends, and the folder once the search is done.
 """
 
 import math
@@ -30,6 +38,9 @@ def add_flags(parser):
     parser.add_argument("--factor", type=cli.number(int, 2, 100), default=None,
                         help="with --halving: candidates kept 1/factor and epochs times factor per rung "
                              f"(default: {FACTOR}, range [2, 100])")
+    parser.add_argument("--restart-rungs", action="store_true",
+                        help="with --halving: each rung trains from scratch, as scikit-learn's halving does "
+                             "(default: a promoted configuration continues from where its last rung ended)")
 
 
 FACTOR = 3
@@ -60,8 +71,8 @@ def rung(args):
 def check(args, dims, base):
     """--halving's own flags against the rest: one line, before any work."""
     if not args.halving:
-        if args.min_epochs is not None or args.factor is not None:
-            raise UsageError("--min-epochs and --factor go with --halving")
+        if args.min_epochs is not None or args.factor is not None or args.restart_rungs:
+            raise UsageError("--min-epochs, --factor and --restart-rungs go with --halving")
         return
     if any(d.name == RESOURCE for d in dims):
         raise UsageError("--halving sets the epochs of each rung: give --epochs one value (the top rung's)")
@@ -87,23 +98,41 @@ def trainings(candidates, args, epochs):
     return sum(n for _, n in schedule(candidates, args, epochs))
 
 
+def continues(args):
+    return bool(args.halving and not args.restart_rungs)
+
+
 def search(problem, candidates, args, epochs):
     """Runs the rungs over `candidates` (the first rung's); each rung's best 1/factor, ranked by
     their mean score over folds, go on, in scikit-learn's order (its _top_k: ascending score,
-    failed candidates first, the last k kept)."""
-    from .evaluate import score
+    failed candidates first, the last k kept). Continuing (the default), each rung's trainings
+    start from the rung below's saved states and save their own for the rung above."""
+    from .evaluate import Continue, score
     from .searches import SearchOutput
 
     candidates = list(candidates)
     factor = settings(args)[1]
-    for rung_epochs, _ in schedule(len(candidates), args, epochs):
-        rows = problem.evaluate([{**c, RESOURCE: rung_epochs} for c in candidates])
+    rungs = schedule(len(candidates), args, epochs)
+    below = None
+    for i, (rung_epochs, _) in enumerate(rungs):
+        top = i == len(rungs) - 1
+        proceed = Continue({RESOURCE: below} if below else None, epochs, keep=not top) if continues(args) else None
+        rung = [{**c, RESOURCE: rung_epochs} for c in candidates]
+        rows = problem.evaluate(rung) if proceed is None else problem.evaluate(rung, proceed)
         per = len(rows) // len(candidates)  # folds per candidate
         scores = np.array([score(rows[i * per:(i + 1) * per]) for i in range(len(candidates))])
         order = np.roll(np.argsort(scores), np.count_nonzero(np.isnan(scores)))
-        candidates = [candidates[i] for i in order[-math.ceil(len(candidates) / factor):]]
+        promoted = [candidates[i] for i in order[-math.ceil(len(candidates) / factor):]]
+        if proceed is not None:  # states no later rung can need: the rung below's, and the dropped candidates'
+            problem.evaluate.drop_states([*([{**c, RESOURCE: below} for c in candidates] if below else []),
+                                          *[{**c, RESOURCE: rung_epochs} for c in candidates
+                                            if top or c not in promoted]])
+        candidates, below = promoted, rung_epochs
     return SearchOutput()
 
 
 def identity(args):
-    return {"halving": list(settings(args))} if args.halving else {}
+    """What the manifest records (a folder made before continuing halving existed restarted its rungs)."""
+    if not args.halving:
+        return {}
+    return {"halving": [*settings(args), *([] if args.restart_rungs else ["continue"])]}

@@ -11,6 +11,7 @@ keeps a second run out of a folder that a run is using.
 import contextlib
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import math
@@ -29,7 +30,7 @@ from common import UsageError
 from .space import coerce, plain
 
 RESULTS, MANIFEST, BEST, MODEL = "results.csv", "search.json", "best.json", "model.keras"
-HISTORIES, BOARD = "histories.jsonl", "tensorboard"
+HISTORIES, BOARD, STATES = "histories.jsonl", "tensorboard", "checkpoints"
 
 # A trial's status. "diverged" (the loss became NaN) is a result: that configuration does not
 # train. "failed" (an exception) and "timeout" (--trial-timeout) say nothing about the
@@ -185,6 +186,38 @@ class TrialStore:
                 except (ValueError, KeyError, TypeError):
                     continue
         return found
+
+    # --- continuing halving's saved training states: checkpoints/<key>.npz, one per training ---
+
+    @property
+    def states_path(self):
+        return os.path.join(os.path.dirname(self.path), STATES)
+
+    def _state_file(self, key):
+        return os.path.join(self.states_path, hashlib.sha1(repr(key).encode()).hexdigest()[:20] + ".npz")
+
+    def save_state(self, key, state):
+        """Writes the end state of training `key` (a graphs.State), whole or not at all."""
+        os.makedirs(self.states_path, exist_ok=True)
+        outputs.write_bytes(self._state_file(key), state.to_bytes())
+
+    def load_state(self, key):
+        """The saved state of training `key`, or None (never saved, removed, or unreadable)."""
+        import graphs
+
+        try:
+            with open(self._state_file(key), "rb") as handle:
+                return graphs.State.from_bytes(handle.read())
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def drop_states(self, keys):
+        """Removes the saved states of `keys`; the folder too once none is left."""
+        for key in keys:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._state_file(key))
+        with contextlib.suppress(OSError):
+            os.rmdir(self.states_path)  # only when empty
 
     def latest(self):
         """{trial key: row}, the last row of each training (a retried trial's new row wins)."""
