@@ -1,15 +1,18 @@
 """Benchmark (not a test): which search method wins at equal cost, over several seeds.
 
 Grid search, random search, Bayesian optimization (GP + EI) and successive halving over random
-candidates tune the BN model over the same space with the same budget, counted in training
-epochs. Each trial trains a fixed number of epochs (no early stopping), so a method's cost is the
-sum of the epochs its trainings ran, read from its results.csv. For each method the bench prints
-the median and range over seeds of the best validation accuracy found after 25%, 50% and 100% of
-the budget, and the test accuracy of the method's final model; it draws best-so-far validation
-accuracy against epochs spent, one line per method (median) with a min-max band over seeds.
+candidates (continuing its promoted trainings, the default, and restarting them each rung, as
+scikit-learn does) tune the BN model over the same space with the same budget, counted in
+training epochs. Each trial trains a fixed number of epochs (no early stopping), so a method's
+cost is the sum of the epochs its trainings ran, read from its results.csv. For each method the
+bench prints the median and range over seeds of the best validation accuracy found after 25%,
+50% and 100% of the budget, and the test accuracy of the method's final model; it draws
+best-so-far validation accuracy against epochs spent and against training seconds (the sum of
+the trainings' fit times in the search's process), one line per method (median) with a min-max
+band over seeds.
 
-    python bench/methods.py --data-dir ../shared/beans                    # 32x32, 3 seeds
-    python bench/methods.py --data-dir ../shared/beans --image-size 64    # the full-fidelity run
+    python bench/methods.py --data-dir ../shared/beans                              # 32x32, 3 seeds
+    python bench/methods.py --data-dir ../shared/beans --image-size 64 --epochs 3   # 64x64, ~1 hour
 
 Every search runs through its own script (tune_grid.py, tune_random.py, tune_bayes.py) into
 OUT/<method>-seed<N>/, so an interrupted bench resumes where it stopped: finished searches are
@@ -53,7 +56,7 @@ SPACE = {name: (*(float(v) for v in DEFAULT_RANGES[name].split(":")), scale) for
 FIXED = {"batch_size": 32, "batch_norm": "true"}
 TRIALS = 2 ** len(SPACE)  # the grid's size: the budget pays for this many full trainings
 FRACTIONS = (0.25, 0.5, 1.0)
-METHODS = ("grid", "random", "bayes", "halving")
+METHODS = ("grid", "random", "bayes", "halving", "halving-restart")
 
 
 def grid_levels(low, high, scale):
@@ -71,21 +74,22 @@ def budget(epochs):
     return TRIALS * epochs
 
 
-def halving_cost(candidates, epochs, factor=3):
-    """Epochs scikit-learn's successive halving spends from 1 epoch up to `epochs`: each rung
-    keeps ceil(n/factor) of its n candidates and trains them factor times longer."""
+def halving_cost(candidates, epochs, factor=3, restart=True):
+    """Epochs successive halving spends from 1 epoch up to `epochs`: each rung keeps
+    ceil(n/factor) of its n candidates and trains them to factor times as many epochs, from
+    scratch (`restart`, scikit-learn's) or continuing from the rung below (only the extra epochs)."""
     rungs = min(1 + math.floor(math.log(epochs, factor) + 1e-9), 1 + math.floor(math.log(candidates, factor) + 1e-9))
-    cost, left = 0, candidates
+    cost, left, below = 0, candidates, 0
     for rung in range(rungs):
-        cost += left * factor ** rung
-        left = math.ceil(left / factor)
+        cost += left * (factor ** rung - (0 if restart else below))
+        left, below = math.ceil(left / factor), factor ** rung
     return cost
 
 
-def halving_candidates(total, epochs, factor=3):
+def halving_candidates(total, epochs, factor=3, restart=True):
     """The most random candidates whose halving, from 1 epoch, spends no more than `total` epochs."""
     candidates = 1
-    while halving_cost(candidates + 1, epochs, factor) <= total:
+    while halving_cost(candidates + 1, epochs, factor, restart) <= total:
         candidates += 1
     return candidates
 
@@ -107,28 +111,32 @@ def method_argv(method, args, seed, out):
         return tune_random, [*common, *searched, "--n-iter", str(trials)]
     if method == "bayes":
         return tune_bayes, [*common, *searched, "--n-calls", str(trials), "--n-initial-points", "5"]
-    candidates = halving_candidates(budget(args.epochs), args.epochs)
+    restart = method == "halving-restart"
+    candidates = halving_candidates(budget(args.epochs), args.epochs, restart=restart)
     return tune_random, [*common, *searched, "--halving", "--n-iter", str(candidates), "--min-epochs", "1",
-                         "--factor", "3"]
+                         "--factor", "3", *(["--restart-rungs"] if restart else [])]
 
 
 def read_curve(out):
-    """[(epochs spent so far, best validation accuracy so far)] in the order trainings finished,
-    from results.csv (the epochs a training ran: `epochs_run` under halving, else `epochs`)."""
+    """[(epochs spent so far, best validation accuracy so far, training seconds so far)] in the
+    order trainings finished, from results.csv (the epochs a training ran: `epochs_run` under
+    halving, else `epochs`; its seconds: `fit_seconds`)."""
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
-    spent, best, curve = 0, 0.0, []
+    spent, best, seconds, curve = 0, 0.0, 0.0, []
     for row in rows:
         spent += int(float(row.get("epochs_run") or row["epochs"]))
+        seconds += float(row["fit_seconds"] or 0)
         score = float(row["val_accuracy"]) if row["status"] == "ok" else 0.0
         best = max(best, score)
-        curve.append((spent, best))
+        curve.append((spent, best, seconds))
     return curve
 
 
-def best_at(curve, epochs):
-    """Best validation accuracy among the trainings finished within `epochs` epochs spent."""
-    return max((b for spent, b in curve if spent <= epochs), default=float("nan"))
+def best_at(curve, epochs, axis=0):
+    """Best validation accuracy among the trainings finished within `epochs` epochs spent (or,
+    with axis=2, within that many training seconds)."""
+    return max((point[1] for point in curve if point[axis] <= epochs), default=float("nan"))
 
 
 def spread(values):
@@ -157,13 +165,14 @@ def run_one(method, args, seed, folder):
     best = json.loads((out / "best.json").read_text())
     curve = read_curve(out)
     return {"method": method, "seed": seed, "curve": curve, "epochs": curve[-1][0], "trainings": len(curve),
+            "train_seconds": curve[-1][2],
             "test_accuracy": best["test_accuracy"], "search_seconds": best["search_seconds"],
             "bench_seconds": time.perf_counter() - start}
 
 
 def table(records, total):
     headers = ["method", "trainings", "epochs spent", *[f"best val @{f:.0%}" for f in FRACTIONS],
-               "test of final model", "search wall s"]
+               "test of final model", "training s", "search wall s"]
     rows = []
     for method in METHODS:
         mine = [r for r in records if r["method"] == method]
@@ -173,23 +182,30 @@ def table(records, total):
                      spread([r["epochs"] for r in mine]).replace(".000", ""),
                      *[spread([best_at(r["curve"], f * total) for r in mine]) for f in FRACTIONS],
                      spread([r["test_accuracy"] for r in mine]),
+                     f"{statistics.median(r['train_seconds'] for r in mine):.0f}",
                      f"{statistics.median(r['search_seconds'] for r in mine):.0f}"])
     return outputs.format_table(headers, rows)
 
 
-def figure(records, total, title):
+def figure(records, total, title, axis=0):
+    """Best validation accuracy so far against epochs spent (axis 0, up to the budget `total`)
+    or against training seconds (axis 2, up to the longest search's)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    xs = list(range(1, total + 1))
+    if axis == 0:
+        xs = list(range(1, total + 1))
+    else:
+        longest = max(r["curve"][-1][2] for r in records)
+        xs = [longest * i / 200 for i in range(1, 201)]
     for method in METHODS:
         mine = [r for r in records if r["method"] == method]
         if not mine:
             continue
-        ys = [[best_at(r["curve"], x) for x in xs] for r in mine]
+        ys = [[best_at(r["curve"], x, axis) for x in xs] for r in mine]
         columns = list(zip(*ys))
         valid = [i for i, c in enumerate(columns) if not any(math.isnan(v) for v in c)]
         x = [xs[i] for i in valid]
@@ -197,7 +213,7 @@ def figure(records, total, title):
         line, = ax.plot(x, median, label=f"{method} (median of {len(mine)} seeds)")
         ax.fill_between(x, [min(columns[i]) for i in valid], [max(columns[i]) for i in valid],
                         color=line.get_color(), alpha=0.15, linewidth=0)
-    ax.set_xlabel("training epochs spent")
+    ax.set_xlabel("training epochs spent" if axis == 0 else "training seconds spent (sum of fit times)")
     ax.set_ylabel("best validation accuracy so far")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -234,7 +250,8 @@ def main(argv=None):
     folder.mkdir(parents=True, exist_ok=True)
     total = budget(args.epochs)
     print(f"methods.py: budget {total} epochs per search ({TRIALS} trainings x {outputs.epoch_count(args.epochs)}; "
-          f"halving: {halving_candidates(total, args.epochs)} candidates from 1 epoch), "
+          f"halving: {halving_candidates(total, args.epochs, restart=False)} candidates from 1 epoch, "
+          f"{halving_candidates(total, args.epochs)} restarting its rungs), "
           f"{args.image_size}x{args.image_size}, seeds 0-{args.seeds - 1}, into {folder}/", flush=True)
     start = time.perf_counter()
 
@@ -257,10 +274,13 @@ def main(argv=None):
     print(text)
     outputs.write_text(folder / "methods.txt", text + "\n")
     outputs.write_json(folder / "methods.json", records)
+    what = f"beans, BN model, {args.image_size}x{args.image_size}: best validation accuracy"
     outputs.save_figure(folder / "methods.png", figure(
-        records, total, f"beans, BN model, {args.image_size}x{args.image_size}: best validation accuracy "
-                        f"vs epochs spent ({outputs.count(args.seeds, 'seed')})"))
-    print(f"\nwrote {folder}/methods.txt, methods.json, methods.png  ({time.perf_counter() - start:.0f}s)")
+        records, total, f"{what} vs epochs spent ({outputs.count(args.seeds, 'seed')})"))
+    outputs.save_figure(folder / "methods-seconds.png", figure(
+        records, total, f"{what} vs training seconds ({outputs.count(args.seeds, 'seed')})", axis=2))
+    print(f"\nwrote {folder}/methods.txt, methods.json, methods.png, methods-seconds.png  "
+          f"({time.perf_counter() - start:.0f}s)")
 
 
 if __name__ == "__main__":

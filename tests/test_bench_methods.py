@@ -21,6 +21,10 @@ def test_halving_gets_the_most_candidates_its_budget_pays_for():
     assert methods.halving_cost(45, 9) == 135
     assert methods.halving_cost(46, 9) == 148
     assert methods.halving_candidates(144, 9) == 45
+    # continuing, a promoted candidate trains only the extra epochs: 60 + 20*2 + 7*6 = 142 <= 144 < 61 + 21*2 + 7*6
+    assert methods.halving_cost(60, 9, restart=False) == 142
+    assert methods.halving_cost(61, 9, restart=False) == 145
+    assert methods.halving_candidates(144, 9, restart=False) == 60
 
 
 def test_the_grid_takes_each_ranges_quartiles_on_its_sampling_scale():
@@ -31,10 +35,12 @@ def test_the_grid_takes_each_ranges_quartiles_on_its_sampling_scale():
 
 
 def test_best_at_counts_only_trainings_finished_within_the_budget():
-    curve = [(9, 0.5), (18, 0.7), (27, 0.7), (36, 0.9)]
+    curve = [(9, 0.5, 10.0), (18, 0.7, 30.0), (27, 0.7, 35.0), (36, 0.9, 60.0)]
     assert methods.best_at(curve, 20) == 0.7
     assert methods.best_at(curve, 36) == 0.9
     assert math.isnan(methods.best_at(curve, 5))
+    assert methods.best_at(curve, 20, axis=2) == 0.5  # within 20 training seconds: only the first
+    assert methods.best_at(curve, 60, axis=2) == 0.9
 
 
 def test_every_method_spends_the_same_budget_and_a_rerun_trains_nothing(data_dir, tmp_path, scored, capsys):
@@ -49,20 +55,22 @@ def test_every_method_spends_the_same_budget_and_a_rerun_trains_nothing(data_dir
             rows = list(csv.DictReader(handle))
         spent = [int(r.get("epochs_run") or r["epochs"]) for r in rows]
         assert record["trainings"] == len(rows)
-        if record["method"] == "halving":
+        if record["method"] == "halving-restart":
             assert sorted(spent) == [1] * 45 + [3] * 15 + [9] * 5  # 135 of the 144 epochs
+        elif record["method"] == "halving":  # continuing: 2 more epochs to reach 3, 6 more to reach 9
+            assert sorted(spent) == [1] * 60 + [2] * 20 + [6] * 7  # 142 of the 144 epochs
         else:
             assert spent == [9] * 16
         best = json.loads((out / f"{record['method']}-seed{record['seed']}" / "best.json").read_text())
         assert (best["hparams"]["epochs"], best["hparams"]["patience"]) == (9, 9), "final models train alike"
-        if record["method"] != "halving":  # halving's best.json holds its top rung's best
+        if not record["method"].startswith("halving"):  # halving's best.json holds its top rung's best
             assert record["curve"][-1][1] == pytest.approx(best["val_accuracy"])
     grid = json.loads((out / "grid-seed0" / "search.json").read_text())["space"]
     assert set(grid) == set(methods.SPACE)
     table = (out / "methods.txt").read_text()
     for method in methods.METHODS:
         assert method in table
-    assert (out / "methods.png").stat().st_size > 0
+    assert (out / "methods.png").stat().st_size > 0 and (out / "methods-seconds.png").stat().st_size > 0
     asked = len(scored)
     capsys.readouterr()
     methods.main(argv)
