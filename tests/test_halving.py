@@ -162,28 +162,73 @@ def test_restart_rungs_trains_every_rung_from_scratch(data_dir, tmp_path, scored
 
 
 def test_a_killed_continuing_halving_resumes_from_its_saved_states(data_dir, tmp_path, monkeypatch, scored):
-    import common
-
     out = tmp_path / "run"
-    plans, real = [], common.train
-
-    def interrupted(hp, *args, **kwargs):
-        if len(plans) == 10:  # Ctrl-C in rung 1's second training: rung 0 and one of rung 1 are done
-            raise KeyboardInterrupt
-        plans.append(kwargs.get("plan"))
-        return real(hp, *args, **kwargs)
-
-    monkeypatch.setattr(common, "train", interrupted)
+    interrupt_at(monkeypatch, 11)  # Ctrl-C in rung 1's second training: rung 0 and one of rung 1 are done
     assert tune_grid.main(grid_argv(data_dir, out)) == 130
     assert len(results(out)) == 10
     saved = sorted((out / "checkpoints").iterdir())
     assert len(saved) == 3 + 1  # the 3 promoted candidates' rung-0 states, and rung 1's finished one's
-    monkeypatch.setattr(common, "train", real)
+    plans = interrupt_at(monkeypatch, None)
     scored.clear()
     assert tune_grid.main(grid_argv(data_dir, out)) == 0
     assert scored[:3] == [3, 3, 9]  # the two missing trainings of rung 1, then rung 2
     rows = results(out)
     assert [(r["epochs"], r["epochs_run"]) for r in rows[9:]] == [("3", "2")] * 3 + [("9", "6")]  # continued
+    assert [p.start.epochs for p in plans[:3]] == [1, 1, 3]
+    assert not (out / "checkpoints").exists()
+
+
+def interrupt_at(monkeypatch, call):
+    """common.train raises KeyboardInterrupt (Ctrl-C) at its `call`-th call; returns the plans it got."""
+    import common
+
+    plans, real = [], getattr(common.train, "unwrapped", common.train)  # the `scored` fixture's
+
+    def interrupted(hp, *args, **kwargs):
+        if len(plans) + 1 == call:
+            raise KeyboardInterrupt
+        plans.append(kwargs.get("plan"))
+        return real(hp, *args, **kwargs)
+
+    interrupted.unwrapped = real
+    monkeypatch.setattr(common, "train", interrupted)
+    return plans
+
+
+def test_the_schedule_spans_the_top_rung_that_runs_not_a_longer_epochs(data_dir, tmp_path, monkeypatch, scored):
+    out = tmp_path / "run"
+    plans = interrupt_at(monkeypatch, None)
+    argv = grid_argv(data_dir, out)
+    argv[argv.index("--epochs") + 1] = "20"  # 9 candidates, factor 3 from 1 epoch: rungs of 1, 3, 9 epochs
+    assert tune_grid.main(argv) == 0
+    assert Counter(int(r["epochs"]) for r in results(out)) == {1: 9, 3: 3, 9: 1}
+    assert {p.horizon for p in plans[:13]} == {9}  # the cosine reaches 0 at the top rung's end, as in its restart
+
+
+@pytest.mark.parametrize("spoil", ["empty", "cut"])
+def test_a_spoilt_saved_state_means_that_training_starts_over(data_dir, tmp_path, monkeypatch, scored, spoil):
+    out = tmp_path / "run"
+    interrupt_at(monkeypatch, 11)  # Ctrl-C in rung 1's second training
+    assert tune_grid.main(grid_argv(data_dir, out)) == 130
+    for state in (out / "checkpoints").iterdir():
+        data = state.read_bytes()
+        state.write_bytes(b"" if spoil == "empty" else data[:len(data) // 2])
+    plans = interrupt_at(monkeypatch, None)
+    assert tune_grid.main(grid_argv(data_dir, out)) == 0
+    rows = results(out)
+    # the two missing trainings of rung 1 start over (3 epochs); rung 2 continues theirs (6 more)
+    assert [(r["epochs"], r["epochs_run"]) for r in rows[10:]] == [("3", "3"), ("3", "3"), ("9", "6")]
+    assert [p.start is None for p in plans[:3]] == [True, True, False]
+    assert not (out / "checkpoints").exists()
+
+
+def test_overwrite_removes_a_previous_halvings_saved_states(data_dir, tmp_path, monkeypatch, scored):
+    out = tmp_path / "run"
+    interrupt_at(monkeypatch, 11)
+    assert tune_grid.main(grid_argv(data_dir, out)) == 130
+    assert any((out / "checkpoints").iterdir())
+    interrupt_at(monkeypatch, None)
+    assert tune_grid.main([*grid_argv(data_dir, out, "--restart-rungs"), "--overwrite"]) == 0
     assert not (out / "checkpoints").exists()
 
 

@@ -78,9 +78,10 @@ class Evaluator:
             self.answers[trial_key(job.params, job.fold)] = complete(result, self.store.names)
         return [self.answers[trial_key(j.params, j.fold)] for j in jobs]
 
-    def drop_states(self, candidates):
-        """Removes the saved states of `candidates`' trainings (on every fold)."""
-        self.store.drop_states([trial_key(j.params, j.fold) for c in candidates for j in self.jobs(c)])
+    def drop_states(self, candidates=None):
+        """Removes the saved states of `candidates`' trainings (on every fold); None: all."""
+        self.store.drop_states(None if candidates is None else
+                               [trial_key(j.params, j.fold) for c in candidates for j in self.jobs(c)])
 
     def continuing(self, job, proceed):
         start = None

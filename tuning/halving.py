@@ -113,10 +113,11 @@ def search(problem, candidates, args, epochs):
     candidates = list(candidates)
     factor = settings(args)[1]
     rungs = schedule(len(candidates), args, epochs)
+    horizon = rungs[-1][0]  # the top rung's epochs: below --epochs when the candidates run out first
     below = None
     for i, (rung_epochs, _) in enumerate(rungs):
         top = i == len(rungs) - 1
-        proceed = Continue({RESOURCE: below} if below else None, epochs, keep=not top) if continues(args) else None
+        proceed = Continue({RESOURCE: below} if below else None, horizon, keep=not top) if continues(args) else None
         rung = [{**c, RESOURCE: rung_epochs} for c in candidates]
         rows = problem.evaluate(rung) if proceed is None else problem.evaluate(rung, proceed)
         per = len(rows) // len(candidates)  # folds per candidate
@@ -124,9 +125,9 @@ def search(problem, candidates, args, epochs):
         order = np.roll(np.argsort(scores), np.count_nonzero(np.isnan(scores)))
         promoted = [candidates[i] for i in order[-math.ceil(len(candidates) / factor):]]
         if proceed is not None:  # states no later rung can need: the rung below's, and the dropped candidates'
-            problem.evaluate.drop_states([*([{**c, RESOURCE: below} for c in candidates] if below else []),
-                                          *[{**c, RESOURCE: rung_epochs} for c in candidates
-                                            if top or c not in promoted]])
+            problem.evaluate.drop_states(None if top else [
+                *([{**c, RESOURCE: below} for c in candidates] if below else []),
+                *[{**c, RESOURCE: rung_epochs} for c in candidates if c not in promoted]])
         candidates, below = promoted, rung_epochs
     return SearchOutput()
 

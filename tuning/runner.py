@@ -145,11 +145,12 @@ def train_trial(hp, train, val, options, label="trial", job=None):
         return Outcome(float("nan"), FAILED, f"{err.__class__.__name__}: {err}", time.perf_counter() - start,
                        time.process_time() - cpu)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu  # model building included
+    epoch = len(result.history.get("loss", [])) or result.epochs  # counted from the start of a continued training
     if result.status == "timeout":
         return Outcome(float("nan"), TIMEOUT, f"stopped after {options.timeout:g}s (--trial-timeout), "
-                       f"epoch {result.epochs}", seconds, cpu, result.epochs, history=result.history)
+                       f"epoch {epoch}", seconds, cpu, result.epochs, history=result.history)
     if result.status == "nan":
-        return Outcome(float("nan"), DIVERGED, f"loss became NaN (epoch {result.epochs})", seconds, cpu,
+        return Outcome(float("nan"), DIVERGED, f"loss became NaN (epoch {epoch})", seconds, cpu,
                        result.epochs, history=result.history)
     # best-epoch is what train() measured for the weights it kept; another score reads the curve
     score = result.val_accuracy if options.score == "best-epoch" else scoring.score(result.history, options.score)

@@ -202,22 +202,27 @@ class TrialStore:
         outputs.write_bytes(self._state_file(key), state.to_bytes())
 
     def load_state(self, key):
-        """The saved state of training `key`, or None (never saved, removed, or unreadable)."""
+        """The saved state of training `key`, or None (never saved, removed, or unreadable: a
+        file cut short or spoilt by hand, which the training then replaces by starting over)."""
         import graphs
 
         try:
             with open(self._state_file(key), "rb") as handle:
                 return graphs.State.from_bytes(handle.read())
-        except (OSError, ValueError, KeyError):
+        except FileNotFoundError:
+            return None
+        except Exception:  # noqa: BLE001 - np.load raises BadZipFile, EOFError, ValueError, ...
             return None
 
-    def drop_states(self, keys):
-        """Removes the saved states of `keys`; the folder too once none is left."""
+    def drop_states(self, keys=None):
+        """Removes the saved states of `keys`; with None the whole folder (a write cut short by
+        a kill leaves a temporary file there too)."""
+        if keys is None:
+            shutil.rmtree(self.states_path, ignore_errors=True)
+            return
         for key in keys:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self._state_file(key))
-        with contextlib.suppress(OSError):
-            os.rmdir(self.states_path)  # only when empty
 
     def latest(self):
         """{trial key: row}, the last row of each training (a retried trial's new row wins)."""
@@ -364,7 +369,7 @@ def open_search(folder, manifest, overwrite, figures=()):
     if overwrite and ((folder / MANIFEST).exists() or (folder / RESULTS).exists()):
         for name in (MANIFEST, RESULTS, HISTORIES, BEST, MODEL, *figures):
             (folder / name).unlink(missing_ok=True)
-        for name in (BOARD, f".{BOARD}-staging"):
+        for name in (BOARD, f".{BOARD}-staging", STATES):  # a previous halving's saved states too
             shutil.rmtree(folder / name, ignore_errors=True)
     manifest_path, results_path = folder / MANIFEST, folder / RESULTS
     if not manifest_path.exists() and not results_path.exists():
