@@ -153,12 +153,16 @@ def test_continuing_halving_trains_only_each_rungs_extra_epochs(data_dir, tmp_pa
     assert json.loads((out / "search.json").read_text())["method"]["halving"] == [1, 3, "continue"]
 
 
-def test_restart_rungs_trains_every_rung_from_scratch(data_dir, tmp_path, scored):
+def test_restart_rungs_trains_every_rung_from_scratch(data_dir, tmp_path, scored, capsys):
     out = tmp_path / "run"
     assert tune_grid.main(grid_argv(data_dir, out, "--restart-rungs")) == 0
     assert [(r["epochs"], r["epochs_run"]) for r in results(out)] == [("1", "1")] * 9 + [("3", "3")] * 3 + [("9", "9")]
     assert json.loads((out / "search.json").read_text())["method"]["halving"] == [1, 3]  # as before continuing existed
+    capsys.readouterr()
     assert tune_grid.main(grid_argv(data_dir, out)) == 2  # a folder of one mode is not resumed in the other
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("its halving restarted its rungs, add --restart-rungs to resume it; "
+                                             "choose another --out or pass --overwrite")
 
 
 def test_a_killed_continuing_halving_resumes_from_its_saved_states(data_dir, tmp_path, monkeypatch, scored):

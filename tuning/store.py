@@ -375,17 +375,33 @@ def open_search(folder, manifest, overwrite, figures=()):
     if not manifest_path.exists() and not results_path.exists():
         return False
     try:
-        same = json.loads(manifest_path.read_text()) == json.loads(json.dumps(manifest))
+        held_manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError):
-        same = False
+        held_manifest = None
+    same = held_manifest == json.loads(json.dumps(manifest))
     if same and not results_path.exists() and (folder / BEST).exists():
         raise UsageError(f"{folder} holds this search, finished, but its {RESULTS} is gone; pass --overwrite "
                          "to run the search afresh")
     if same:
         return results_path.exists()
     held = "a different search" if manifest_path.exists() else "results of an unknown search"
-    raise UsageError(f"{folder} holds {held} (other method, space, settings or data); "
+    hint = _halving_hint(held_manifest, manifest)
+    raise UsageError(f"{folder} holds {held} (other method, space, settings or data){hint}; "
                      "choose another --out or pass --overwrite")
+
+
+def _halving_hint(held, wanted):
+    """What to add when the folder's halving search differs from this one only in restarting its rungs."""
+    if not isinstance(held, dict) or not isinstance(held.get("method"), dict):
+        return ""
+    before, now = held["method"].get("halving"), (wanted.get("method") or {}).get("halving")
+    if not before or not now or {**held, "method": None} != json.loads(json.dumps({**wanted, "method": None})):
+        return ""
+    if list(before) == list(now)[:2] and len(before) == 2:
+        return ": its halving restarted its rungs, add --restart-rungs to resume it"
+    if list(now) == list(before)[:2] and len(now) == 2:
+        return ": its halving continued its rungs, leave out --restart-rungs to resume it"
+    return ""
 
 
 def write_manifest(folder, manifest):
