@@ -68,8 +68,8 @@ class _Schedule:
         self.schedule.get_config = self.config
 
     def config(self):
-        config = {"initial_learning_rate": float(self.rate.numpy()), "decay_steps": int(round(float(self.steps.numpy()))),
-                  "name": self.schedule.name}
+        config = {"initial_learning_rate": float(self.rate.numpy()),
+                  "decay_steps": int(round(float(self.steps.numpy()))), "name": self.schedule.name}
         if self.kind == "cosine":
             return {**config, "alpha": self.schedule.alpha, "warmup_target": None, "warmup_steps": 0}
         return {**config, "decay_rate": float(self.decay.numpy()), "staircase": True}
