@@ -52,6 +52,14 @@ def make_image_folder(root, per_class=4, size=12, seed=0, splits=("train", "vali
     return root
 
 
+@pytest.fixture(autouse=True)
+def no_compiled_model_carried_over():
+    """Each test starts without the compiled models an earlier test in the same process kept
+    (graphs.compiled reuses them within a search)."""
+    if "graphs" in sys.modules:
+        sys.modules["graphs"].clear()
+
+
 @pytest.fixture
 def graph_mode(monkeypatch):
     """Keras traces its steps into graphs, as outside the tests (see BEANS_RUN_EAGERLY above)."""

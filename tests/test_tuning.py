@@ -280,6 +280,7 @@ def test_failed_trial_is_recorded_and_sorted_last(data_dir, tmp_path, capsys, mo
 
     monkeypatch.setattr(common, "build_model", diverge_at_high_lr)
     monkeypatch.setattr(graphs, "KEEP", 0)  # no compiled model reused: each training builds (and breaks) its own
+    graphs.clear()
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out),
                            "--learning-rate", "1e-3,1e-2", "--layers", "1", *TINY]) == 0
@@ -412,6 +413,7 @@ def test_bayes_penalises_a_nan_trial_and_finishes(data_dir, tmp_path, monkeypatc
 
     monkeypatch.setattr(common, "build_model", first_diverges)
     monkeypatch.setattr(graphs, "KEEP", 0)  # no compiled model reused: each training builds its own
+    graphs.clear()
     told = []
     real_ask_tell = searches.ask_tell
 
