@@ -21,7 +21,7 @@ import tensorboard_log
 from common import HPARAM_NAMES, HParams, UsageError
 
 from . import execution as ex
-from . import report, scoring, store
+from . import importance, report, scoring, store
 from .evaluate import Evaluator
 from .final import AUTO, TRAIN_AND_VALIDATION, FinalBudget, format_best, summary, train_final
 from .flags import SearchSettings, parser_for
@@ -283,6 +283,7 @@ def finish(prog, setup, method, beans, state, output, seconds):
           f"{report.duration(seconds)} (sum of fit times {report.duration(fit_total)}"
           f"{', this run and before' if state.done else ''})")
     print(report.format_trials(trials, setup.columns, setup.settings.top, rung=rung, images=len(beans.validation)))
+    show_importance(trials, setup.dims, len(beans.validation), rung)
     ok = [t for t in store.rank(trials, rung) if t.status == store.OK]
     if not ok:
         raise cli.RunFailed(f"every trial failed; see {out / store.RESULTS} for their messages "
@@ -395,11 +396,21 @@ def show_finished(prog, setup, trial_store, best):
     if setup.settings.final_data not in (AUTO, trained_on):
         print(f"{prog}: note: --final-data {setup.settings.final_data} not applied: the finished search's model "
               f"trained on {trained_on}", file=sys.stderr)
-    print(report.format_trials(trial_store.trials(), setup.columns, setup.settings.top, rung=setup.rung,
+    trials = trial_store.trials()
+    print(report.format_trials(trials, setup.columns, setup.settings.top, rung=setup.rung,
                                images=best.get("validation_images")))  # searches finished before: no count
+    show_importance(trials, setup.dims, best.get("validation_images"), setup.rung)
     print()
     print(format_best(best))
     return best
+
+
+def show_importance(trials, dims, images, rung):
+    """Which hyperparameters matter, after the ranked table (tuning.importance); nothing when
+    too few trials are scored to say."""
+    table = importance.report(trials, dims, images, rung)
+    if table:
+        print(f"\n{table}")
 
 
 def draw_figures(prog, out, figures):
