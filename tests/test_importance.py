@@ -114,3 +114,36 @@ def test_a_random_search_prints_it_too(data_dir, tmp_path, capsys, scored):
                              "--layers", "1:3", "--units", "8:64", "--image-size", "8", "--epochs", "1"])
     assert code == 0
     assert "which hyperparameters matter (4 trials" in capsys.readouterr().out
+
+
+def test_pooling_takes_out_each_searchs_level(data_dir, tmp_path, capsys, scored, monkeypatch):
+    """Two grids of one space, the second's scores 0.3 higher (another split, say): pooled, each
+    centred on its own mean, layers keep their share as in one search; searches of another space
+    are refused."""
+    import json
+
+    for name in ("a", "b"):
+        assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(tmp_path / name), "--layers", "1,2,3",
+                               "--units", "4,40", "--learning-rate", "0.001", "--batch-size", "16",
+                               "--image-size", "8", "--epochs", "1"]) == 0
+    rows = (tmp_path / "b" / "results.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    at = header.index("val_accuracy")
+    lifted = [rows[0]] + [",".join(f"{float(v) + 0.3}" if i == at else v for i, v in enumerate(r.split(",")))
+                          for r in rows[1:]]
+    (tmp_path / "b" / "results.csv").write_text("\n".join(lifted) + "\n")
+    capsys.readouterr()
+    assert importance.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "2 searches pooled, each centred on its own mean:"
+    assert "(12 trials" in printed[1] and printed[4].split()[:4] == ["layers", "3", "values", "0.95"]
+    # without centring the 0.3 between the searches would swamp every share
+    found = importance.effects(importance.read_search(tmp_path / "a")[0] + importance.read_search(tmp_path / "b")[0],
+                               importance.read_search(tmp_path / "a")[1])
+    assert found[0].share < 0.5
+
+    manifest = json.loads((tmp_path / "b" / "search.json").read_text())
+    manifest["space"]["layers"] = {"choices": [1, 2]}
+    (tmp_path / "b" / "search.json").write_text(json.dumps(manifest))
+    assert importance.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "searched different ones" in capsys.readouterr().err

@@ -21,6 +21,7 @@ candidates, at one budget.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import outputs
+from common import UsageError
 
 from . import store
 from .report import standard_error
@@ -157,24 +159,65 @@ def dims_of(space):
             Dim(name, low=spec["low"], high=spec["high"]) for name, spec in space.items()]
 
 
+def read_search(folder):
+    """(trials, dims, validation images, rung) of a search folder; UsageError when unreadable."""
+    try:
+        manifest = json.loads((folder / store.MANIFEST).read_text())
+        found = store.stored(folder / store.RESULTS).trials()
+        best = folder / store.BEST
+        images = json.loads(best.read_text()).get("validation_images") if best.exists() else None
+        dims = dims_of(manifest["space"])
+    except (OSError, ValueError, KeyError) as err:
+        raise UsageError(f"cannot read a search in {folder}: {err}") from None
+    return found, dims, images, "epochs" if manifest.get("method", {}).get("halving") else None
+
+
+def centred(searches):
+    """The scored trials of several searches as one set, each search's scores moved by the
+    difference between its mean and the mean of all: searches of one space on other splits
+    pooled, each split's own level taken out, each score's noise kept."""
+    scored = [[t for t in found if t.status == store.OK and math.isfinite(t.val_accuracy)] for found in searches]
+    means = [float(np.mean([t.val_accuracy for t in group])) for group in scored if group]
+    overall = float(np.mean(means)) if means else 0.0
+    return [dataclasses.replace(t, val_accuracy=t.val_accuracy - float(np.mean([u.val_accuracy for u in group])) + overall)
+            for group in scored for t in group]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tuning.importance",
                                      description="Which hyperparameters matter in a search folder's trials.")
     parser.add_argument("folders", nargs="+", type=Path, help="search output folders (results.csv, search.json)")
+    parser.add_argument("--pool", action="store_true",
+                        help="one table over all the folders (the same space, e.g. one command on several "
+                             "resplits), each folder's scores centred on its own mean")
     args = parser.parse_args(argv)
-    for folder in args.folders:
-        try:
-            manifest = json.loads((folder / store.MANIFEST).read_text())
-            found = store.stored(folder / store.RESULTS)
-        except (OSError, ValueError) as err:
-            print(f"importance: cannot read a search in {folder}: {err}", file=sys.stderr)
-            return 2
-        best = folder / store.BEST
-        images = json.loads(best.read_text()).get("validation_images") if best.exists() else None
-        rung = "epochs" if manifest.get("method", {}).get("halving") else None
+    try:
+        searches = [read_search(folder) for folder in args.folders]
+        spaces = [[(d.name, d.spec()) for d in dims] for _, dims, _, _ in searches]
+        if args.pool and any(space != spaces[0] for space in spaces):
+            raise UsageError("--pool takes searches of one space; these folders searched different ones")
+    except UsageError as err:
+        print(f"importance: {err}", file=sys.stderr)
+        return 2
+    if args.pool:
+        trials = centred([_first_rung(found, rung) for found, _, _, rung in searches])
+        images = min((s[2] for s in searches if s[2]), default=None)
+        empty = sum(not any(t.status == store.OK for t in found) for found, _, _, _ in searches)
+        print(f"{len(searches) - empty} searches pooled, each centred on its own mean"
+              + (f" ({empty} with no scored trial left out)" if empty else "") + ":")
+        print(report(trials, searches[0][1], images) or "nothing to say: too few trials")
+        return 0
+    for folder, (found, dims, images, rung) in zip(args.folders, searches):
         print(f"{folder}:")
-        print(report(found.trials(), dims_of(manifest["space"]), images, rung) or "nothing to say: too few trials")
+        print(report(found, dims, images, rung) or "nothing to say: too few trials")
     return 0
+
+
+def _first_rung(trials, rung):
+    if not rung:
+        return trials
+    budgets = [t.params[rung] for t in trials]
+    return [t for t in trials if t.params[rung] == min(budgets)] if budgets else []
 
 
 if __name__ == "__main__":
