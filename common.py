@@ -31,7 +31,7 @@ SPLITS = ("train", "validation", "test")
 DATA_ENV = "BEANS_DATA_DIR"
 # "1": Keras runs each step eagerly instead of tracing it into a graph first (Keras's default).
 # Tracing costs seconds per training whatever its size: the test suite, which trains hundreds of
-# tiny models, sets it (README, "Tests").
+# tiny models, sets it (docs/development.md, "Tests").
 EAGER_ENV = "BEANS_RUN_EAGERLY"
 # tfds.load("beans") downloads from this host; probed first so that an offline machine
 # fails in seconds instead of retrying for minutes.

@@ -23,7 +23,7 @@ from tuning.space import TRIAL_DEFAULTS
 # Three hyperparameters x two values around the BN model's defaults: 8 trials of the searches'
 # trial budget (tuning.space.TRIAL_DEFAULTS: 20 augmented epochs on a cosine schedule). Units
 # stay at the BN model's default (64): they moved the score least in the random searches
-# measured for the README; tune_random.py and tune_bayes.py search them.
+# measured for the docs (docs/accuracy.md); tune_random.py and tune_bayes.py search them.
 DEFAULT_GRID = {
     **TRIAL_DEFAULTS,
     "learning_rate": [1e-3, 3e-3],

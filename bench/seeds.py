@@ -1,7 +1,7 @@
 """Benchmark (not a test): one command over several seeds, the median and range of what it reports.
 
 A single seed's accuracy on beans moves by points (133 validation and 128 test images; early
-stopping on a noisy validation curve), so the README states each default command's accuracy as
+stopping on a noisy validation curve), so docs/accuracy.md states each default command's accuracy as
 the median [min-max] over seeds measured with this script:
 
     python bench/seeds.py --seeds 3 -- train_bn.py --data-dir ../shared/beans --compare

@@ -14,7 +14,7 @@ it also measures how far the moving averages are from the statistics of the whol
 under the final weights (|moving mean - mean| / std, and |log(moving variance / variance)|,
 averaged over channels and BN layers), and how much the validation accuracy swings from epoch to
 epoch in the second half of training (what bench/bn_momentum.py measured before it was folded in
-here; the README's Defaults cite this study for bn_momentum 0.6).
+here; docs/accuracy.md's Defaults cite this study for bn_momentum 0.6).
 
     python studies/bn_inference.py --data-dir ../shared/beans
 

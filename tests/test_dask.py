@@ -241,7 +241,7 @@ def free_port():
 
 @pytest.fixture
 def bare_scheduler(tmp_path):
-    """A scheduler started outside the project, without it on its path, as the README warns."""
+    """A scheduler started outside the project, without it on its path, as docs/dask.md warns."""
     import time
 
     port = free_port()

@@ -163,7 +163,7 @@ def tls_security(ca_file, cert, key):
         return None
     for flag_name, path in (("--tls-ca-file", ca_file), ("--tls-cert", cert), ("--tls-key", key)):
         if not path:
-            raise UsageError(f"{flag_name} is needed for a TLS cluster (see README: Scaling out)")
+            raise UsageError(f"{flag_name} is needed for a TLS cluster (see docs/dask.md)")
         if not os.path.isfile(path):
             raise UsageError(f"{flag_name}: file not found: {path}")
     from distributed.security import Security
@@ -210,7 +210,7 @@ def check_cluster(client, timeout):
             except Exception as err:  # noqa: BLE001 - whatever the cluster raised, it is the answer
                 raise UsageError(f"--scheduler: the Dask {where} cannot import {module!r} "
                                  f"({err.__class__.__name__}: {err}); start it in the project folder "
-                                 "with PYTHONPATH=$PWD (see README: Scaling out)") from None
+                                 "with PYTHONPATH=$PWD (see docs/dask.md)") from None
 
 
 def default_threads(n_jobs):

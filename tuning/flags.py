@@ -36,16 +36,16 @@ class SearchSettings:
     retry_failed: bool = _setting(
         False, "on resume, train failed and timed-out trials again (diverged ones are results)")
     scheduler: str = _setting(
-        None, "run the trials on an existing Dask cluster, e.g. tcp://127.0.0.1:8786 (see README: Scaling out)",
+        None, "run the trials on an existing Dask cluster, e.g. tcp://127.0.0.1:8786 (see docs/dask.md)",
         metavar="ADDRESS")
     connect_timeout: float = _setting(
         None, "with --scheduler: how long to wait for a worker, at start and whenever the cluster has none "
               f"(default: {CONNECT_TIMEOUT})", cli.number(float, 1, 3600), "SECONDS")
-    tls_ca_file: str = _setting(None, "with --scheduler tls://...: the CA certificate (see README: Scaling out)",
+    tls_ca_file: str = _setting(None, "with --scheduler tls://...: the CA certificate (see docs/dask.md)",
                                 metavar="FILE")
-    tls_cert: str = _setting(None, "with --scheduler tls://...: this client's certificate (see README: Scaling out)",
+    tls_cert: str = _setting(None, "with --scheduler tls://...: this client's certificate (see docs/dask.md)",
                              metavar="FILE")
-    tls_key: str = _setting(None, "with --scheduler tls://...: this client's private key (see README: Scaling out)",
+    tls_key: str = _setting(None, "with --scheduler tls://...: this client's private key (see docs/dask.md)",
                             metavar="FILE")
     threads_per_trial: int = _setting(
         None, "TensorFlow threads per trial (default: cores / n-jobs for local processes; TensorFlow's own "

@@ -7,15 +7,15 @@
                 trained model ends up, averaged over 5 readings of the same images. With early
                 stopping these are the epochs after its best.
 
-bench/selection.py measures which one picks better configurations (docs: the README's
-"How a configuration is scored").
+bench/selection.py measures which one picks better configurations (docs/tuning.md,
+"How a configuration is scored"; docs/accuracy.md, "Choosing the trial score").
 """
 
 import math
 
 LAST = 5  # epochs "last-5" averages over
 SCORES = ("best-epoch", f"last-{LAST}")
-DEFAULT = "best-epoch"  # bench/selection.py found no better score: the README, "How a configuration is scored"
+DEFAULT = "best-epoch"  # bench/selection.py found no better score: docs/accuracy.md, "Choosing the trial score"
 
 
 def _finite(values):

@@ -19,7 +19,7 @@ POWERS_OF_TWO = {"batch_size"}
 
 # What every trial gets unless a flag says otherwise: the BN model (the course project: add BN,
 # then tune it; --batch-norm false tunes the baseline), trained as the accuracy recipe trains,
-# shortened (its worth on resplits: README, "What accuracy to expect"): each image mirrored, flipped and turned
+# shortened (its worth on resplits: docs/accuracy.md): each image mirrored, flipped and turned
 # at random (augment), a cosine schedule run to its end (patience = epochs: early stopping would
 # cut it short of its low rates), BN momentum 0.9 (0.6's moving statistics follow the last two or
 # three batches and still swung at rates near 0). 20 epochs rank configurations (an augmented
@@ -29,7 +29,7 @@ TRIAL_DEFAULTS = {"batch_norm": True, "augment": True, "schedule": "cosine", "bn
                   "epochs": 20, "patience": 20}
 FINAL_EPOCHS = 60
 # Ranges for random and Bayesian search (lo:hi), chosen for the BN model from two measured
-# searches (README, "Searches with defaults"): learning rates above 1e-2 and batches of 128
+# searches (docs/accuracy.md, "Searches with defaults"): learning rates above 1e-2 and batches of 128
 # scored 0.80-0.86 against the best 0.93; one conv block won only through a tie, then tested
 # 0.75. The decay range applies to --schedule inverse-time; with cosine it gives way (build_space).
 DEFAULT_RANGES = {
