@@ -144,14 +144,24 @@ def hparam_type(name):
 
 @dataclass(frozen=True)
 class Split:
-    """One decoded split: images in [0, 1], float32 (N, S, S, 3); integer labels (N,)."""
+    """One decoded split: images in [0, 1], float32 (N, S, S, 3); integer labels (N,); the class
+    names, a label id being its class's index (empty for arrays made by hand: then one class per
+    label id up to the highest)."""
 
     x: np.ndarray
     y: np.ndarray
     files: tuple = ()
+    classes: tuple = ()
 
     def __len__(self):
         return len(self.y)
+
+    @property
+    def num_classes(self):
+        """The classes a model of this data predicts among (its softmax's width)."""
+        if self.classes:
+            return len(self.classes)
+        return int(self.y.max()) + 1 if len(self.y) else 0
 
 
 def resolve_data_dir(data_dir):
@@ -281,7 +291,7 @@ def _load_folder_split(root, split, files, image_size, limit, seed):
             raise UsageError(f"cannot decode image {bad[0]}: {bad[1]}") from None
         raise UsageError(f"cannot read split {split!r} of {root}: {err.message.splitlines()[0]}") from None
     order = np.argsort(got)  # ImageFolder's order follows the file system; make it stable
-    return Split(x=x[order], y=y[order], files=tuple(got[i] for i in order))
+    return Split(x=x[order], y=y[order], files=tuple(got[i] for i in order), classes=CLASS_NAMES)
 
 
 def _check_tfds_reachable():
@@ -314,7 +324,7 @@ def _load_tfds_split(split, image_size, limit, seed):
     ds = ds.enumerate().map(lambda i, ex: (ex["image"], ex["label"], tf.strings.as_string(i)))
     x, y, names = _to_arrays(ds, image_size)
     idx = stratified_indices(y, limit, seed)
-    return Split(x=x[idx], y=y[idx], files=tuple(names[i] for i in idx))
+    return Split(x=x[idx], y=y[idx], files=tuple(names[i] for i in idx), classes=CLASS_NAMES)
 
 
 class Beans:
@@ -409,7 +419,7 @@ def make_augmenter(seed):
 
 
 def build_model(hp, image_size=64, num_classes=len(CLASS_NAMES)):
-    """`hp.layers` conv blocks then one dense hidden layer, softmax over the classes.
+    """`hp.layers` conv blocks then one dense hidden layer, softmax over `num_classes` classes.
 
     With BN every linear layer loses its bias (BN's beta replaces it) and is followed by
     BatchNormalization, then ReLU: Conv2D -> BN -> ReLU -> MaxPool, Dense -> BN -> ReLU."""
@@ -493,9 +503,11 @@ def epoch_line(epoch, epochs, logs, seconds, lr):
 
 def join_splits(*splits):
     """One split holding the images of all `splits`, in order (the final model's train +
-    validation, --final-data)."""
+    validation, --final-data); they must have the same classes."""
+    if len({s.classes for s in splits}) > 1:
+        raise ValueError(f"cannot join splits of different classes: {[s.classes for s in splits]}")
     return Split(x=np.concatenate([s.x for s in splits]), y=np.concatenate([s.y for s in splits]),
-                 files=tuple(f for s in splits for f in s.files))
+                 files=tuple(f for s in splits for f in s.files), classes=splits[0].classes)
 
 
 def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best=True, plan=None):
@@ -520,7 +532,7 @@ def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best
         keras.backend.clear_session()  # free the previous model's graph and memory
     keras.utils.set_random_seed(seed)
     steps = math.ceil(len(train_split) / hp.batch_size)
-    model = graphs.compiled(hp, train_split.x.shape[1], steps, plan.horizon or hp.epochs,
+    model = graphs.compiled(hp, train_split.x.shape[1], train_split.num_classes, steps, plan.horizon or hp.epochs,
                             (train_split.x[:1], train_split.y[:1]), eager=os.environ.get(EAGER_ENV) == "1",
                             reuse=plan.reuse)
     start = plan.start
