@@ -2,6 +2,7 @@
 or test/ carved from train/, and the number of classes carried to the model, the searches and
 the outputs. On generated folders of a few tiny images, each class its own colour."""
 
+import json
 import shutil
 
 import numpy as np
@@ -14,6 +15,48 @@ from conftest import make_image_folder
 
 TWO = ("cat", "dog")
 FIVE = ("ash", "birch", "cedar", "elm", "oak")
+TRAIN = ["--image-size", "16", "--epochs", "2", "--layers", "1", "--units", "8", "--batch-size", "8"]
+SEARCH = [*TRAIN, "--n-iter", "2", "--decay", "0", "--augment", "false"]
+
+
+def classes_line(printed):
+    return next(line for line in printed.splitlines() if line.startswith("classes ("))
+
+
+def output_width(path):
+    import keras
+
+    return keras.saving.load_model(path).output_shape[-1]
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("classes, splits", [(TWO, ("train", "validation", "test")), (FIVE, ("train",))])
+def test_train_bn_learns_the_folders_classes(tmp_path, capsys, classes, splits):
+    """2 classes with every split; 5 with train/ alone (validation/ and test/ carved)."""
+    root = make_image_folder(tmp_path / "data", per_class=10, splits=splits, classes=classes)
+    out = tmp_path / "run"
+    assert train_bn.main(["--data-dir", str(root), "--out", str(out), *TRAIN]) == 0
+    printed = capsys.readouterr().out
+    counts = "10/10/10" if len(splits) == 3 else "8/1/1"
+    assert classes_line(printed).startswith(f"classes ({len(classes)}): {classes[0]} {counts}, {classes[1]} {counts}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classes"] == list(classes)
+    assert output_width(out / "model.keras") == len(classes)  # the softmax spans the folder's classes
+
+
+@pytest.mark.parametrize("classes, splits", [(TWO, ("train", "validation", "test")), (FIVE, ("train",))])
+def test_tune_random_searches_the_folders_classes(tmp_path, capsys, classes, splits):
+    root = make_image_folder(tmp_path / "data", per_class=10, splits=splits, classes=classes)
+    out = tmp_path / "search"
+    assert tune_random.main(["--data-dir", str(root), "--out", str(out), *SEARCH]) == 0
+    printed = capsys.readouterr().out
+    assert classes_line(printed).startswith(f"classes ({len(classes)}): ")
+    assert ("carved" in printed) == (len(splits) == 1)
+    best = json.loads((out / "best.json").read_text())
+    assert best["classes"] == list(classes) and best["trials"] == 2
+    assert best["test_images"] == (10 if len(splits) == 3 else 1) * len(classes)
+    assert output_width(out / "model.keras") == len(classes)
 
 
 # --- classes ---------------------------------------------------------------------------------
