@@ -14,7 +14,7 @@ import threading
 from dataclasses import fields
 from pathlib import Path
 
-from common import CLASS_NAMES, DATA_ENV, HPARAM_NAMES, HParams, UsageError, describe_range, hparam_type
+from common import DATA_ENV, HPARAM_NAMES, HParams, UsageError, describe_range, hparam_type
 
 
 class RunFailed(Exception):
@@ -116,14 +116,14 @@ def hparams_from_args(args, **fixed):
 
 def add_run_flags(parser, image_size=64):
     parser.add_argument("--data-dir", default=None,
-                        help=f"folder laid out train|validation|test/<class>/*.jpg "
-                             f"(default: ${DATA_ENV}, else tfds.load('beans'))")
+                        help=f"folder laid out train/<class>/*.jpg, with validation/ and test/ alike or carved "
+                             f"from train/ (default: ${DATA_ENV}, else tfds.load('beans'))")
     parser.add_argument("--image-size", type=number(int, 8, 512), default=image_size,
                         help=f"images are resized to SIZE x SIZE once (default: {image_size}, range [8, 512]; "
                              "a CPU epoch is ~4x slower at 128)")
-    parser.add_argument("--limit", type=number(int, len(CLASS_NAMES), 10**6), default=None,
-                        help=f"use at most N images per split, stratified by class (quick tries; "
-                             f"N >= {len(CLASS_NAMES)}, one image per class)")
+    parser.add_argument("--limit", type=number(int, 2, 10**6), default=None,
+                        help="use at most N images per split, stratified by class (quick tries; "
+                             "N >= the number of classes, one image per class)")
     parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0,
                         help="seed of every random choice (default: 0, range [0, 2**32 - 1], numpy's)")
     parser.add_argument("--out", default=None,

@@ -6,10 +6,11 @@ imported by the functions that need it. The scripts are thin `main(argv=None)` w
 
     python train_bn.py --data-dir ../shared/beans --compare
 
-Data comes from `tfds.load("beans")`, or, with `--data-dir DIR` / `BEANS_DATA_DIR`, from a
-folder laid out `train|validation|test/<class>/*.jpg` read by TFDS's own
-`tfds.folder_dataset.ImageFolder`. Images are decoded and resized once per process into
-numpy arrays; training batches are then drawn from those arrays through tf.data.
+Data comes from `tfds.load("beans")`, or, with `--data-dir DIR` / `BEANS_DATA_DIR`, from any
+folder laid out `train[|validation|test]/<class>/*.jpg` read by TFDS's own
+`tfds.folder_dataset.ImageFolder` (a missing validation/ or test/ is carved from train/; see
+docs/data.md). Images are decoded and resized once per process into numpy arrays; training
+batches are then drawn from those arrays through tf.data.
 """
 
 import dataclasses
@@ -25,7 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up
 
 import numpy as np  # noqa: E402
 
-CLASS_NAMES = ("angular_leaf_spot", "bean_rust", "healthy")  # TFDS label ids 0, 1, 2
+# beans' classes, TFDS label ids 0, 1, 2: the default data's (a folder's are its train/ subfolders)
+CLASS_NAMES = ("angular_leaf_spot", "bean_rust", "healthy")
 SCHEDULES = ("inverse-time", "cosine")  # learning-rate schedules (learning_rate_schedule)
 SPLITS = ("train", "validation", "test")
 DATA_ENV = "BEANS_DATA_DIR"
@@ -144,14 +146,24 @@ def hparam_type(name):
 
 @dataclass(frozen=True)
 class Split:
-    """One decoded split: images in [0, 1], float32 (N, S, S, 3); integer labels (N,)."""
+    """One decoded split: images in [0, 1], float32 (N, S, S, 3); integer labels (N,); the class
+    names, a label id being its class's index (empty for arrays made by hand: then one class per
+    label id up to the highest)."""
 
     x: np.ndarray
     y: np.ndarray
     files: tuple = ()
+    classes: tuple = ()
 
     def __len__(self):
         return len(self.y)
+
+    @property
+    def num_classes(self):
+        """The classes a model of this data predicts among (its softmax's width)."""
+        if self.classes:
+            return len(self.classes)
+        return int(self.y.max()) + 1 if len(self.y) else 0
 
 
 def resolve_data_dir(data_dir):
@@ -162,52 +174,122 @@ def resolve_data_dir(data_dir):
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what tfds.folder_dataset.ImageFolder reads
 READABLE_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I"}
+# A folder without validation/ or test/ gets each from train/: this share of every class's train
+# images (rounded down, at least 1), drawn with this seed. The seed is fixed, not --seed: the
+# test split must be the same images in every run, and no flag may re-roll it until a model
+# scores well on it (docs/data.md).
+CARVE_PERCENT = 10
+CARVE_SEED = 0
+
+
+def class_folders(split_dir):
+    """The class subfolders of a split folder, sorted (label id = index); hidden ones skipped."""
+    return tuple(sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")))
 
 
 def check_folder(root, splits=SPLITS):
-    """Checks layout and image headers of a beans folder; returns {split: [files]}.
+    """Checks layout and image headers of an image folder; returns {split: [files]} of the
+    splits in `splits` that it holds (train/ it must hold).
 
-    Header checks are cheap (no pixels decoded), so a bad file anywhere, test split included,
-    is reported before any training starts."""
-    from PIL import Image, UnidentifiedImageError
-
+    The classes are the class subfolders of train/: at least 2, each with images; a
+    validation/ or test/ that exists holds exactly the same class folders. Header checks are
+    cheap (no pixels decoded), so a bad file anywhere, test split included, is reported before
+    any training starts."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise UsageError(f"data folder {root} is not a folder")
     if not root.is_dir():
         raise UsageError(f"data folder not found: {root}")
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise UsageError(f"missing split folder: {train_dir}")
+    classes = class_folders(train_dir)
+    if len(classes) < 2:
+        raise UsageError(f"{train_dir} holds {len(classes)} class folder{'s' if len(classes) != 1 else ''}"
+                         f"{': ' + classes[0] if classes else ''}; a classifier needs at least 2 (one subfolder "
+                         "of images per class)")
     found = {}
     for split in splits:
         split_dir = root / split
+        if split != "train" and not split_dir.exists():
+            continue  # carved from train/ (read_folder)
         if not split_dir.is_dir():
-            raise UsageError(f"missing split folder: {split_dir}")
-        classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-        missing = [c for c in CLASS_NAMES if c not in classes]
-        extra = [c for c in classes if c not in CLASS_NAMES]
-        if missing:
-            raise UsageError(f"missing class folder in {split_dir}: {', '.join(missing)}")
-        if extra:
-            raise UsageError(f"unexpected class folder in {split_dir}: {', '.join(extra)} "
-                             f"(expected {', '.join(CLASS_NAMES)})")
-        files = []
-        for name in CLASS_NAMES:
-            images = sorted(p for p in (split_dir / name).iterdir()
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not images:
-                raise UsageError(f"no .jpg/.jpeg/.png images in {split_dir / name}")
-            for path in images:
-                try:
-                    with Image.open(path) as image:
-                        fmt, mode = image.format, image.mode
-                except (UnidentifiedImageError, OSError) as err:
-                    raise UsageError(f"not a readable image: {path} ({err.__class__.__name__})") from None
-                if fmt not in ("JPEG", "PNG"):
-                    raise UsageError(f"unsupported image format {fmt} (want JPEG or PNG): {path}")
-                if mode not in READABLE_MODES:
-                    raise UsageError(f"unsupported image mode {mode}: {path}")
-            files.extend(images)
-        found[split] = files
+            raise UsageError(f"{split_dir} is not a folder")
+        here = class_folders(split_dir)
+        if here != classes:
+            missing, extra = [c for c in classes if c not in here], [c for c in here if c not in classes]
+            raise UsageError(f"class folders of {split_dir} differ from {train_dir}'s: "
+                             + "; ".join([*([f"missing {', '.join(missing)}"] if missing else []),
+                                          *([f"unexpected {', '.join(extra)}"] if extra else [])]))
+        found[split] = [path for name in classes for path in _check_images(split_dir / name)]
     return found
+
+
+def _check_images(folder):
+    """The sorted images of a class folder, their headers read; at least one."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise UsageError(f"no .jpg/.jpeg/.png images in {folder}")
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                fmt, mode = image.format, image.mode
+        except (UnidentifiedImageError, OSError) as err:
+            raise UsageError(f"not a readable image: {path} ({err.__class__.__name__})") from None
+        if fmt not in ("JPEG", "PNG"):
+            raise UsageError(f"unsupported image format {fmt} (want JPEG or PNG): {path}")
+        if mode not in READABLE_MODES:
+            raise UsageError(f"unsupported image mode {mode}: {path}")
+    return images
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A checked image folder: its classes (train/'s class subfolders, sorted), the files of
+    every split, and the splits carved from train/ because their folder is missing."""
+
+    root: Path
+    classes: tuple
+    files: dict          # {split: (Path, ...)}, every split in SPLITS
+    carved: tuple = ()   # e.g. ("validation",): read from ImageFolder's train split
+
+    def labels(self, split):
+        return np.array([self.classes.index(f.parent.name) for f in self.files[split]], np.int64)
+
+
+def read_folder(root):
+    """check_folder, then each missing validation/ or test/ carved from train/ (carve)."""
+    root = Path(root)
+    found = {split: tuple(files) for split, files in check_folder(root).items()}
+    classes = class_folders(root / "train")
+    missing = tuple(s for s in SPLITS if s not in found)
+    if not missing:
+        return Folder(root, classes, found)
+    return Folder(root, classes, {**found, **carve(root / "train", found["train"], classes, missing)}, missing)
+
+
+def carve(train_dir, files, classes, missing):
+    """{split: files} of train and the `missing` splits, dealt from each class's train files, CARVE_PERCENT of the
+    class each (rounded down, at least 1, test first), the rest left in train; the draw depends
+    on CARVE_SEED and the file names only (never --seed)."""
+    dealt = {s: [] for s in ("train", *missing)}
+    for index, name in enumerate(classes):
+        members = sorted(f for f in files if f.parent.name == name)
+        share = max(1, len(members) * CARVE_PERCENT // 100)
+        if len(members) < share * len(missing) + 1:
+            raise UsageError(f"cannot carve {' and '.join(f'{s}/' for s in missing)} from {train_dir / name}: it "
+                             f"holds {len(members)} image{'s' if len(members) != 1 else ''}, at least "
+                             f"{len(missing) + 1} needed (1 per carved split, 1 left to train on); add images or "
+                             f"the {' and '.join(f'{s}/' for s in missing)} folder")
+        order = np.random.default_rng([CARVE_SEED, index]).permutation(len(members))
+        start = 0
+        for split in sorted(missing, key=("test", "validation").index):  # test/ is the same whether validation/ exists
+            dealt[split].extend(members[i] for i in order[start:start + share])
+            start += share
+        dealt["train"].extend(members[i] for i in order[start:])
+    return {s: tuple(sorted(files, key=lambda f: (classes.index(f.parent.name), f))) for s, files in dealt.items()}
 
 
 def find_undecodable(files):
@@ -255,24 +337,23 @@ def _to_arrays(ds, image_size):
     return x, y, names
 
 
-def _load_folder_split(root, split, files, image_size, limit, seed):
+def _load_folder_split(root, split, files, labels, classes, image_size):
+    """Decodes `files` (labelled `labels`) from ImageFolder's `split` of `root`."""
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
     builder = tfds.folder_dataset.ImageFolder(str(root))
-    names = builder.info.features["label"].names
-    if tuple(names) != CLASS_NAMES:
-        raise UsageError(f"classes in {root} are {names}, expected {list(CLASS_NAMES)}")
-    labels = [CLASS_NAMES.index(Path(f).parent.name) for f in files]
-    keep = [str(files[i]) for i in stratified_indices(labels, limit, seed)]
-    # Raw bytes from ImageFolder, so that --limit drops images before they are decoded.
-    ds = builder.as_dataset(split=split, shuffle_files=False,
-                            decoders={"image": tfds.decode.SkipDecoding()})
-    if len(keep) < len(files):
-        wanted = tf.constant(keep)
-        ds = ds.filter(lambda ex: tf.reduce_any(tf.equal(ex["image/filename"], wanted)))
-    ds = ds.map(lambda ex: (tf.io.decode_image(ex["image"], channels=3, expand_animations=False),
-                            ex["label"], ex["image/filename"]))
+    # Label ids by file name: ImageFolder numbers the class folders of every folder beside train/
+    # together, and its split holds images that --limit or a carve leave out (-1: dropped).
+    keep = [str(f) for f in files]
+    label_of = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(keep), tf.constant(np.asarray(labels, np.int64))), default_value=-1)
+    # Raw bytes from ImageFolder, so that images left out are dropped before they are decoded.
+    ds = builder.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda ex: (ex["image"], label_of.lookup(ex["image/filename"]), ex["image/filename"]))
+    ds = ds.filter(lambda image, label, name: label >= 0)
+    ds = ds.map(lambda image, label, name: (tf.io.decode_image(image, channels=3, expand_animations=False),
+                                            label, name))
     try:
         x, y, got = _to_arrays(ds, image_size)
     except tf.errors.OpError as err:
@@ -280,21 +361,26 @@ def _load_folder_split(root, split, files, image_size, limit, seed):
         if bad:
             raise UsageError(f"cannot decode image {bad[0]}: {bad[1]}") from None
         raise UsageError(f"cannot read split {split!r} of {root}: {err.message.splitlines()[0]}") from None
+    if len(got) != len(keep):
+        raise RuntimeError(f"ImageFolder gave {len(got)} of the {len(keep)} images asked for from {root}/{split}")
     order = np.argsort(got)  # ImageFolder's order follows the file system; make it stable
-    return Split(x=x[order], y=y[order], files=tuple(got[i] for i in order))
+    return Split(x=x[order], y=y[order], files=tuple(got[i] for i in order), classes=classes)
 
 
-def _check_tfds_reachable():
+def _beans_builder():
     import tensorflow_datasets as tfds
     from absl import logging as absl_logging
 
     level = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # a missing dataset is expected, not a warning
     try:
-        prepared = tfds.builder("beans").is_prepared()
+        return tfds.builder("beans")
     finally:
         absl_logging.set_verbosity(level)
-    if prepared:
+
+
+def _check_tfds_reachable():
+    if _beans_builder().is_prepared():
         return
     try:
         socket.create_connection(TFDS_HOST, timeout=3).close()
@@ -305,7 +391,19 @@ def _check_tfds_reachable():
         ) from None
 
 
-def _load_tfds_split(split, image_size, limit, seed):
+def _tfds_classes():
+    return tuple(_beans_builder().info.features["label"].names)
+
+
+def _tfds_labels(split):
+    """The labels of a TFDS beans split, its images left undecoded."""
+    import tensorflow_datasets as tfds
+
+    ds = tfds.load("beans", split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
+    return np.array([label for label in ds.map(lambda ex: ex["label"]).as_numpy_iterator()], np.int64)
+
+
+def _load_tfds_split(split, image_size, limit, seed, classes):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -314,37 +412,77 @@ def _load_tfds_split(split, image_size, limit, seed):
     ds = ds.enumerate().map(lambda i, ex: (ex["image"], ex["label"], tf.strings.as_string(i)))
     x, y, names = _to_arrays(ds, image_size)
     idx = stratified_indices(y, limit, seed)
-    return Split(x=x[idx], y=y[idx], files=tuple(names[i] for i in idx))
+    return Split(x=x[idx], y=y[idx], files=tuple(names[i] for i in idx), classes=classes)
 
 
 class Beans:
     """Loads splits on demand, each decoded at most once per process.
 
-    `Beans(data_dir)` checks a folder's layout and every image header at once; pixels are
-    decoded when a split is first asked for, so the test split is only decoded when the final
-    model asks for it."""
+    `Beans(data_dir)` checks a folder's layout and every image header at once, and carves a
+    missing validation/ or test/ from train/ (read_folder); without a folder it is TFDS's beans.
+    `classes` are the class names, a label id being the index. Pixels are decoded when a split
+    is first asked for, so the test split is only decoded when the final model asks for it;
+    `describe()` counts images from file lists."""
 
     def __init__(self, data_dir=None, image_size=64, limit=None, seed=0):
         self.data_dir = resolve_data_dir(data_dir)
         self.image_size = image_size
         self.limit = limit
         self.seed = seed
-        self._files = check_folder(self.data_dir) if self.data_dir else None
-        if self.data_dir is None:
+        self.folder = read_folder(self.data_dir) if self.data_dir else None
+        if self.folder is None:
             _check_tfds_reachable()
+        self.classes = self.folder.classes if self.folder else _tfds_classes()
+        if limit is not None and limit < len(self.classes):
+            raise UsageError(f"--limit {limit} is below the {len(self.classes)} classes of {self.source}: every "
+                             "split needs an image of each class")
         self._cache = {}
 
     @property
     def source(self):
         return str(self.data_dir) if self.data_dir else "tfds.load('beans')"
 
+    def _chosen(self, name):
+        """(files, labels) of a folder's split that --limit keeps."""
+        labels = self.folder.labels(name)
+        idx = stratified_indices(labels, self.limit, self.seed)
+        return [self.folder.files[name][i] for i in idx], labels[idx]
+
+    def counts(self, name):
+        """Images of each class in split `name` (after --limit), its pixels not decoded."""
+        if name in self._cache:
+            labels = self._cache[name].y
+        elif self.folder:
+            labels = self._chosen(name)[1]
+        else:
+            labels = _tfds_labels(name)
+            labels = labels[stratified_indices(labels, self.limit, self.seed)]
+        return np.bincount(labels, minlength=len(self.classes))
+
+    def describe(self, most=12):
+        """Lines to print once when the data loads: a split carved from train/, and the classes
+        with their images per split (`most` classes shown at most)."""
+        lines = []
+        if self.folder and self.folder.carved:
+            carved = self.folder.carved
+            lines.append(f"data: {self.data_dir}: {' and '.join(f'{s}/' for s in carved)} missing: carved "
+                         f"{CARVE_PERCENT}% of train/ per class{' for each' if len(carved) > 1 else ''} "
+                         f"(stratified, fixed seed {CARVE_SEED})")
+        counts = [self.counts(s) for s in SPLITS]
+        shown = [f"{name} {'/'.join(str(c[i]) for c in counts)}" for i, name in enumerate(self.classes[:most])]
+        more = f", ... ({len(self.classes) - most} more)" if len(self.classes) > most else ""
+        lines.append(f"classes ({len(self.classes)}): {', '.join(shown)}{more} ({'/'.join(SPLITS)}; "
+                     f"{'/'.join(str(c.sum()) for c in counts)} in all)")
+        return lines
+
     def split(self, name):
         if name not in self._cache:
-            if self.data_dir:
-                split = _load_folder_split(self.data_dir, name, self._files[name],
-                                           self.image_size, self.limit, self.seed)
+            if self.folder:
+                files, labels = self._chosen(name)
+                split = _load_folder_split(self.data_dir, "train" if name in self.folder.carved else name,
+                                           files, labels, self.classes, self.image_size)
             else:
-                split = _load_tfds_split(name, self.image_size, self.limit, self.seed)
+                split = _load_tfds_split(name, self.image_size, self.limit, self.seed, self.classes)
             if len(split) == 0:
                 raise UsageError(f"split {name!r} of {self.source} holds no images")
             self._cache[name] = split
@@ -409,7 +547,7 @@ def make_augmenter(seed):
 
 
 def build_model(hp, image_size=64, num_classes=len(CLASS_NAMES)):
-    """`hp.layers` conv blocks then one dense hidden layer, softmax over the classes.
+    """`hp.layers` conv blocks then one dense hidden layer, softmax over `num_classes` classes.
 
     With BN every linear layer loses its bias (BN's beta replaces it) and is followed by
     BatchNormalization, then ReLU: Conv2D -> BN -> ReLU -> MaxPool, Dense -> BN -> ReLU."""
@@ -493,9 +631,11 @@ def epoch_line(epoch, epochs, logs, seconds, lr):
 
 def join_splits(*splits):
     """One split holding the images of all `splits`, in order (the final model's train +
-    validation, --final-data)."""
+    validation, --final-data); they must have the same classes."""
+    if len({s.classes for s in splits}) > 1:
+        raise ValueError(f"cannot join splits of different classes: {[s.classes for s in splits]}")
     return Split(x=np.concatenate([s.x for s in splits]), y=np.concatenate([s.y for s in splits]),
-                 files=tuple(f for s in splits for f in s.files))
+                 files=tuple(f for s in splits for f in s.files), classes=splits[0].classes)
 
 
 def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best=True, plan=None):
@@ -520,7 +660,7 @@ def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best
         keras.backend.clear_session()  # free the previous model's graph and memory
     keras.utils.set_random_seed(seed)
     steps = math.ceil(len(train_split) / hp.batch_size)
-    model = graphs.compiled(hp, train_split.x.shape[1], steps, plan.horizon or hp.epochs,
+    model = graphs.compiled(hp, train_split.x.shape[1], train_split.num_classes, steps, plan.horizon or hp.epochs,
                             (train_split.x[:1], train_split.y[:1]), eager=os.environ.get(EAGER_ENV) == "1",
                             reuse=plan.reuse)
     start = plan.start

@@ -8,12 +8,12 @@ that costs more than an epoch of the beans CNN at 32x32. Two things here cut it:
   `fit`, so that the train step is traced once (Keras builds them lazily inside the first trace,
   and TensorFlow traces a function again after a trace that created variables).
 - With `reuse=True` it keeps the last few compiled models, keyed by everything their graphs
-  depend on (`graph_key`): the architecture, the optimizer's constants and the kind of
-  learning-rate schedule. A later training with the same key gets that model back with fresh
-  weights (those a fresh build with the same seed has), a zeroed optimizer and its own learning
-  rate, decay and batch size, and no tracing. The learning-rate schedules read their
-  parameters from variables so that one graph serves every learning rate and decay; they
-  compute the same float32 values as Keras's own schedules.
+  depend on (`graph_key`): the architecture (its number of classes too), the optimizer's
+  constants and the kind of learning-rate schedule. A later training with the same key gets
+  that model back with fresh weights (those a fresh build with the same seed has), a zeroed
+  optimizer and its own learning rate, decay and batch size, and no tracing. The learning-rate
+  schedules read their parameters from variables so that one graph serves every learning rate
+  and decay; they compute the same float32 values as Keras's own schedules.
 
 `State` is a training's state at the end of an epoch (weights, optimizer variables, its curves
 and its early stopping's memory): successive halving continues a promoted training from it.
@@ -38,11 +38,11 @@ def schedule_kind(hp):
     return "inverse-time" if hp.decay else "constant"
 
 
-def graph_key(hp, image_size, eager):
+def graph_key(hp, image_size, num_classes, eager):
     """What a compiled model's traced graphs depend on; trainings with equal keys share them."""
     optimizer = (hp.beta_1, hp.beta_2, hp.epsilon) if hp.optimizer == "adam" else (hp.momentum,)
-    return (image_size, hp.layers, hp.units, hp.batch_norm, hp.bn_momentum if hp.batch_norm else None,
-            hp.optimizer, optimizer, schedule_kind(hp), eager)
+    return (image_size, num_classes, hp.layers, hp.units, hp.batch_norm,
+            hp.bn_momentum if hp.batch_norm else None, hp.optimizer, optimizer, schedule_kind(hp), eager)
 
 
 class _Schedule:
@@ -116,17 +116,18 @@ def _cache():
     return _KEPT.models
 
 
-def compiled(hp, image_size, steps_per_epoch, horizon, sample, eager=False, reuse=False):
-    """A compiled model for `hp` with the weights a fresh build has under the current seed
-    (keras.utils.set_random_seed before the call), its schedule over `horizon` epochs.
+def compiled(hp, image_size, num_classes, steps_per_epoch, horizon, sample, eager=False, reuse=False):
+    """A compiled model for `hp` over `num_classes` classes with the weights a fresh build has
+    under the current seed (keras.utils.set_random_seed before the call), its schedule over
+    `horizon` epochs.
 
     `sample` is one batch (x, y) to build the optimizer and metrics on. With `reuse` the model
     may be one an earlier call returned, re-initialized: a caller that keeps a model past the
     next training must not ask for reuse."""
     import common
 
-    fresh = common.build_model(hp, image_size)
-    key, kept = graph_key(hp, image_size, eager), _cache()
+    fresh = common.build_model(hp, image_size, num_classes=num_classes)
+    key, kept = graph_key(hp, image_size, num_classes, eager), _cache()
     entry = kept.get(key) if reuse else None
     if entry is None:
         kind = schedule_kind(hp)

@@ -50,9 +50,9 @@ def train_and_report(args, script, hp, runs, beans, out, compare):
     prog = f"{script}.py"
     train_split, val_split = beans.train, beans.validation
     cli.print_config(f"{prog}: resolved configuration", {
-        "data": beans.source, "train / validation images": f"{len(train_split)} / {len(val_split)}",
-        "image size": args.image_size, "seed": args.seed, "out": out,
+        "data": beans.source, "image size": args.image_size, "seed": args.seed, "out": out,
         "models": ", ".join(runs), **hp.to_dict()})
+    print("\n".join(beans.describe()), flush=True)
 
     results = {}
     for name, run_hp in runs.items():
@@ -67,6 +67,7 @@ def train_and_report(args, script, hp, runs, beans, out, compare):
         outputs.write_json(folder / "metrics.json", {
             "script": script, "model": name, "hparams": runs[name].to_dict(),
             "image_size": args.image_size, "seed": args.seed, "data": beans.source, "limit": args.limit,
+            "classes": list(beans.classes),
             "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
             "epochs": result.epochs, "train_seconds": round(result.seconds, 2), "status": result.status,
         })

@@ -30,7 +30,7 @@ def epoch_times(hp, beans, feed, epochs, seed=0):
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    model = common.build_model(hp, beans.image_size)
+    model = common.build_model(hp, beans.image_size, num_classes=len(beans.classes))
     model.compile(optimizer=common.make_optimizer(hp, 1), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     times = []

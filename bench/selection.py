@@ -198,8 +198,8 @@ def folds_of(train, validation, k, seed):
     x, y = np.concatenate([train.x, validation.x]), np.concatenate([train.y, validation.y])
     found = []
     for rest, fold in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
-        fit, stop = _early_stopping_split(x[rest], y[rest], None, seed)
-        found.append((fit, stop, common.Split(x[fold], y[fold])))
+        fit, stop = _early_stopping_split(common.Split(x[rest], y[rest], classes=train.classes), None, seed)
+        found.append((fit, stop, common.Split(x[fold], y[fold], classes=train.classes)))
     return found
 
 

@@ -72,7 +72,7 @@ def trajectory(beans, batch_norm, seed, epochs, steps, batches, batch_size=32):
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     hp = common.HParams(batch_norm=batch_norm, epochs=epochs)
-    model = common.build_model(hp, beans.train.x.shape[1])
+    model = common.build_model(hp, beans.train.x.shape[1], num_classes=len(beans.classes))
     model.compile(optimizer=common.make_optimizer(hp, 1), loss="sparse_categorical_crossentropy")
     rows = np.random.default_rng(seed).choice(len(beans.train), size=(batches, batch_size), replace=False)
     data = common.make_dataset(beans.train, hp.batch_size, seed=seed, training=True)

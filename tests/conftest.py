@@ -24,23 +24,26 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("BEANS_RUN_EAGERLY", "1")
 
 CLASSES = ("angular_leaf_spot", "bean_rust", "healthy")
+# each class's mean colour: red, green, blue first (beans' three), then their mixtures
+COLOURS = ((200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0), (0, 200, 200), (200, 0, 200), (200, 200, 200),
+           (0, 0, 0))
 
 
-def make_image_folder(root, per_class=4, size=12, seed=0, splits=("train", "validation", "test")):
-    """Writes per_class images per class and split; each class has its own mean colour, so a
-    model can learn something. In train, angular_leaf_spot holds a grayscale PNG and bean_rust
-    an RGBA PNG, to exercise conversion to RGB."""
+def make_image_folder(root, per_class=4, size=12, seed=0, splits=("train", "validation", "test"), classes=CLASSES):
+    """Writes per_class images (an int, or {class: count}) per class and split; each class has
+    its own mean colour (up to 8 classes), so a model can learn something. In train, the first
+    class holds a grayscale PNG and the second an RGBA PNG, to exercise conversion to RGB."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     root = Path(root)
     for split in splits:
-        for label, name in enumerate(CLASSES):
+        for label, name in enumerate(classes):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
+            for i in range(per_class[name] if isinstance(per_class, dict) else per_class):
                 base = np.zeros((size, size, 3))
-                base[..., label] = 200
+                base[...] = COLOURS[label]
                 pixels = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
                 image = Image.fromarray(pixels)
                 if split == "train" and i == 0 and label == 0:

@@ -85,12 +85,24 @@ def test_a_reused_model_trains_as_a_fresh_one():
 
 
 def test_the_graph_key_separates_what_a_graph_bakes_in():
-    key = graphs.graph_key(hp(), 8, False)
-    assert graphs.graph_key(hp(learning_rate=0.1, batch_size=32, epochs=9), 8, False) == key  # set per training
+    key = graphs.graph_key(hp(), 8, 3, False)
+    assert graphs.graph_key(hp(learning_rate=0.1, batch_size=32, epochs=9), 8, 3, False) == key  # set per training
     for changed in ({"units": 5}, {"layers": 2}, {"batch_norm": False}, {"beta_1": 0.8}, {"decay": 0.1},
                     {"schedule": "cosine"}, {"optimizer": "sgd"}, {"bn_momentum": 0.9}):
-        assert graphs.graph_key(hp(**changed), 8, False) != key, changed
-    assert graphs.graph_key(hp(), 16, False) != key
+        assert graphs.graph_key(hp(**changed), 8, 3, False) != key, changed
+    assert graphs.graph_key(hp(), 16, 3, False) != key
+    assert graphs.graph_key(hp(), 8, 2, False) != key
+
+
+def test_reused_compiled_models_have_the_width_of_each_trainings_classes():
+    hp = common.HParams(layers=1, units=4, batch_size=4, epochs=1)
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (3, 5, 3):  # as a search's reused models: each training gets a model of its own width
+        split = common.Split(rng.random((2 * n, 8, 8, 3)).astype(np.float32), np.arange(2 * n) % n)
+        result = common.train(hp, split, split, log=None, plan=graphs.Plan(reuse=True))
+        widths.append(result.model.output_shape[-1])
+    assert widths == [3, 5, 3]
 
 
 def count_traces(monkeypatch):

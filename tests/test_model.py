@@ -157,6 +157,13 @@ def test_join_splits_keeps_every_image_in_order():
     np.testing.assert_array_equal(joined.y, np.concatenate([a.y, b.y]))
 
 
+def test_joined_splits_keep_their_classes():
+    a = common.Split(np.zeros((2, 4, 4, 3), np.float32), np.array([0, 1]), classes=("cat", "dog"))
+    assert common.join_splits(a, a).classes == ("cat", "dog")
+    with pytest.raises(ValueError, match="different classes"):
+        common.join_splits(a, common.Split(a.x, a.y, classes=("x", "y")))
+
+
 @pytest.mark.parametrize("augment", [False, True])
 def test_train_is_seeded(augment):
     hp = common.HParams(layers=1, units=4, epochs=2, batch_size=8, augment=augment)

@@ -512,3 +512,18 @@ def test_an_estimator_used_outside_a_search_trains_without_a_heartbeat(monkeypat
     runner.BeansClassifier(epochs=1).fit(x, y)
     runner.BeansClassifier(epochs=1).fit(x, y, options=runner.TrialOptions())
     assert logs[0] is None and isinstance(logs[1], runner.Heartbeat)
+
+
+def test_the_estimator_predicts_among_the_folders_classes(monkeypatch):
+    seen = []
+
+    def spy(hp, train, val, **kwargs):
+        seen.append((train.num_classes, len(val), set(val.y)))
+        return common.TrainResult(None, {}, 0.5, hp.epochs, 0.0)
+
+    monkeypatch.setattr(common, "train", spy)
+    x, y = np.zeros((20, 8, 8, 3), np.float32), np.arange(20) % 5
+    estimator = runner.BeansClassifier(epochs=1).fit(x, y, classes=("ash", "birch", "cedar", "elm", "oak"))
+    assert list(estimator.classes_) == [0, 1, 2, 3, 4]
+    # a held-out tenth of 20 is 2 images; every one of the 5 classes needs one
+    assert seen == [(5, 5, {0, 1, 2, 3, 4})]

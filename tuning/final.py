@@ -104,7 +104,7 @@ def summary(final, best, search, beans):
         "search_seconds": round(search["search_seconds"], 1),
         "fit_seconds": None if search.get("fit_seconds") is None else round(search["fit_seconds"], 1),
         "resumed": bool(search.get("resumed")), "seed": search["seed"], "image_size": beans.image_size,
-        "data": beans.source, "limit": beans.limit,
+        "data": beans.source, "limit": beans.limit, "classes": list(beans.classes),
         "validation_images": len(beans.validation), "test_images": len(beans.test),
     }
 

@@ -236,21 +236,22 @@ def run(argv, method):
 
 
 def start_search(prog, setup, method, beans, execution, threads):
-    """Writes the manifest and says what the search will do."""
+    """Writes the manifest and says what the search will do, and on what data."""
     args, settings = setup.args, setup.settings
     if setup.asked is not None and setup.total < setup.asked:
         print(f"{prog}: note: the space holds fewer configurations than asked for; running "
               f"{setup.total} trainings, not {setup.asked}", file=sys.stderr)
     store.write_manifest(setup.out, manifest(setup, method, beans))
     cli.print_config(f"{prog}: resolved configuration", {
-        "data": beans.source, "train / validation images": f"{len(beans.train)} / {len(beans.validation)}",
-        "image size": args.image_size, "seed": args.seed, "out": setup.out, **method.describe(args),
+        "data": beans.source, "image size": args.image_size, "seed": args.seed, "out": setup.out,
+        **method.describe(args),
         "trainings": setup.total, "trials run in": execution.describe(),
         "parallel trials": execution.n_jobs if not threads else f"{execution.n_jobs} ({threads} threads each)",
         **({"trial timeout": f"{settings.trial_timeout:g}s"} if settings.trial_timeout else {}),
         "final model trains on": FINAL_DATA_SHOWN[setup.final.data],
         **{f"search {d.name}": d.describe() for d in setup.dims},
         **{k: v for k, v in setup.base.to_dict().items() if k not in setup.names}})
+    print("\n".join(beans.describe()), flush=True)
 
 
 def make_problem(prog, setup, state, data, execution, threads):

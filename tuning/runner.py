@@ -171,10 +171,12 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
     """scikit-learn estimator over the beans CNN: one parameter per HParams field (None keeps
     HParams' default) and `seed`; `fit` trains, `score` is accuracy. Nothing is written anywhere.
 
-    fit(X, y, validation=Holdout(...), options=TrialOptions(...)): `validation` is the split to
-    early-stop on (without it, a stratified tenth of X is held out); `options` how it trains
-    (without them, silently, with `seed` or 0). The parameters are HParams' fields, read from
-    common.HParams itself (the signature below is made from it: one list, not two)."""
+    fit(X, y, validation=Holdout(...), options=TrialOptions(...), classes=(...)): `validation` is
+    the split to early-stop on (without it, a stratified tenth of X is held out); `options` how it
+    trains (without them, silently, with `seed` or 0); `classes` the class names, label id =
+    index (without them, one class per label id up to the highest in y). The parameters are
+    HParams' fields, read from common.HParams itself (the signature below is made from it: one
+    list, not two)."""
 
     def __init__(self, **params):
         unknown = set(params) - {*HPARAM_NAMES, "seed"}
@@ -186,13 +188,14 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
     def hparams(self):
         return HParams(**{n: plain(getattr(self, n)) for n in HPARAM_NAMES if getattr(self, n) is not None})
 
-    def fit(self, X, y, validation=None, options=None, label="trial", job=None):
+    def fit(self, X, y, validation=None, options=None, label="trial", job=None, classes=()):
         options = options or TrialOptions(heartbeat=None)  # a bare estimator: silent
         if self.seed is not None:
             options = dataclasses.replace(options, seed=int(self.seed))
-        self.classes_ = np.arange(len(common.CLASS_NAMES))
+        fold = common.Split(X, y, classes=tuple(classes))
+        self.classes_ = np.arange(fold.num_classes)
         try:
-            train, val = _early_stopping_split(X, y, validation, options.seed)
+            train, val = _early_stopping_split(fold, validation, options.seed)
         except ValueError as err:  # a fold too small to hold out every class
             self.outcome_ = Outcome(float("nan"), FAILED, f"{err.__class__.__name__}: {err}")
         else:
@@ -251,11 +254,12 @@ def train_job(job, base, data, options):
     label = describe(params, fold)
     if not fold.startswith("cv"):
         estimator.fit(data.train.x, data.train.y, validation=Holdout(data.validation.x, data.validation.y),
-                      options=options, label=label, job=job)
+                      options=options, label=label, job=job, classes=data.train.classes)
         return estimator.outcome_.row(job)  # scored as train() measured it: no second pass
     k = int(fold[2:]) - 1
     fit_rows, scored_rows = data.test_fold != k, data.test_fold == k
-    estimator.fit(data.x[fit_rows], data.y[fit_rows], options=options, label=label, job=job)
+    estimator.fit(data.x[fit_rows], data.y[fit_rows], options=options, label=label, job=job,
+                  classes=data.train.classes)
     outcome = estimator.outcome_
     if outcome.status == OK:
         try:
@@ -267,12 +271,14 @@ def train_job(job, base, data, options):
     return outcome.row(job)
 
 
-def _early_stopping_split(X, y, validation, seed):
-    """(train, val): the given validation split, or a stratified tenth of the training fold."""
+def _early_stopping_split(fold, validation, seed):
+    """(train, val): the training `fold` (a Split) and the given validation split, or a stratified
+    tenth of the fold held out of it."""
     if validation is not None:
-        return common.Split(X, y), common.Split(validation.x, validation.y)
+        return fold, common.Split(validation.x, validation.y, classes=fold.classes)
     from sklearn.model_selection import train_test_split
 
-    holdout = max(math.ceil(0.1 * len(y)), len(common.CLASS_NAMES))  # >= 1 image per class
-    x_fit, x_val, y_fit, y_val = train_test_split(X, y, test_size=holdout, stratify=y, random_state=seed)
-    return common.Split(x_fit, y_fit), common.Split(x_val, y_val)
+    holdout = max(math.ceil(0.1 * len(fold)), fold.num_classes)  # >= 1 image per class
+    x_fit, x_val, y_fit, y_val = train_test_split(fold.x, fold.y, test_size=holdout, stratify=fold.y,
+                                                  random_state=seed)
+    return common.Split(x_fit, y_fit, classes=fold.classes), common.Split(x_val, y_val, classes=fold.classes)

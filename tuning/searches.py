@@ -179,7 +179,7 @@ def check_cv_folds(args, train, validation):
     two of every class, so that a tenth can be held out for early stopping."""
     if not args.cv:
         return
-    fewest = int(np.bincount(np.concatenate([train.y, validation.y]), minlength=len(common.CLASS_NAMES)).min())
+    fewest = int(np.bincount(np.concatenate([train.y, validation.y]), minlength=train.num_classes).min())
     if fewest < args.cv or fewest - math.ceil(fewest / args.cv) < 2:
         raise common.UsageError(f"--cv {args.cv}: the smallest class holds {fewest} images in train+validation; "
                                 f"K-fold needs at least K and 2 left in each training fold (try a smaller --cv "
