@@ -21,7 +21,7 @@ from tuning.space import DEFAULT_RANGES
 
 def add_flags(parser):
     parser.add_argument("--n-calls", type=cli.number(int, 1, 10**4), default=8,
-                        help="points evaluated in all (default: 8, with the final model about 25 minutes at "
+                        help="points evaluated in all (default: 8, with the final model 24 minutes at "
                              "64x64 on 2 cores)")
     parser.add_argument("--n-initial-points", type=cli.number(int, 1, 10**4), default=4,
                         help="random points before the GP takes over (default: 4)")

@@ -21,7 +21,7 @@ from tuning.space import DEFAULT_RANGES
 
 def add_flags(parser):
     parser.add_argument("--n-iter", type=cli.number(int, 1, 10**4), default=8,
-                        help="sampled configurations per round (default: 8, with the final model about 25 minutes "
+                        help="sampled configurations per round (default: 8, with the final model 20 minutes "
                              "at 64x64 on 2 cores)")
     parser.add_argument("--refine", type=cli.number(int, 0, 20), default=0, metavar="K",
                         help="coarse to fine: K more rounds, each over ranges narrowed to the previous "
