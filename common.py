@@ -14,6 +14,7 @@ batches are then drawn from those arrays through tf.data.
 """
 
 import dataclasses
+import hashlib
 import math
 import numbers
 import os
@@ -78,11 +79,11 @@ class HParams:
     beta_2: float = _hp(0.999, "Adam's second-moment beta: the paper's default", 0, 1, high_open=True)
     epsilon: float = _hp(1e-7, "Adam's epsilon: Keras's default, only guards the division", 0, 1, low_open=True)
     layers: int = _hp(3, "conv blocks: 3 halvings take 64x64 inputs to 8x8 feature maps", 1, 8)
-    units: int = _hp(64, "hidden units of the dense layer: ample for 3 classes", 1, 4096)
+    units: int = _hp(64, "hidden units of the dense layer: ample for a few classes", 1, 4096)
     decay: float = _hp(0.0, "learning-rate decay, alpha/(1+decay*epoch); 0 keeps alpha fixed", 0, 100)
     schedule: str = _hp("inverse-time", "inverse-time (alpha/(1+decay*epoch)) or cosine (alpha*(1+cos(pi*t/epochs))/2, "
                                         "every step, to 0 at the last epoch; takes no decay)")
-    batch_size: int = _hp(32, "mini-batch size: 33 steps per epoch over the 1,034 images", 1, 1024)
+    batch_size: int = _hp(32, "mini-batch size: 33 steps per epoch over beans' 1,034 train images", 1, 1024)
     optimizer: str = _hp("adam", "adam or sgd (SGD with momentum)")
     epochs: int = _hp(40, "upper bound: the baseline still improved at epoch 20 (~2.3 s/epoch at 64x64)",
                       1, 1000)
@@ -187,6 +188,21 @@ def class_folders(split_dir):
     return tuple(sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")))
 
 
+def _check_names(root):
+    """TFDS's ImageFolder lists the folder, its split folders and their class folders as UTF-8:
+    a name that is not (bytes from another system's encoding) is refused here, by name."""
+    def walk(folder, depth):
+        for entry in folder.iterdir():
+            try:
+                entry.name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UsageError(f"file name not in UTF-8: {os.fsencode(entry)!r}; rename it") from None
+            if depth and entry.is_dir():
+                walk(entry, depth - 1)
+
+    walk(root, 2)
+
+
 def check_folder(root, splits=SPLITS):
     """Checks layout and image headers of an image folder; returns {split: [files]} of the
     splits in `splits` that it holds (train/ it must hold).
@@ -200,9 +216,11 @@ def check_folder(root, splits=SPLITS):
         raise UsageError(f"data folder {root} is not a folder")
     if not root.is_dir():
         raise UsageError(f"data folder not found: {root}")
+    _check_names(root)
     train_dir = root / "train"
     if not train_dir.is_dir():
-        raise UsageError(f"missing split folder: {train_dir}")
+        raise UsageError(f"missing split folder: {train_dir}" if not train_dir.exists() else
+                         f"{train_dir} is not a folder")
     classes = class_folders(train_dir)
     if len(classes) < 2:
         raise UsageError(f"{train_dir} holds {len(classes)} class folder{'s' if len(classes) != 1 else ''}"
@@ -275,7 +293,7 @@ def carve(train_dir, files, classes, missing):
     class each (rounded down, at least 1, test first), the rest left in train; the draw depends
     on CARVE_SEED and the file names only (never --seed)."""
     dealt = {s: [] for s in ("train", *missing)}
-    for index, name in enumerate(classes):
+    for name in classes:
         members = sorted(f for f in files if f.parent.name == name)
         share = max(1, len(members) * CARVE_PERCENT // 100)
         if len(members) < share * len(missing) + 1:
@@ -283,7 +301,10 @@ def carve(train_dir, files, classes, missing):
                              f"holds {len(members)} image{'s' if len(members) != 1 else ''}, at least "
                              f"{len(missing) + 1} needed (1 per carved split, 1 left to train on); add images or "
                              f"the {' and '.join(f'{s}/' for s in missing)} folder")
-        order = np.random.default_rng([CARVE_SEED, index]).permutation(len(members))
+        # each image's place is a hash of its class and file name: adding a class or an image
+        # leaves the other images where they were (a permutation would deal them all again)
+        order = sorted(range(len(members)), key=lambda i: hashlib.sha256(
+            f"{CARVE_SEED}:{name}/{members[i].name}".encode("utf-8", "surrogateescape")).hexdigest())
         start = 0
         for split in sorted(missing, key=("test", "validation").index):  # test/ is the same whether validation/ exists
             dealt[split].extend(members[i] for i in order[start:start + share])
@@ -445,8 +466,21 @@ class Beans:
     def _chosen(self, name):
         """(files, labels) of a folder's split that --limit keeps."""
         labels = self.folder.labels(name)
-        idx = stratified_indices(labels, self.limit, self.seed)
+        idx = stratified_indices(labels, self.limit, self.seed if name != "test" else CARVE_SEED)  # test: fixed
         return [self.folder.files[name][i] for i in idx], labels[idx]
+
+    def fingerprint(self):
+        """What identifies a folder's images for a search's manifest: the classes, each split's
+        image count and a hash of its file names (relative to the folder; the pixels are not
+        read), so that a search resumed after images or classes changed is refused. None for TFDS."""
+        import hashlib
+
+        if not self.folder:
+            return None
+        names = "\n".join(f"{split}:{f.relative_to(self.data_dir).as_posix()}"
+                           for split in SPLITS for f in self.folder.files[split])
+        return {"classes": list(self.classes), "images": {s: len(self.folder.files[s]) for s in SPLITS},
+                "names_sha256": hashlib.sha256(names.encode("utf-8", "surrogateescape")).hexdigest()}
 
     def counts(self, name):
         """Images of each class in split `name` (after --limit), its pixels not decoded."""
@@ -482,7 +516,8 @@ class Beans:
                 split = _load_folder_split(self.data_dir, "train" if name in self.folder.carved else name,
                                            files, labels, self.classes, self.image_size)
             else:
-                split = _load_tfds_split(name, self.image_size, self.limit, self.seed, self.classes)
+                split = _load_tfds_split(name, self.image_size, self.limit,
+                                         self.seed if name != "test" else CARVE_SEED, self.classes)  # test: fixed
             if len(split) == 0:
                 raise UsageError(f"split {name!r} of {self.source} holds no images")
             self._cache[name] = split

@@ -125,9 +125,13 @@ def test_the_carve_is_the_same_whatever_the_seed_and_limit(tmp_path):
     root = make_image_folder(tmp_path / "data", per_class=20, splits=("train",))
     folders = [common.Beans(root, image_size=8, seed=seed).folder for seed in (0, 1, 12345)]
     assert all(f.files == folders[0].files for f in folders)
-    # --limit draws within the carved splits with --seed; the test split stays the carved one
-    limited = common.Beans(root, image_size=8, seed=7, limit=3).split("test")
-    assert set(limited.files) <= {str(f) for f in folders[0].files["test"]}
+    # --limit draws train and validation with --seed, the test split's images with a fixed seed:
+    # no --seed re-rolls the test images, with or without --limit
+    tests = [common.Beans(root, image_size=8, seed=seed, limit=3)._chosen("test")[0] for seed in (0, 7, 12345)]
+    assert all(t == tests[0] for t in tests) and len(tests[0]) == 3
+    assert set(tests[0]) <= set(folders[0].files["test"])
+    trains = {tuple(common.Beans(root, image_size=8, seed=seed, limit=3)._chosen("train")[0]) for seed in (0, 7, 12345)}
+    assert len(trains) > 1
     # test/ is carved first: adding a validation/ folder later leaves the test split as it was
     make_image_folder(root, per_class=2, splits=("validation",))
     assert common.Beans(root, image_size=8).folder.files["test"] == folders[0].files["test"]
@@ -180,3 +184,59 @@ def test_bad_folders_end_in_one_line_before_any_training(tmp_path, capsys, monke
 def test_limit_below_two_is_refused_when_parsing(tmp_path, capsys):
     assert train_bn.main(["--data-dir", str(tmp_path), "--limit", "1"]) == 2
     assert "argument --limit: must be in [2, 1000000], got 1" in capsys.readouterr().err
+
+
+def test_a_search_over_changed_images_is_another_search(tmp_path, capsys, scored):
+    """A class or an image added after a search ran: rerunning or resuming it is refused in one
+    line (exit 2) rather than mixing trainings on other data; the old folder is untouched."""
+    import json
+
+    root = make_image_folder(tmp_path / "data", per_class=6, classes=("cat", "dog"))
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(root), "--out", str(out), "--n-iter", "2", "--image-size", "8", "--epochs", "1"]
+    assert tune_random.main(argv) == 0
+    manifest = json.loads((out / "search.json").read_text())
+    assert manifest["images"]["classes"] == ["cat", "dog"] and manifest["images"]["images"]["train"] == 12
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    for change in (lambda: make_image_folder(root, per_class=6, classes=("cat", "dog", "eel")),
+                   lambda: (root / "train" / "cat" / "cat_1.jpg").rename(root / "train" / "cat" / "cat_99.jpg")):
+        change()
+        assert tune_random.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "changed since it ran" in err[0]
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # a manifest saved before the images were recorded still resumes
+    shutil.rmtree(root / "train" / "eel"), shutil.rmtree(root / "validation" / "eel"), shutil.rmtree(root / "test" / "eel")
+    (root / "train" / "cat" / "cat_99.jpg").rename(root / "train" / "cat" / "cat_1.jpg")
+    del manifest["images"]
+    (out / "search.json").write_text(json.dumps(manifest))
+    assert tune_random.main(argv) == 0 and "holds this search, finished" in capsys.readouterr().out
+
+
+def test_adding_a_class_or_an_image_leaves_the_carve_of_the_others(tmp_path):
+    root = make_image_folder(tmp_path / "data", per_class=20, splits=("train",), classes=("b", "c", "d"))
+    before = common.Beans(root, image_size=8).folder.files
+    make_image_folder(tmp_path / "more", per_class=20, splits=("train",), classes=("a0", "b"))
+    shutil.copytree(tmp_path / "more" / "train" / "a0", root / "train" / "a0")
+    shutil.copy(tmp_path / "more" / "train" / "b" / "b_5.jpg", root / "train" / "b" / "b_new.jpg")
+    after = common.Beans(root, image_size=8).folder.files
+    for split in ("validation", "test"):
+        kept = [f for f in after[split] if f.parent.name in ("c", "d")]
+        assert kept == [f for f in before[split] if f.parent.name in ("c", "d")]
+        # class b gained an image: at most that one image moved in or pushed one out
+        old_b = {f for f in before[split] if f.parent.name == "b"}
+        new_b = {f for f in after[split] if f.parent.name == "b"}
+        assert len(old_b - new_b) <= 1 and len(new_b - old_b) <= 1
+
+
+def test_a_file_name_not_in_utf8_is_named_in_one_line(tmp_path, capsys):
+    import os
+
+    root = make_image_folder(tmp_path / "data", per_class=4, classes=("cat", "dog"))
+    shutil.copy(root / "train" / "dog" / "dog_1.jpg", os.fsencode(root / "train" / "dog") + b"/caf\xe9.jpg")
+    out = tmp_path / "run"
+    assert train_bn.main(["--data-dir", str(root), "--out", str(out), "--image-size", "8", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "file name not in UTF-8" in err[0] and "caf\\xe9.jpg" in err[0]
+    assert not out.exists()

@@ -161,6 +161,8 @@ def manifest(setup, method, beans):
     return {"script": method.script, "space": {d.name: d.spec() for d in setup.dims},
             "fixed": fixed, "data": data, "image_size": beans.image_size,
             "limit": beans.limit, "seed": setup.args.seed, "method": method.identity(setup.args),
+            # a folder's classes and file names: its images changed, the search is another one
+            **({"images": beans.fingerprint()} if beans.fingerprint() else {}),
             # searches saved before --score ranked by the best epoch, and still resume
             **({"score": score} if score != "best-epoch" else {})}
 

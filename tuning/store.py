@@ -378,7 +378,10 @@ def open_search(folder, manifest, overwrite, figures=()):
         held_manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError):
         held_manifest = None
-    same = held_manifest == json.loads(json.dumps(manifest))
+    wanted = json.loads(json.dumps(manifest))
+    if isinstance(held_manifest, dict) and "images" not in held_manifest:  # searches saved before it: no check
+        wanted.pop("images", None)
+    same = held_manifest == wanted
     if same and not results_path.exists() and (folder / BEST).exists():
         raise UsageError(f"{folder} holds this search, finished, but its {RESULTS} is gone; pass --overwrite "
                          "to run the search afresh")
@@ -386,6 +389,9 @@ def open_search(folder, manifest, overwrite, figures=()):
         return results_path.exists()
     held = "a different search" if manifest_path.exists() else "results of an unknown search"
     hint = _halving_hint(held_manifest, manifest)
+    if isinstance(held_manifest, dict) and {**held_manifest, "images": None} == {**wanted, "images": None}:
+        hint = (f": the images in {manifest.get('data')} changed since it ran (classes, files added, removed or "
+                "renamed)")
     raise UsageError(f"{folder} holds {held} (other method, space, settings or data){hint}; "
                      "choose another --out or pass --overwrite")
 
