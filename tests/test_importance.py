@@ -94,7 +94,7 @@ def test_a_search_prints_the_table_after_its_ranking(data_dir, tmp_path, capsys,
     assert "best vs runner-up" in ranked and "test_accuracy" not in ranked
     rows = [line.split() for line in after.splitlines()[3:5]]
     assert [r[:4] for r in rows] == [["layers", "3", "values", "0.95"], ["units", "2", "values", "0.05"]]
-    assert rows[0][5] == "3" and rows[1][5] == "40"  # the best group
+    assert rows[0][6] == "3" and rows[1][6] == "40"  # the best group
     # run again: the finished search shows its stored table, importance included, without training
     assert tune_grid.main(argv) == 0
     again = capsys.readouterr().out
@@ -147,3 +147,53 @@ def test_pooling_takes_out_each_searchs_level(data_dir, tmp_path, capsys, scored
     (tmp_path / "b" / "search.json").write_text(json.dumps(manifest))
     assert importance.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "searched different ones" in capsys.readouterr().err
+
+
+def test_tied_values_stay_in_one_third():
+    """Six trials at one learning rate (a Bayesian search re-evaluating a point) and three at
+    others: the six are one group, so the rate explains no more than chance."""
+    rows = [({"learning_rate": 1e-3}, s) for s in (0.7, 0.7, 0.7, 0.9, 0.9, 0.9)]
+    rows += [({"learning_rate": lr}, 0.9) for lr in (2e-3, 3e-3, 4e-3)]
+    (effect,) = importance.effects(trials(rows), [LR])
+    assert effect.thirds and effect.counts == (6, 3) and effect.groups == ("0.001-0.001", "0.002-0.004")
+    assert effect.share == pytest.approx(0.25) and effect.reading == "like chance"
+
+
+def test_pure_noise_rarely_stands_out():
+    """Scores that no hyperparameter sets (seed noise of 0.03 on top of 133 images' noise): the F
+    test keeps "stands out" near its 5% level, where share > chance alone passed about half."""
+    rng = np.random.default_rng(1)
+    hits = total = 0
+    for _ in range(200):
+        rows = [({"learning_rate": float(10 ** rng.uniform(-4, -1)), "layers": int(rng.integers(2, 5))},
+                 float(rng.binomial(133, 0.85) / 133 + rng.normal(0, 0.03))) for _ in range(12)]
+        for effect in importance.effects(trials(rows), [LR, LAYERS], images=133):
+            total += 1
+            hits += effect.reading == "stands out"
+    assert total == 400 and hits / total < 0.1
+
+
+def test_failed_trials_are_counted_in_the_header():
+    rows = [({"layers": (2, 3, 4)[i % 3]}, 0.5 + 0.1 * (i % 3)) for i in range(6)]
+    failed = Trial(params={"layers": 4}, val_accuracy=float("nan"), std=float("nan"), fit_seconds=0.0,
+                   status="diverged")
+    text = importance.report(trials(rows) + [failed], [LAYERS], images=133)
+    assert text.startswith("which hyperparameters matter (6 trials; 1 failed or diverged left out;")
+
+
+def test_malformed_folders_end_in_one_line(data_dir, tmp_path, capsys, scored):
+    out = tmp_path / "grid"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2,3", "--units", "4",
+                           "--learning-rate", "0.001", "--batch-size", "16", "--image-size", "8", "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert importance.main(["--pool", str(out), str(out)]) == 2
+    assert "a folder twice" in capsys.readouterr().err
+    good = (out / "search.json").read_text()
+    for name, text in (("search.json", "[1, 2]"), ("search.json", good.replace('"layers"', '"units_x"')),
+                       ("best.json", "[]")):
+        original = (out / name).read_text()
+        (out / name).write_text(text)
+        assert importance.main([str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("importance: cannot read a search in"), err
+        (out / name).write_text(original)

@@ -39,6 +39,7 @@ from .space import Dim, fmt, plain
 
 GROUPS = 3  # a range sampled at more values is cut into thirds
 FEW = 10    # below this many trials, the shares are rough
+ALPHA = 0.05  # the F test's p below which a hyperparameter can stand out
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,21 @@ class Effect:
     spread: float        # best group's mean minus worst group's
     noise: float         # two standard errors of that difference (NaN without a score count)
     thirds: bool = False  # groups are thirds of a range's sampled values, not its values
+    p: float = math.nan  # one-way ANOVA's F test: how often groups this far apart arise by chance
 
     @property
     def best(self):
-        return self.groups[int(np.argmax(self.means))]
+        return self.groups[int(np.argmax(self.means))] if self.spread > 0 else "-"
 
     @property
     def reading(self):
+        """"stands out" only when the F test says the groups differ (p < 0.05: the trials' own
+        spread within each group, seeds and other hyperparameters included, as the yardstick)
+        and the best and worst group lie more than 2 standard errors of the validation images
+        apart."""
         if math.isfinite(self.noise) and self.spread <= self.noise:
             return "within noise"
-        if self.share <= self.chance:
+        if not (self.p < ALPHA):
             return "like chance"
         return "stands out"
 
@@ -74,14 +80,17 @@ def _groups(values, dim):
     if len(distinct) <= GROUPS or not dim.is_range:
         index = {v: i for i, v in enumerate(distinct)}
         return [index[v] for v in values], tuple(fmt(v) for v in distinct), False
-    ranks = np.empty(len(values), dtype=int)
-    ranks[sorted(range(len(values)), key=lambda i: _order(values[i]))] = np.arange(len(values))
-    bins = (ranks * GROUPS) // len(values)
+    ordered = sorted(values, key=_order)
+    first = {}
+    for rank, v in enumerate(ordered):  # a value's bin: where its first copy falls, so ties share one
+        first.setdefault(v, rank * GROUPS // len(values))
+    used = sorted(set(first.values()))
+    bins = [used.index(first[v]) for v in values]
     labels = []
-    for g in range(GROUPS):
+    for g in range(len(used)):
         members = sorted((v for v, b in zip(values, bins) if b == g), key=_order)
         labels.append(f"{fmt(members[0])}-{fmt(members[-1])}")
-    return [int(b) for b in bins], tuple(labels), True
+    return bins, tuple(labels), True
 
 
 def _order(value):
@@ -94,9 +103,7 @@ def effects(trials, dims, images=None, rung=None):
     lowest rung), largest share first; hyperparameters that took one value are left out.
     `images`: how many validation images one score is measured on (its noise)."""
     scored = [t for t in trials if t.status == store.OK and math.isfinite(t.val_accuracy)]
-    if rung and scored:
-        lowest = min(t.params[rung] for t in scored)
-        scored = [t for t in scored if t.params[rung] == lowest]
+    scored = [t for t in _first_rung(trials, rung) if t.status == store.OK and math.isfinite(t.val_accuracy)]
     if len(scored) < 3:
         return []
     scores = np.array([t.val_accuracy for t in scored])
@@ -116,22 +123,39 @@ def effects(trials, dims, images=None, rung=None):
         hi, lo = int(np.argmax(means)), int(np.argmin(means))
         found.append(Effect(dim.name, labels, tuple(int(c) for c in counts), tuple(float(m) for m in means),
                             explained / total if total > 0 else 0.0, (len(labels) - 1) / (len(scored) - 1),
-                            float(means[hi] - means[lo]), 2 * math.hypot(group_se[hi], group_se[lo]), thirds))
+                            float(means[hi] - means[lo]), 2 * math.hypot(group_se[hi], group_se[lo]), thirds,
+                            f_test(scores, index, len(labels))))
     return sorted(found, key=lambda e: -e.share)
 
 
-def format_effects(found, trials_read, images=None):
+def f_test(scores, index, groups):
+    """The one-way ANOVA F test's p-value (scipy.stats.f_oneway); NaN where it cannot be
+    computed (a group per trial, or no spread at all); 0 when the groups differ and nothing
+    varies within them."""
+    from scipy import stats
+
+    members = [scores[index == g] for g in range(groups)]
+    if len(scores) <= groups:
+        return math.nan
+    within = sum(float(((m - m.mean()) ** 2).sum()) for m in members)
+    if within == 0:
+        return 0.0 if len({float(m.mean()) for m in members}) > 1 else math.nan
+    return float(stats.f_oneway(*members).pvalue)
+
+
+def format_effects(found, trials_read, images=None, left_out=0):
     """The table and its cautions; '' when nothing can be said (fewer than 3 scored trials, or
     no hyperparameter took two values)."""
     if not found:
         return ""
     rows = [[e.name, f"{len(e.groups)} {'thirds' if e.thirds else 'values'}",
-             f"{e.share:.2f}", f"{e.chance:.2f}", e.best, f"{e.spread:.4f}",
-             f"{e.noise:.4f}" if math.isfinite(e.noise) else "-", e.reading] for e in found]
-    table = outputs.format_table(["hyperparameter", "groups", "share", "chance", "best group", "spread",
+             f"{e.share:.2f}", f"{e.chance:.2f}", f"{e.p:.3f}" if math.isfinite(e.p) else "-", e.best,
+             f"{e.spread:.4f}", f"{e.noise:.4f}" if math.isfinite(e.noise) else "-", e.reading] for e in found]
+    table = outputs.format_table(["hyperparameter", "groups", "share", "chance", "p", "best group", "spread",
                                   "2 se", "reading"], rows)
-    lines = [f"which hyperparameters matter ({trials_read} trials; share: of the scores' variance, explained "
-             "by one hyperparameter's groups):", table]
+    dropped = f"; {left_out} failed or diverged left out" if left_out else ""
+    lines = [f"which hyperparameters matter ({trials_read} trials{dropped}; share: of the scores' variance, "
+             "explained by one hyperparameter's groups; p: F test):", table]
     if trials_read < FEW:
         lines.append(f"caution: only {trials_read} trials: each group's mean rests on a few scores, so these "
                      "shares are rough; more trials sharpen them.")
@@ -147,10 +171,10 @@ def format_effects(found, trials_read, images=None):
 def report(trials, dims, images=None, rung=None):
     """format_effects of `trials`: what a search prints after its ranked table."""
     found = effects(trials, dims, images, rung)
+    trials = _first_rung(trials, rung)
     read = [t for t in trials if t.status == store.OK and math.isfinite(t.val_accuracy)]
-    if rung and read:
-        read = [t for t in read if t.params[rung] == min(r.params[rung] for r in read)]
-    return format_effects(found, len(read), images)
+    cv = any(t.kind == "cv" for t in read)  # the noise is the folds', not one split's images
+    return format_effects(found, len(read), None if cv else images, left_out=len(trials) - len(read))
 
 
 def dims_of(space):
@@ -163,13 +187,19 @@ def read_search(folder):
     """(trials, dims, validation images, rung) of a search folder; UsageError when unreadable."""
     try:
         manifest = json.loads((folder / store.MANIFEST).read_text())
-        found = store.stored(folder / store.RESULTS).trials()
+        held = store.stored(folder / store.RESULTS)
         best = folder / store.BEST
         images = json.loads(best.read_text()).get("validation_images") if best.exists() else None
         dims = dims_of(manifest["space"])
-    except (OSError, ValueError, KeyError) as err:
-        raise UsageError(f"cannot read a search in {folder}: {err}") from None
-    return found, dims, images, "epochs" if manifest.get("method", {}).get("halving") else None
+        found = held.trials()
+        missing = [d.name for d in dims if d.name not in held.names]
+        if missing:
+            raise ValueError(f"{store.RESULTS} has no column for {', '.join(missing)}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        why = f"{err.__class__.__name__}: {err}" if isinstance(err, (KeyError, TypeError, AttributeError)) else err
+        raise UsageError(f"cannot read a search in {folder}: {why}") from None
+    halving = manifest.get("method", {}).get("halving") if isinstance(manifest.get("method"), dict) else None
+    return found, dims, images, "epochs" if halving else None
 
 
 def centred(searches):
@@ -192,6 +222,8 @@ def main(argv=None):
                              "resplits), each folder's scores centred on its own mean")
     args = parser.parse_args(argv)
     try:
+        if args.pool and len({f.resolve() for f in args.folders}) < len(args.folders):
+            raise UsageError("--pool got a folder twice; each search counts once")
         searches = [read_search(folder) for folder in args.folders]
         spaces = [[(d.name, d.spec()) for d in dims] for _, dims, _, _ in searches]
         if args.pool and any(space != spaces[0] for space in spaces):
