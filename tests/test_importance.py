@@ -178,7 +178,7 @@ def test_failed_trials_are_counted_in_the_header():
     failed = Trial(params={"layers": 4}, val_accuracy=float("nan"), std=float("nan"), fit_seconds=0.0,
                    status="diverged")
     text = importance.report(trials(rows) + [failed], [LAYERS], images=133)
-    assert text.startswith("which hyperparameters matter (6 trials; 1 failed or diverged left out;")
+    assert text.startswith("which hyperparameters matter (6 trials; 1 without a score left out;")
 
 
 def test_malformed_folders_end_in_one_line(data_dir, tmp_path, capsys, scored):

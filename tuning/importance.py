@@ -153,7 +153,7 @@ def format_effects(found, trials_read, images=None, left_out=0):
              f"{e.spread:.4f}", f"{e.noise:.4f}" if math.isfinite(e.noise) else "-", e.reading] for e in found]
     table = outputs.format_table(["hyperparameter", "groups", "share", "chance", "p", "best group", "spread",
                                   "2 se", "reading"], rows)
-    dropped = f"; {left_out} failed or diverged left out" if left_out else ""
+    dropped = f"; {left_out} without a score left out" if left_out else ""
     lines = [f"which hyperparameters matter ({trials_read} trials{dropped}; share: of the scores' variance, "
              "explained by one hyperparameter's groups; p: F test):", table]
     if trials_read < FEW:
