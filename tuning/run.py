@@ -162,7 +162,7 @@ def manifest(setup, method, beans):
             "fixed": fixed, "data": data, "image_size": beans.image_size,
             "limit": beans.limit, "seed": setup.args.seed, "method": method.identity(setup.args),
             # a folder's classes and file names: its images changed, the search is another one
-            **({"images": beans.fingerprint()} if beans.fingerprint() else {}),
+            **({"images": images} if (images := beans.fingerprint()) else {}),
             # searches saved before --score ranked by the best epoch, and still resume
             **({"score": score} if score != "best-epoch" else {})}
 
