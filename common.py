@@ -693,7 +693,7 @@ def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best
     tf.get_logger().setLevel("ERROR")  # each new model retraces tf.functions; that is expected here
     if not plan.reuse:
         keras.backend.clear_session()  # free the previous model's graph and memory
-    keras.utils.set_random_seed(seed)
+    graphs.seed(seed, reuse=plan.reuse)
     steps = math.ceil(len(train_split) / hp.batch_size)
     model = graphs.compiled(hp, train_split.x.shape[1], train_split.num_classes, steps, plan.horizon or hp.epochs,
                             (train_split.x[:1], train_split.y[:1]), eager=os.environ.get(EAGER_ENV) == "1",

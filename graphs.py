@@ -22,6 +22,7 @@ and its early stopping's memory): successive halving continues a promoted traini
 import collections
 import io
 import json
+import random
 import threading
 from dataclasses import dataclass
 
@@ -144,6 +145,34 @@ def compiled(hp, image_size, num_classes, steps_per_epoch, horizon, sample, eage
         entry.model.set_weights(fresh.get_weights())
     entry.prepare(hp, steps_per_epoch, horizon)
     return entry.model
+
+
+def seed(value, reuse=False):
+    """Seeds Python, NumPy, Keras and TensorFlow with `value`, as keras.utils.set_random_seed
+    does, except that with `reuse`, where TensorFlow's global seed is already `value` (a search's
+    trials share its --seed), TensorFlow's is not set again: setting it clears TensorFlow's
+    kernel cache, and with it the kept models' instantiated train and test functions, which then
+    cost 0.3-0.6 s to instantiate again on their first call (bench/fixed_cost.py). Leaving it is
+    safe because nothing random in a training draws on TensorFlow's global state: the shuffle
+    has its own seed, the augmenter its own seed generators, and Keras's random ops are
+    stateless (tests/test_graphs.py: a reused training equals a fresh one). Where this Keras or
+    TensorFlow lacks the internals read here, every seed is set as before."""
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils import rng_utils
+        from tensorflow.python.eager import context
+
+        kept = reuse and getattr(context.context(), "_seed", None) == value
+    except ImportError:
+        kept = False
+    if not kept:
+        keras.utils.set_random_seed(value)
+        return
+    random.seed(value)
+    np.random.seed(value)
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, value)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)  # a new one, from `value`
 
 
 def _build_state(model, sample):

@@ -84,6 +84,28 @@ def test_a_reused_model_trains_as_a_fresh_one():
     assert reused == fresh
 
 
+def test_a_search_seed_keeps_tensorflows_compiled_functions_and_trains_as_fresh(graph_mode, monkeypatch):
+    """Trials that share a seed do not set TensorFlow's again (that clears its kernel cache, the
+    compiled train and test functions with it), and still train as fresh ones do."""
+    import keras
+
+    graphs.clear()
+    runs = ((1e-2, 0.0, 8), (3e-3, 0.0, 4), (1e-3, 0.0, 16))
+    fresh = [common.train(hp(learning_rate=lr, decay=d, batch_size=b, augment=True), TRAIN, VAL, seed=2,
+                          log=None).history for lr, d, b in runs]
+    calls = []
+    original = keras.utils.set_random_seed
+    monkeypatch.setattr(keras.utils, "set_random_seed", lambda value: (calls.append(value), original(value)))
+    reused = [common.train(hp(learning_rate=lr, decay=d, batch_size=b, augment=True), TRAIN, VAL, seed=2,
+                           log=None, plan=graphs.Plan(reuse=True)).history for lr, d, b in runs]
+    assert reused == fresh
+    assert calls == [], "TensorFlow already had the seed: it is not set again"
+    common.train(hp(augment=True), TRAIN, VAL, seed=5, log=None, plan=graphs.Plan(reuse=True))
+    assert calls == [5], "another seed is set"
+    common.train(hp(augment=True), TRAIN, VAL, seed=5, log=None)
+    assert calls == [5, 5], "without reuse every seed is set"
+
+
 def test_the_graph_key_separates_what_a_graph_bakes_in():
     key = graphs.graph_key(hp(), 8, 3, False)
     assert graphs.graph_key(hp(learning_rate=0.1, batch_size=32, epochs=9), 8, 3, False) == key  # set per training
