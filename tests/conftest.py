@@ -55,6 +55,20 @@ def make_image_folder(root, per_class=4, size=12, seed=0, splits=("train", "vali
     return root
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests marked slow first, dealt in turn to each test process. pytest-xdist's worksteal
+    gives each process a contiguous share of the list at the start, then lets an idle one take
+    queued tests from the other: with the slow tests spread over the shares' starts, both
+    processes begin on them and the short tests even out the end, where one slow test left
+    queued last would keep one process busy while the other waits."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    if workers < 2:
+        return
+    ordered = [item for item in items if item.get_closest_marker("slow")]
+    ordered += [item for item in items if not item.get_closest_marker("slow")]
+    items[:] = [item for k in range(workers) for item in ordered[k::workers]]
+
+
 @pytest.fixture(autouse=True)
 def no_compiled_model_carried_over():
     """Each test starts without the compiled models an earlier test in the same process kept

@@ -43,6 +43,7 @@ def test_best_at_counts_only_trainings_finished_within_the_budget():
     assert methods.best_at(curve, 60, axis=2) == 0.9
 
 
+@pytest.mark.slow
 def test_every_method_spends_the_same_budget_and_a_rerun_trains_nothing(data_dir, tmp_path, scored, capsys):
     out = tmp_path / "bench"
     argv = ["--data-dir", str(data_dir), "--image-size", "8", "--seeds", "1", "--epochs", "9", "--out", str(out),
@@ -92,6 +93,7 @@ def test_methods_refuses_a_budget_it_cannot_share_fairly(tmp_path, argv):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_seeds_runs_a_command_per_seed_and_resumes(data_dir, tmp_path, capsys):
     out = tmp_path / "seeds"
     argv = ["--seeds", "2", "--out", str(out), "--", "train_bn.py", "--data-dir", str(data_dir), "--image-size", "8",
@@ -133,6 +135,7 @@ def test_seeds_refuses_what_it_cannot_run(tmp_path, command):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow
 def test_with_two_jobs_each_search_runs_in_a_fresh_process_of_its_own(data_dir, tmp_path, monkeypatch):
     import os
 

@@ -28,6 +28,7 @@ def rows(out):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_grid_on_two_workers_matches_a_serial_run(data_dir, tmp_path, cluster, capsys):
     argv = ["--data-dir", str(data_dir), "--learning-rate", "1e-3,1e-2", "--layers", "1,2", *TINY]
     assert tune_grid.main([*argv, "--out", str(tmp_path / "serial")]) == 0
@@ -48,6 +49,7 @@ def test_grid_on_two_workers_matches_a_serial_run(data_dir, tmp_path, cluster, c
     assert not workers & serial_worker
 
 
+@pytest.mark.slow
 def test_bayes_batches_run_on_the_cluster(data_dir, tmp_path, cluster):
     out = tmp_path / "run"
     assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--scheduler",
@@ -133,6 +135,7 @@ def run_bounded(main, argv, seconds=240):
     return result.get("code")
 
 
+@pytest.mark.slow
 def test_a_training_that_kills_its_workers_is_recorded_failed(data_dir, tmp_path, capsys):
     # every search trains through one path (tuning.evaluate), whose handling of a killer
     # test_search_core.py checks for each case, and test_a_training_blamed_with_a_killer_runs_again_alone
@@ -190,6 +193,7 @@ def test_no_more_trainings_run_at_once_than_asked(cluster):
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))  # one at a time
 
 
+@pytest.mark.slow
 def test_one_worker_thread_still_runs_every_trial_on_the_cluster(data_dir, tmp_path):
     import os
 
@@ -328,6 +332,7 @@ def make_certificates(folder, name="cluster"):
     return {k: str(v) for k, v in paths.items()}
 
 
+@pytest.mark.slow
 def test_a_tls_cluster_serves_only_holders_of_its_certificates(data_dir, tmp_path, capsys):
     from distributed.security import Security
 
@@ -354,6 +359,7 @@ def test_a_tls_cluster_serves_only_holders_of_its_certificates(data_dir, tmp_pat
     assert not (tmp_path / "none").exists() and not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow
 def test_a_cluster_whose_only_worker_dies_still_finishes_the_search(data_dir, tmp_path, graph_mode):
     """A worker killed mid-trial costs only that trial: the nanny restarts it, the data held on it
     are computed again, the trial trains again there, the finished one is not trained again."""

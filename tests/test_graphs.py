@@ -74,6 +74,7 @@ def test_a_continued_training_carries_early_stoppings_memory_and_saves_its_last_
     assert all(np.array_equal(a, b) for a, b in zip(rest.state.best_weights, marker))
 
 
+@pytest.mark.slow
 def test_a_reused_model_trains_as_a_fresh_one():
     graphs.clear()
     fresh = [common.train(hp(learning_rate=lr, decay=d, batch_size=b), TRAIN, VAL, seed=1, log=None).history

@@ -91,6 +91,7 @@ def test_a_resplit_folder_missing_an_image_is_refused_and_two_benches_make_one_f
         resplit.make_resplit(folder, images, 1, uneven)
 
 
+@pytest.mark.slow
 def test_runs_a_command_and_its_rival_on_the_same_resplits_and_resumes(data_dir, tmp_path, capsys):
     out = tmp_path / "bench"
     argv = ["--data-dir", str(data_dir), "--resplits", "1", "--first", "2", "--out", str(out),
@@ -186,6 +187,7 @@ def test_ctrl_c_lets_the_run_save_and_a_second_one_kills_it(tmp_path, monkeypatc
     assert child.events[-1] == (("wait", None) if killed else ("wait", 120))  # it has stopped
 
 
+@pytest.mark.slow
 def test_a_search_resplit_reads_the_searchs_score_and_final_test(data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative --out, and a relative --grid, from wherever the bench starts
     (tmp_path / "grid.json").write_text(json.dumps({"learning_rate": [1e-3, 2e-3]}))
@@ -321,6 +323,7 @@ def test_configurations_are_drawn_from_the_random_searchs_ranges_on_its_scales()
     assert {c["layers"] for c in configs} == {2, 3, 4}
 
 
+@pytest.mark.slow
 def test_the_selection_bench_trains_every_configuration_seed_and_fold_once(data_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(selection, "TRIAL_DEFAULTS", {**selection.TRIAL_DEFAULTS, "augment": False})  # faster
     out = tmp_path / "sel"

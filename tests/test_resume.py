@@ -51,6 +51,7 @@ def count_trainings(monkeypatch, interrupt_at=None):
     (tune_random, ["--n-iter", "4", "--learning-rate", "1e-4:1e-1", "--layers", "1:3"]),
     (tune_bayes, ["--n-calls", "4", "--n-initial-points", "2", "--learning-rate", "1e-4:1e-1", "--layers", "1:3"]),
 ])
+@pytest.mark.slow
 def test_ctrl_c_then_rerun_resumes_without_retraining(data_dir, tmp_path, monkeypatch, capsys, script, argv):
     out = tmp_path / "run"
     command = ["--data-dir", str(data_dir), "--out", str(out), *argv, *TINY]
@@ -150,6 +151,7 @@ def test_a_ctrl_c_that_tensorflow_turned_into_another_error_is_not_stored_as_a_f
     assert [r["status"] for r in rows(out)] == ["ok"] * 3 and len(calls) == 2 + 2 + 1  # it trained on rerun
 
 
+@pytest.mark.slow
 def test_resumed_random_search_draws_the_same_candidates(data_dir, tmp_path, monkeypatch, scored):
     argv = ["--data-dir", str(data_dir), "--n-iter", "4", "--learning-rate", "1e-4:1e-1", "--units", "4:64",
             "--seed", "3", "--image-size", "8", "--epochs", "1", "--batch-size", "4", "--decay", "0"]
@@ -165,6 +167,7 @@ def test_resumed_random_search_draws_the_same_candidates(data_dir, tmp_path, mon
     assert candidates(tmp_path / "cut") == candidates(tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_kill_9_mid_search_loses_only_running_trials(data_dir, tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, str(ROOT / "tune_grid.py"), "--data-dir", str(data_dir), "--out", str(out),

@@ -139,6 +139,7 @@ def test_training_scripts_write_both_models_curves(data_dir, tmp_path):
         assert [v for _, v in curves["val_accuracy"]] == pytest.approx([float(r["val_accuracy"]) for r in history])
 
 
+@pytest.mark.slow
 def test_histories_of_trials_in_other_processes_reach_the_client(data_dir, tmp_path):
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,3e-3",
