@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One TensorFlow thread per op pool, here and in every script a test starts: the tests' models are
-# tiny, and with two test processes on two cores more threads only wait on each other (the suite
+# tiny, and with several test processes on two cores more threads only wait on each other (the suite
 # ran a fifth faster). Tests of --threads-per-trial set their threads explicitly.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
