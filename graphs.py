@@ -149,30 +149,38 @@ def compiled(hp, image_size, num_classes, steps_per_epoch, horizon, sample, eage
 
 def seed(value, reuse=False):
     """Seeds Python, NumPy, Keras and TensorFlow with `value`, as keras.utils.set_random_seed
-    does, except that with `reuse`, where TensorFlow's global seed is already `value` (a search's
-    trials share its --seed), TensorFlow's is not set again: setting it clears TensorFlow's
-    kernel cache, and with it the kept models' instantiated train and test functions, which then
-    cost 0.3-0.6 s to instantiate again on their first call (bench/fixed_cost.py). Leaving it is
-    safe because nothing random in a training draws on TensorFlow's global state: the shuffle
-    has its own seed, the augmenter its own seed generators, and Keras's random ops are
-    stateless (tests/test_graphs.py: a reused training equals a fresh one). Where this Keras or
-    TensorFlow lacks the internals read here, every seed is set as before."""
-    try:
-        from keras.src.backend.common import global_state
-        from keras.src.random import seed_generator
-        from keras.src.utils import rng_utils
-        from tensorflow.python.eager import context
+    does, except that with `reuse`, where TensorFlow's global seed is already `value`,
+    TensorFlow's is not set again: setting it clears TensorFlow's kernel cache, and with it the
+    kept models' instantiated train and test functions, which then cost 0.3-0.6 s to
+    instantiate again on their first call (bench/fixed_cost.py). A search's trials share its
+    --seed, so after its first trial TensorFlow's seed is already theirs (with --repeats the
+    seeds alternate, and it is set every time).
 
-        kept = reuse and getattr(context.context(), "_seed", None) == value
-    except ImportError:
-        kept = False
+    Leaving it is safe because what a training reads of TensorFlow's global state is that seed
+    alone, and it already has the value setting it would give: the shuffle combines it with its
+    own seed; nothing draws on TensorFlow's operation-seed counter or keeps a stateful random
+    kernel (the augmenter has its own seed generators, Keras's random ops are stateless).
+    tests/test_graphs.py checks that reused trainings equal fresh ones. Where this Keras or
+    TensorFlow lacks the internals read here, every seed is set as before."""
+    kept = False
+    if reuse and isinstance(value, int):  # keras.utils.set_random_seed refuses anything else
+        try:
+            from keras.src.backend.common import global_state
+            from keras.src.random import seed_generator
+            from keras.src.utils import rng_utils
+            from tensorflow.python.eager import context
+
+            names = (rng_utils.GLOBAL_RANDOM_SEED, seed_generator.GLOBAL_SEED_GENERATOR)
+            kept = getattr(context.context(), "_seed", None) == value
+        except (ImportError, AttributeError):
+            kept = False
     if not kept:
         keras.utils.set_random_seed(value)
         return
     random.seed(value)
     np.random.seed(value)
-    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, value)
-    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)  # a new one, from `value`
+    global_state.set_global_attribute(names[0], value)
+    global_state.set_global_attribute(names[1], None)  # a new global seed generator, from `value`
 
 
 def _build_state(model, sample):

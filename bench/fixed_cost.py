@@ -30,6 +30,7 @@ Every training has seed 0, as the trials of a search share its --seed. Three kin
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -129,7 +130,8 @@ def one(kind, i, beans):
     import graphs
 
     hp = hparams(kind, i)
-    kept = kind != "fresh" and graphs.graph_key(hp, beans.image_size, beans.train.num_classes, False) in graphs._cache()
+    eager = os.environ.get(common.EAGER_ENV) == "1"
+    kept = kind != "fresh" and graphs.graph_key(hp, beans.image_size, beans.train.num_classes, eager) in graphs._cache()
     clock = Clock()
     undo = probed(clock)
     try:

@@ -56,17 +56,25 @@ def make_image_folder(root, per_class=4, size=12, seed=0, splits=("train", "vali
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests marked slow first, dealt in turn to each test process. pytest-xdist's worksteal
-    gives each process a contiguous share of the list at the start, then lets an idle one take
-    queued tests from the other: with the slow tests spread over the shares' starts, both
-    processes begin on them and the short tests even out the end, where one slow test left
-    queued last would keep one process busy while the other waits."""
+    """The tests marked slow at the start of every test process's share. pytest-xdist's
+    worksteal gives each process a contiguous share of the list at the start (the first
+    len // n tests, then the next len(rest) // (n - 1), ...), then lets an idle one take queued
+    tests from another: one slow test left queued last would keep one process busy while the
+    others wait. The slow tests are dealt in turn to the shares' starts; the others follow in
+    file order, so a module's tests (and its module-scoped fixtures) stay together."""
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
     if workers < 2:
         return
-    ordered = [item for item in items if item.get_closest_marker("slow")]
-    ordered += [item for item in items if not item.get_closest_marker("slow")]
-    items[:] = [item for k in range(workers) for item in ordered[k::workers]]
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    rest = [item for item in items if not item.get_closest_marker("slow")]
+    ordered, left = [], len(items)
+    for k in range(workers):
+        size = left // (workers - k)  # worksteal's share for the k-th process
+        dealt = slow[k::workers]
+        take = max(0, size - len(dealt))
+        ordered += dealt + rest[:take]
+        rest, left = rest[take:], left - size
+    items[:] = ordered + rest
 
 
 @pytest.fixture(autouse=True)

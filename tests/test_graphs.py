@@ -88,23 +88,43 @@ def test_a_reused_model_trains_as_a_fresh_one():
 def test_a_search_seed_keeps_tensorflows_compiled_functions_and_trains_as_fresh(graph_mode, monkeypatch):
     """Trials that share a seed do not set TensorFlow's again (that clears its kernel cache, the
     compiled train and test functions with it), and still train as fresh ones do."""
-    import keras
+    import tensorflow as tf
 
     graphs.clear()
     runs = ((1e-2, 0.0, 8), (3e-3, 0.0, 4), (1e-3, 0.0, 16))
-    fresh = [common.train(hp(learning_rate=lr, decay=d, batch_size=b, augment=True), TRAIN, VAL, seed=2,
-                          log=None).history for lr, d, b in runs]
+
+    def history(seed, lr=1e-2, decay=0.0, batch=8, reuse=False):
+        return common.train(hp(learning_rate=lr, decay=decay, batch_size=batch, augment=True), TRAIN, VAL,
+                            seed=seed, log=None, plan=graphs.Plan(reuse=reuse)).history
+
+    fresh = [history(2, *run) for run in runs]
+    fresh_5 = history(5)
+    history(2)  # TensorFlow's seed is 2 again
     calls = []
-    original = keras.utils.set_random_seed
-    monkeypatch.setattr(keras.utils, "set_random_seed", lambda value: (calls.append(value), original(value)))
-    reused = [common.train(hp(learning_rate=lr, decay=d, batch_size=b, augment=True), TRAIN, VAL, seed=2,
-                           log=None, plan=graphs.Plan(reuse=True)).history for lr, d, b in runs]
-    assert reused == fresh
+    original = tf.random.set_seed
+    monkeypatch.setattr(tf.random, "set_seed", lambda value: (calls.append(value), original(value)))
+    assert [history(2, *run, reuse=True) for run in runs] == fresh
     assert calls == [], "TensorFlow already had the seed: it is not set again"
-    common.train(hp(augment=True), TRAIN, VAL, seed=5, log=None, plan=graphs.Plan(reuse=True))
+    assert history(5, reuse=True) == fresh_5
     assert calls == [5], "another seed is set"
-    common.train(hp(augment=True), TRAIN, VAL, seed=5, log=None)
+    history(5)
     assert calls == [5, 5], "without reuse every seed is set"
+
+
+def test_a_kept_seed_leaves_python_numpy_and_keras_as_setting_it_does():
+    import random
+
+    import keras
+
+    def draws():
+        return random.random(), np.random.random(), float(keras.random.uniform(()))
+
+    keras.utils.set_random_seed(7)
+    expected = draws()
+    graphs.seed(7, reuse=True)  # TensorFlow's seed is 7 already: the kept path
+    assert draws() == expected
+    with pytest.raises(ValueError):
+        graphs.seed(None, reuse=True)  # as keras.utils.set_random_seed refuses it
 
 
 def test_the_graph_key_separates_what_a_graph_bakes_in():
