@@ -162,25 +162,23 @@ def seed(value, reuse=False):
     kernel (the augmenter has its own seed generators, Keras's random ops are stateless).
     tests/test_graphs.py checks that reused trainings equal fresh ones. Where this Keras or
     TensorFlow lacks the internals read here, every seed is set as before."""
-    kept = False
-    if reuse and isinstance(value, int):  # keras.utils.set_random_seed refuses anything else
-        try:
-            from keras.src.backend.common import global_state
-            from keras.src.random import seed_generator
-            from keras.src.utils import rng_utils
-            from tensorflow.python.eager import context
+    try:  # Keras's and TensorFlow's internals: where one is missing, every seed is set as before
+        from keras.src.backend.common import global_state
+        from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+        from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+        from tensorflow.python.eager import context
 
-            names = (rng_utils.GLOBAL_RANDOM_SEED, seed_generator.GLOBAL_SEED_GENERATOR)
-            kept = getattr(context.context(), "_seed", None) == value
-        except (ImportError, AttributeError):
-            kept = False
-    if not kept:
+        tensorflows = context.context()._seed
+    except (ImportError, AttributeError):
+        reuse = False
+    # keras.utils.set_random_seed refuses a seed that is not an int: so does the kept path
+    if not (reuse and isinstance(value, int) and tensorflows == value):
         keras.utils.set_random_seed(value)
         return
     random.seed(value)
     np.random.seed(value)
-    global_state.set_global_attribute(names[0], value)
-    global_state.set_global_attribute(names[1], None)  # a new global seed generator, from `value`
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, value)
+    global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)  # a new global seed generator, from `value`
 
 
 def _build_state(model, sample):
