@@ -695,9 +695,10 @@ def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best
         keras.backend.clear_session()  # free the previous model's graph and memory
     graphs.seed(seed, reuse=plan.reuse)
     steps = math.ceil(len(train_split) / hp.batch_size)
-    model = graphs.compiled(hp, train_split.x.shape[1], train_split.num_classes, steps, plan.horizon or hp.epochs,
-                            (train_split.x[:1], train_split.y[:1]), eager=os.environ.get(EAGER_ENV) == "1",
-                            reuse=plan.reuse)
+    with graphs.python_random(seed):  # the initial weights: no other thread's draws change them
+        model = graphs.compiled(hp, train_split.x.shape[1], train_split.num_classes, steps,
+                                plan.horizon or hp.epochs, (train_split.x[:1], train_split.y[:1]),
+                                eager=os.environ.get(EAGER_ENV) == "1", reuse=plan.reuse)
     start = plan.start
     if start is not None:
         graphs.restore(model, start)

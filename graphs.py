@@ -20,6 +20,7 @@ and its early stopping's memory): successive halving continues a promoted traini
 """
 
 import collections
+import contextlib
 import io
 import json
 import random
@@ -179,6 +180,42 @@ def seed(value, reuse=False):
     np.random.seed(value)
     global_state.set_global_attribute(GLOBAL_RANDOM_SEED, value)
     global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)  # a new global seed generator, from `value`
+
+
+class _ThreadsStream:
+    """Python's `random` as Keras sees it where it draws the seeds of initializers and seed
+    generators made without one (keras.src.random.seed_generator.make_default_seed): inside
+    `python_random(...)` the calling thread's own stream, else the process's global one."""
+
+    def __getattr__(self, name):
+        stream = getattr(_KEPT, "python_random", None)
+        return getattr(random if stream is None else stream, name)
+
+
+@contextlib.contextmanager
+def python_random(value):
+    """Within: Keras draws its default seeds (a new model's initializers) from a Python random
+    stream of this thread's own, seeded with `value`: the numbers random.seed(value) gives, but
+    no other thread draws from it. Keras otherwise draws them from Python's global `random`,
+    which every thread of the process shares: on a Dask worker, Dask's own threads draw from it
+    too, at moments that vary, and a search's first trial started from other weights in 2 of 3
+    runs (docs/accuracy.md, Reproducibility)."""
+    try:
+        from keras.src.random import seed_generator
+    except ImportError:
+        seed_generator = None
+    current = getattr(seed_generator, "python_random", None)
+    if current is random:
+        seed_generator.python_random = current = _ThreadsStream()
+    if not isinstance(current, _ThreadsStream) or not isinstance(value, int):
+        yield  # a Keras that draws its default seeds elsewhere, or no seed: as before
+        return
+    previous = getattr(_KEPT, "python_random", None)
+    _KEPT.python_random = random.Random(value)
+    try:
+        yield
+    finally:
+        _KEPT.python_random = previous
 
 
 def _build_state(model, sample):

@@ -216,3 +216,24 @@ def test_a_searchs_trainings_reuse_compiled_models_and_its_final_model_does_not(
                            "--learning-rate", "1e-3,3e-3", "--layers", "1", "--units", "4", "--epochs", "1",
                            "--final-epochs", "1", "--batch-size", "4"]) == 0
     assert [bool(p and p.reuse) for p in plans] == [True, True, False]  # two trials, then the kept model
+
+
+def test_draws_from_pythons_random_in_another_thread_leave_a_training_as_it_was(monkeypatch):
+    # Keras draws the seeds of its initializers from Python's random. A Dask worker's event loop
+    # draws from the process's global one at moments that vary: here, just before the model is built.
+    import random
+    import threading
+
+    reference = common.train(hp(epochs=2), TRAIN, VAL, seed=3, log=None)
+    build = common.build_model
+
+    def after_another_threads_draws(*args, **kwargs):
+        other = threading.Thread(target=lambda: [random.random() for _ in range(3)])
+        other.start()
+        other.join()
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(common, "build_model", after_another_threads_draws)
+    again = common.train(hp(epochs=2), TRAIN, VAL, seed=3, log=None)
+    assert again.history["loss"] == reference.history["loss"]
+    assert again.history["val_loss"] == reference.history["val_loss"]
