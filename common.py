@@ -612,19 +612,35 @@ def build_model(hp, image_size=64, num_classes=len(CLASS_NAMES)):
     return keras.Model(inputs, outputs, name=name)
 
 
-def learning_rate_schedule(hp, steps_per_epoch):
-    """inverse-time: alpha / (1 + decay * epoch), epoch counted in whole epochs (Keras
-    InverseTimeDecay). cosine: alpha * (1 + cos(pi * step / (epochs * steps_per_epoch))) / 2,
-    from alpha at the first step to 0 after the last epoch (Keras CosineDecay); early stopping
-    cuts it short."""
+def schedule_parameters(hp, steps_per_epoch, horizon=None):
+    """The learning-rate schedule `hp` asks for, as (kind, the Keras schedule's arguments), over
+    `horizon` epochs (default hp.epochs). The one statement of the rule; graphs.py keeps these
+    numbers in variables so that one traced graph serves every rate, decay and length.
+
+    inverse-time: alpha / (1 + decay * epoch), epoch counted in whole epochs (Keras
+    InverseTimeDecay, staircase); constant when decay is 0. cosine: alpha * (1 + cos(pi * step /
+    (horizon * steps_per_epoch))) / 2, from alpha at the first step to 0 after the last epoch
+    (Keras CosineDecay); early stopping cuts it short."""
+    horizon = hp.epochs if horizon is None else horizon
+    if hp.schedule == "cosine":
+        return "cosine", {"initial_learning_rate": hp.learning_rate, "decay_steps": horizon * steps_per_epoch}
+    if hp.decay == 0:
+        return "constant", {"learning_rate": hp.learning_rate}
+    return "inverse-time", {"initial_learning_rate": hp.learning_rate, "decay_steps": steps_per_epoch,
+                            "decay_rate": hp.decay, "staircase": True}
+
+
+SCHEDULE_CLASSES = {"cosine": "CosineDecay", "inverse-time": "InverseTimeDecay"}  # in keras.optimizers.schedules
+
+
+def learning_rate_schedule(hp, steps_per_epoch, horizon=None):
+    """A Keras schedule (or a float, for a constant rate) as schedule_parameters states it."""
     import keras
 
-    if hp.schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(hp.learning_rate, decay_steps=hp.epochs * steps_per_epoch)
-    if hp.decay == 0:
-        return hp.learning_rate
-    return keras.optimizers.schedules.InverseTimeDecay(
-        hp.learning_rate, decay_steps=steps_per_epoch, decay_rate=hp.decay, staircase=True)
+    kind, arguments = schedule_parameters(hp, steps_per_epoch, horizon)
+    if kind == "constant":
+        return arguments["learning_rate"]
+    return getattr(keras.optimizers.schedules, SCHEDULE_CLASSES[kind])(**arguments)
 
 
 def _adam(hp, lr):

@@ -27,7 +27,7 @@ import random
 import threading
 from dataclasses import dataclass
 
-import common  # noqa: F401 - sets TensorFlow's log level before keras loads it
+import common  # before keras: it sets TensorFlow's log level
 import keras  # noqa: E402 - after common set TensorFlow's log level
 import numpy as np
 
@@ -35,9 +35,7 @@ KEEP = 4  # compiled models kept for reuse: a grid's candidates share a few arch
 
 
 def schedule_kind(hp):
-    if hp.schedule == "cosine":
-        return "cosine"
-    return "inverse-time" if hp.decay else "constant"
+    return common.schedule_parameters(hp, steps_per_epoch=1)[0]
 
 
 def graph_key(hp, image_size, num_classes, eager):
@@ -48,46 +46,38 @@ def graph_key(hp, image_size, num_classes, eager):
 
 
 class _Schedule:
-    """Keras's InverseTimeDecay (staircase, per epoch) or CosineDecay with its parameters in
-    variables: `set(...)` gives a reused graph another learning rate, decay or length."""
+    """The Keras schedule common.schedule_parameters states for `kind`, with its numbers (rate,
+    decay steps, decay rate) in variables: `set(...)` gives a reused graph another learning rate,
+    decay or length."""
 
-    def __init__(self, kind):
+    def __init__(self, kind, arguments):
         import keras
 
-        def variable(name):
-            return keras.Variable(1.0, dtype="float32", trainable=False, name=name)
-
         self.kind = kind
-        self.rate, self.steps, self.decay = variable("lr"), variable("decay_steps"), variable("decay_rate")
-        schedules = keras.optimizers.schedules
-        if kind == "cosine":
-            self.schedule = schedules.CosineDecay(self.rate, decay_steps=self.steps)
-        else:
-            self.schedule = schedules.InverseTimeDecay(self.rate, decay_steps=self.steps, decay_rate=self.decay,
-                                                       staircase=True)
+        self.types = {name: type(value) for name, value in arguments.items() if not isinstance(value, bool)}
+        self.variables = {name: keras.Variable(1.0, dtype="float32", trainable=False, name=name)
+                          for name in self.types}
+        flags = {name: value for name, value in arguments.items() if name not in self.types}
+        schedule_class = getattr(keras.optimizers.schedules, common.SCHEDULE_CLASSES[kind])
+        self.schedule = schedule_class(**self.variables, **flags)
         # a saved model (model.keras) holds Keras's own schedule with this training's numbers, so
         # that keras.models.load_model reads it without this module
+        self._keras_config = self.schedule.get_config
         self.schedule.get_config = self.config
 
     def config(self):
-        config = {"initial_learning_rate": float(self.rate.numpy()),
-                  "decay_steps": int(round(float(self.steps.numpy()))), "name": self.schedule.name}
-        if self.kind == "cosine":
-            return {**config, "alpha": self.schedule.alpha, "warmup_target": None, "warmup_steps": 0}
-        return {**config, "decay_rate": float(self.decay.numpy()), "staircase": True}
+        numbers = {name: int(round(float(self.variables[name].numpy()))) if kind is int
+                   else float(self.variables[name].numpy()) for name, kind in self.types.items()}
+        return {**self._keras_config(), **numbers}
 
     def set(self, hp, steps_per_epoch, horizon):
-        self.rate.assign(hp.learning_rate)
-        if self.kind == "cosine":
-            self.steps.assign(horizon * steps_per_epoch)
-        else:
-            self.steps.assign(steps_per_epoch)
-            self.decay.assign(hp.decay)
+        kind, arguments = common.schedule_parameters(hp, steps_per_epoch, horizon)
+        assert kind == self.kind, (kind, self.kind)
+        for name in self.types:
+            self.variables[name].assign(arguments[name])
 
 
 def _make_optimizer(hp, schedule):
-    import common
-
     if schedule is None:  # a constant rate: Keras keeps it in a variable of its own
         return common.OPTIMIZERS[hp.optimizer](hp, float(hp.learning_rate))
     return common.OPTIMIZERS[hp.optimizer](hp, schedule.schedule)
@@ -126,14 +116,12 @@ def compiled(hp, image_size, num_classes, steps_per_epoch, horizon, sample, eage
     `sample` is one batch (x, y) to build the optimizer and metrics on. With `reuse` the model
     may be one an earlier call returned, re-initialized: a caller that keeps a model past the
     next training must not ask for reuse."""
-    import common
-
     fresh = common.build_model(hp, image_size, num_classes=num_classes)
     key, kept = graph_key(hp, image_size, num_classes, eager), _cache()
     entry = kept.get(key) if reuse else None
     if entry is None:
-        kind = schedule_kind(hp)
-        entry = _Compiled(fresh, None if kind == "constant" else _Schedule(kind))
+        kind, arguments = common.schedule_parameters(hp, steps_per_epoch, horizon)
+        entry = _Compiled(fresh, None if kind == "constant" else _Schedule(kind, arguments))
         fresh.compile(optimizer=_make_optimizer(hp, entry.schedule), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], run_eagerly=eager)
         _build_state(fresh, sample)
