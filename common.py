@@ -180,6 +180,7 @@ READABLE_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I"}
 # test split must be the same images in every run, and no flag may re-roll it until a model
 # scores well on it (docs/data.md).
 CARVE_PERCENT = 10
+SPLIT_ALIASES = {"val": "validation", "valid": "validation", "tests": "test"}  # named when they go unread
 CARVE_SEED = 0
 
 
@@ -244,10 +245,18 @@ def check_folder(root, splits=SPLITS):
 
 
 def _check_images(folder):
-    """The sorted images of a class folder, their headers read; at least one."""
+    """The sorted images of a class folder, their headers read; at least one. Hidden files are
+    no images: macOS leaves `._name.jpg` (AppleDouble metadata) beside each image it copies to
+    another file system. ImageFolder lists them too; _load_folder_split drops every file not
+    returned here before decoding."""
     from PIL import Image, UnidentifiedImageError
 
-    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    named = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    for path in named:  # ImageFolder reads every name with an image suffix, hidden ones too
+        if not path.is_file():
+            what = ("a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "a special file")
+            raise UsageError(f"{path} is {what} with an image's name: rename or remove it")
+    images = [p for p in named if not p.name.startswith(".")]
     if not images:
         raise UsageError(f"no .jpg/.jpeg/.png images in {folder}")
     for path in images:
@@ -334,6 +343,8 @@ def stratified_indices(labels, limit, seed):
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     share = np.maximum(1, np.floor(counts / counts.sum() * limit)).astype(int)
+    while share.sum() > limit and (share > 1).any():  # a rare class's 1 came from a common one
+        share[np.argmax(share)] -= 1
     while share.sum() < limit and (share < counts).any():  # hand out the remainder
         share[np.argmax((counts - share) / counts)] += 1
     chosen = [rng.choice(np.flatnonzero(labels == c), size=min(s, n), replace=False)
@@ -499,9 +510,13 @@ class Beans:
         lines = []
         if self.folder and self.folder.carved:
             carved = self.folder.carved
+            unread = [f"{name}/" for name in SPLIT_ALIASES if (Path(self.data_dir) / name).is_dir()
+                      and SPLIT_ALIASES[name] in carved]
             lines.append(f"data: {self.data_dir}: {' and '.join(f'{s}/' for s in carved)} missing: carved "
                          f"{CARVE_PERCENT}% of train/ per class{' for each' if len(carved) > 1 else ''} "
-                         f"(stratified, fixed seed {CARVE_SEED})")
+                         f"(stratified, fixed seed {CARVE_SEED})"
+                         + (f"; {' and '.join(unread)} not read: only train/, validation/ and test/ are"
+                            if unread else ""))
         counts = [self.counts(s) for s in SPLITS]
         shown = [f"{name} {'/'.join(str(c[i]) for c in counts)}" for i, name in enumerate(self.classes[:most])]
         more = f", ... ({len(self.classes) - most} more)" if len(self.classes) > most else ""

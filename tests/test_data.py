@@ -67,6 +67,14 @@ def test_stratified_indices_keep_every_class():
     assert set(labels[idx]) == {0, 1, 2}
 
 
+@pytest.mark.parametrize("counts, limit", [((100, 1, 1), 3), ((50, 2, 2, 2), 5), ((7, 7, 7), 4)])
+def test_stratified_indices_never_exceed_the_limit(counts, limit):
+    labels = np.repeat(np.arange(len(counts)), counts)
+    idx = common.stratified_indices(labels, limit, seed=0)
+    assert len(idx) == limit and len(set(idx)) == limit
+    assert set(labels[idx]) == set(range(len(counts)))  # every class still represented
+
+
 def test_splits_are_decoded_on_demand_only(data_dir, monkeypatch):
     beans = common.Beans(data_dir, image_size=8)
     beans.train
@@ -86,6 +94,10 @@ def test_splits_are_decoded_on_demand_only(data_dir, monkeypatch):
                                                    "unexpected oak"),
     (lambda root: (shutil.rmtree(root / "validation"), (root / "validation").write_text("")),
      "{root}/validation is not a folder"),
+    (lambda root: (root / "train" / "healthy" / "more.JPG").mkdir(),  # ImageFolder would read it as a file
+     "{root}/train/healthy/more.JPG is a folder with an image's name: rename or remove it"),
+    (lambda root: (root / "test" / "healthy" / "gone.jpg").symlink_to(root / "nowhere.jpg"),
+     "{root}/test/healthy/gone.jpg is a broken link with an image's name: rename or remove it"),
 ])
 def test_bad_folders_are_reported_with_the_path(data_dir, damage, message):
     damage(data_dir)

@@ -73,6 +73,16 @@ def test_classes_are_the_sorted_class_folders_of_train(tmp_path):
         assert [beans.classes[label] for label in split.y] == [f.split("/")[-2] for f in split.files]
 
 
+def test_hidden_files_such_as_macos_appledouble_ones_are_no_images(tmp_path):
+    root = make_image_folder(tmp_path / "data", per_class=3, classes=TWO)
+    for split in ("train", "test"):
+        for image in (root / split / "cat").iterdir():  # what a copy from macOS leaves: not an image
+            (image.parent / f"._{image.name}").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    beans = common.Beans(root, image_size=8)
+    assert [len(beans.train.y), len(beans.validation.y), len(beans.test.y)] == [6, 6, 6]
+    assert not any(f.split("/")[-1].startswith(".") for f in beans.train.files + beans.test.files)
+
+
 def test_tfds_keeps_beans_and_its_class_names(monkeypatch):
     monkeypatch.delenv("BEANS_DATA_DIR", raising=False)
     monkeypatch.setattr(common, "_check_tfds_reachable", lambda: None)
@@ -91,6 +101,14 @@ def test_counting_images_decodes_nothing(tmp_path, monkeypatch):
         f"data: {root}: validation/ missing: carved 10% of train/ per class (stratified, fixed seed 0)",
         "classes (5): ash 2/1/2, birch 2/1/2, cedar 2/1/2, elm 2/1/2, oak 2/1/2 (train/validation/test; "
         "10/5/10 in all)"]
+
+
+def test_a_val_folder_is_named_as_not_read_when_validation_is_carved(tmp_path):
+    root = make_image_folder(tmp_path / "data", per_class=10, splits=("train", "test"), classes=TWO)
+    make_image_folder(root, per_class=2, splits=("val",), classes=TWO)
+    assert common.Beans(root, image_size=8).describe()[0] == (
+        f"data: {root}: validation/ missing: carved 10% of train/ per class (stratified, fixed seed 0); "
+        "val/ not read: only train/, validation/ and test/ are")
 
 
 def test_many_classes_are_summed_up_in_one_line(tmp_path):
