@@ -240,8 +240,26 @@ def check_folder(root, splits=SPLITS):
             raise UsageError(f"class folders of {split_dir} differ from {train_dir}'s: "
                              + "; ".join([*([f"missing {', '.join(missing)}"] if missing else []),
                                           *([f"unexpected {', '.join(extra)}"] if extra else [])]))
+        _check_listed(split_dir)
         found[split] = [path for name in classes for path in _check_images(split_dir / name)]
     return found
+
+
+def _image_named(path):
+    """Whether ImageFolder takes `path` for an image: its name ends in an image suffix, any case
+    (".jpg" alone too, which Path.suffix does not see)."""
+    return path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _check_listed(split_dir):
+    """ImageFolder reads every entry with an image's name in every folder of a split, hidden
+    class folders (.ipynb_checkpoints) and hidden names included: each must be a regular file (a
+    folder fails its read, a named pipe blocks it forever)."""
+    for folder in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        for path in sorted(p for p in folder.iterdir() if _image_named(p)):
+            if not path.is_file():
+                what = ("a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "a special file")
+                raise UsageError(f"{path} is {what} with an image's name: rename or remove it")
 
 
 def _check_images(folder):
@@ -251,12 +269,7 @@ def _check_images(folder):
     returned here before decoding."""
     from PIL import Image, UnidentifiedImageError
 
-    named = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    for path in named:  # ImageFolder reads every name with an image suffix, hidden ones too
-        if not path.is_file():
-            what = ("a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "a special file")
-            raise UsageError(f"{path} is {what} with an image's name: rename or remove it")
-    images = [p for p in named if not p.name.startswith(".")]
+    images = sorted(p for p in folder.iterdir() if _image_named(p) and not p.name.startswith("."))  # files: _check_listed
     if not images:
         raise UsageError(f"no .jpg/.jpeg/.png images in {folder}")
     for path in images:

@@ -1,6 +1,7 @@
 """Data loading through tfds.folder_dataset.ImageFolder, on generated folders."""
 
 import collections
+import os
 import shutil
 import socket
 import time
@@ -67,7 +68,7 @@ def test_stratified_indices_keep_every_class():
     assert set(labels[idx]) == {0, 1, 2}
 
 
-@pytest.mark.parametrize("counts, limit", [((100, 1, 1), 3), ((50, 2, 2, 2), 5), ((7, 7, 7), 4)])
+@pytest.mark.parametrize("counts, limit", [((100, 1, 1), 3), ((50, 2, 2, 2), 5), ((60, 2, 2), 3)])
 def test_stratified_indices_never_exceed_the_limit(counts, limit):
     labels = np.repeat(np.arange(len(counts)), counts)
     idx = common.stratified_indices(labels, limit, seed=0)
@@ -98,6 +99,11 @@ def test_splits_are_decoded_on_demand_only(data_dir, monkeypatch):
      "{root}/train/healthy/more.JPG is a folder with an image's name: rename or remove it"),
     (lambda root: (root / "test" / "healthy" / "gone.jpg").symlink_to(root / "nowhere.jpg"),
      "{root}/test/healthy/gone.jpg is a broken link with an image's name: rename or remove it"),
+    (lambda root: (root / "validation" / "healthy" / ".jpg").mkdir(),  # no Path.suffix, but ImageFolder's
+     "{root}/validation/healthy/.jpg is a folder with an image's name: rename or remove it"),
+    (lambda root: ((root / "train" / ".ipynb_checkpoints").mkdir(),  # no class, but ImageFolder reads it
+                   os.mkfifo(root / "train" / ".ipynb_checkpoints" / "p.jpg")),  # reading it would block
+     "{root}/train/.ipynb_checkpoints/p.jpg is a special file with an image's name: rename or remove it"),
 ])
 def test_bad_folders_are_reported_with_the_path(data_dir, damage, message):
     damage(data_dir)
