@@ -180,8 +180,8 @@ READABLE_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I"}
 # test split must be the same images in every run, and no flag may re-roll it until a model
 # scores well on it (docs/data.md).
 CARVE_PERCENT = 10
-SPLIT_ALIASES = {"val": "validation", "valid": "validation", "tests": "test"}  # named when they go unread
 CARVE_SEED = 0
+SPLIT_ALIASES = {"val": "validation", "valid": "validation", "tests": "test"}  # named when they go unread
 
 
 def class_folders(split_dir):
