@@ -51,8 +51,6 @@ class _Schedule:
     decay or length."""
 
     def __init__(self, kind, arguments):
-        import keras
-
         self.kind = kind
         self.types = {name: type(value) for name, value in arguments.items() if not isinstance(value, bool)}
         self.variables = {name: keras.Variable(1.0, dtype="float32", trainable=False, name=name)
