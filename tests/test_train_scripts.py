@@ -2,9 +2,11 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
+import common
 import train_baseline
 import train_bn
 
@@ -130,3 +132,31 @@ def test_outputs_get_the_usual_file_mode(data_dir, tmp_path):
     finally:
         os.umask(old)
     assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {"0o644"}
+
+
+def split_of(files):
+    """The split folder (train, validation, test) every one of `files` lies in."""
+    found = {Path(f).parts[-3] for f in files}
+    assert len(found) == 1, found
+    return found.pop()
+
+
+def test_each_model_selects_on_validation_and_reads_the_test_split_once(data_dir, tmp_path, monkeypatch):
+    trained, evaluated = [], []
+    real_train, real_evaluate = common.train, common.evaluate
+
+    def spy_train(hp, train, val, *args, **kwargs):
+        result = real_train(hp, train, val, *args, **kwargs)
+        trained.append((split_of(train.files), split_of(val.files), result.model))
+        return result
+
+    def spy_evaluate(model, split, *args, **kwargs):
+        evaluated.append((model, split_of(split.files)))
+        return real_evaluate(model, split, *args, **kwargs)
+
+    monkeypatch.setattr(common, "train", spy_train)
+    monkeypatch.setattr(common, "evaluate", spy_evaluate)
+    assert train_bn.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--compare", *FAST]) == 0
+    assert [(t, v) for t, v, _ in trained] == [("train", "validation")] * 2  # early stopping and the kept epoch
+    models = [model for _, _, model in trained]
+    assert [(id(m), s) for m, s in evaluated] == [(id(m), "test") for m in models]  # once per model, after training

@@ -601,3 +601,50 @@ def test_a_grid_file_with_the_cosine_schedule_runs_trials_to_their_end_as_the_fl
     for extra in ([], ["--schedule", "cosine"], ["--grid", str(grid)]):
         setup = prepare(["--layers", "1,2", "--epochs", "40", *extra], tune_grid.METHOD)
         assert (setup.base.epochs, setup.base.patience) == (40, 40), extra
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_learning_rates_a_random_search_trains_are_log_uniform(data_dir, tmp_path, monkeypatch, seed):
+    from scipy import stats
+
+    trained, instant = [], instant_train(common, [])
+
+    def spy(hp, *args, **kwargs):
+        if is_trial(kwargs):
+            trained.append(hp.learning_rate)
+        return instant(hp, *args, **kwargs)
+
+    monkeypatch.setattr(common, "train", spy)
+    low, high = 1e-4, 1e-1
+    assert tune_random.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--n-iter", "200",
+                             "--seed", str(seed), "--learning-rate", f"{low}:{high}", "--layers", "1",
+                             "--final-epochs", "1", *TINY]) == 0
+    assert len(trained) == 200 and min(trained) >= low and max(trained) <= high
+    # log10 of a log-uniform draw is uniform over [-4, -1]; a linear draw would put 90% above 1e-2
+    log_law = stats.uniform(math.log10(low), math.log10(high) - math.log10(low)).cdf
+    assert stats.kstest(np.log10(trained), log_law).pvalue > 1e-3
+    assert stats.kstest(trained, stats.uniform(low, high - low).cdf).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("script, flags", [(tune_grid, ["--learning-rate", "1e-3,1e-2"]),
+                                           (tune_random, ["--n-iter", "2"]),
+                                           (tune_bayes, ["--n-calls", "3", "--n-initial-points", "2"])])
+def test_a_searchs_final_model_alone_reads_the_test_split_once(data_dir, tmp_path, monkeypatch, script, flags):
+    finals, evaluated, instant = [], [], instant_train(common, [])
+    real_evaluate = common.evaluate
+
+    def spy_train(hp, *args, **kwargs):
+        result = instant(hp, *args, **kwargs)
+        if not is_trial(kwargs):
+            finals.append(result.model)
+        return result
+
+    def spy_evaluate(model, split, *args, **kwargs):
+        evaluated.append((id(model), sorted({os.path.basename(os.path.dirname(os.path.dirname(f))) for f in split.files})))
+        return real_evaluate(model, split, *args, **kwargs)
+
+    monkeypatch.setattr(common, "train", spy_train)
+    monkeypatch.setattr(common, "evaluate", spy_evaluate)
+    assert script.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--layers", "1",
+                        "--final-epochs", "1", *flags, *TINY]) == 0
+    assert len(finals) == 1 and evaluated == [(id(finals[0]), ["test"])]
