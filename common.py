@@ -730,7 +730,7 @@ def join_splits(*splits):
                  files=tuple(f for s in splits for f in s.files), classes=splits[0].classes)
 
 
-def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best=True, plan=None):
+def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best=True, plan=None, callbacks=()):
     """Trains a model; early-stops on validation accuracy and keeps the best weights
     (keep_best=False: the last epoch's, for measurements that must not pick an epoch on the
     validation split they then score). With `val_split` None there is nothing to stop on or
@@ -738,7 +738,9 @@ def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best
 
     With `timeout` (seconds), training stops at the first batch past it: status "timeout".
     `plan` (graphs.Plan): reuse a compiled model, continue a saved State up to hp.epochs, spread
-    the learning-rate schedule over more epochs than hp.epochs, return the end State."""
+    the learning-rate schedule over more epochs than hp.epochs, return the end State.
+    `callbacks`: more Keras callbacks, called after each epoch's log line and before early
+    stopping reads the epoch's logs."""
     import keras
     import tensorflow as tf
 
@@ -784,7 +786,7 @@ def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best
     if start is not None and augmenter is not None:
         graphs.restore_augmenter(augmenter, start)
     snapshot = graphs.Snapshot(augmenter)  # first: it reads the weights before early stopping restores the best
-    callbacks = [snapshot, EpochLog(), keras.callbacks.TerminateOnNaN(), TimeLimit()]
+    callbacks = [snapshot, EpochLog(), *callbacks, keras.callbacks.TerminateOnNaN(), TimeLimit()]
     stopper = None
     if val_split is not None:
         stopper = graphs.EarlyStopping(start, monitor="val_accuracy", mode="max", patience=hp.patience,

@@ -11,12 +11,13 @@ pytestmark = pytest.mark.usefixtures("graph_mode")  # the model as users train i
 
 
 def layer_graph(model):
-    """(layer, inbound layer) pairs of a functional model."""
+    """(layer, inbound layer) pairs of a functional model, read from its public config."""
     pairs = []
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            for tensor in node.input_tensors:
-                pairs.append((layer, tensor._keras_history.operation))
+    for entry in model.get_config()["layers"]:
+        for node in entry["inbound_nodes"]:
+            for arg in node["args"]:
+                if isinstance(arg, dict) and "keras_history" in arg.get("config", {}):
+                    pairs.append((model.get_layer(entry["name"]), model.get_layer(arg["config"]["keras_history"][0])))
     return pairs
 
 
@@ -122,18 +123,36 @@ def test_train_returns_history_and_stops_early():
     assert result.seconds > 0
 
 
-def test_training_stops_patience_epochs_after_its_best_and_keeps_the_best_weights():
-    hp = common.HParams(layers=1, units=4, epochs=12, patience=2, batch_size=8, learning_rate=1e-2)
-    validation = noisy_split(30, seed=1)
-    result = common.train(hp, noisy_split(48, seed=0), validation, seed=3, log=None)
-    curve = result.history["val_accuracy"]
-    best = int(np.argmax(curve))
-    # seed 3 peaks early (0.867 at epoch 2 of 4 here), then falls: the case that shows both
-    assert result.epochs < hp.epochs and result.epochs == best + 1 + hp.patience
-    assert curve[-1] < curve[best]
+def scripted_validation(curve):
+    """A Keras callback that replaces each epoch's validation accuracy with the next value of
+    `curve` and keeps the weights each epoch ended with (its `weights`)."""
+    import keras
+
+    class Scripted(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_accuracy"] = curve[epoch]
+            self.weights.append(self.model.get_weights())
+
+    scripted = Scripted()
+    scripted.weights = []
+    return scripted
+
+
+@pytest.mark.parametrize("curve, patience, stopped_after, best", [
+    ([0.5, 0.8, 0.7, 0.75, 0.6, 0.9, 0.95, 0.99], 2, 4, 1),  # best at epoch 2, then 2 without a better one
+    ([0.5, 0.6, 0.6, 0.7, 0.65, 0.64, 0.63, 0.62], 3, 7, 3),  # a tie is no improvement
+    ([0.4, 0.5, 0.6, 0.7], 1, 4, 3),                          # still improving: every epoch runs
+])
+def test_training_stops_patience_epochs_after_its_best_and_keeps_the_best_weights(curve, patience, stopped_after, best):
+    hp = common.HParams(layers=1, units=4, epochs=len(curve), patience=patience, batch_size=8, learning_rate=1e-2)
+    scripted = scripted_validation(curve)
+    result = common.train(hp, random_split(24), random_split(12, seed=1), seed=0, log=None, callbacks=[scripted])
+    assert result.epochs == stopped_after and result.history["val_accuracy"] == curve[:stopped_after]
     assert result.val_accuracy == curve[best]
-    kept = common.evaluate(result.model, validation)
-    assert kept == pytest.approx(curve[best], abs=1e-6) and kept != pytest.approx(curve[-1], abs=1e-6)
+    kept, at_best = result.model.get_weights(), scripted.weights[best]
+    assert all(np.array_equal(k, b) for k, b in zip(kept, at_best, strict=True))
+    if best != stopped_after - 1:  # the last epoch's weights differ from the kept ones
+        assert not all(np.array_equal(k, b) for k, b in zip(kept, scripted.weights[-1], strict=True))
 
 
 def test_train_without_a_validation_split_runs_every_epoch():
@@ -202,3 +221,28 @@ def test_diverging_loss_is_reported_as_nan(monkeypatch):
     assert result.status == "nan"
     assert np.isnan(result.val_accuracy)
     assert result.epochs == 1  # TerminateOnNaN stopped it
+
+
+def assert_scores_each_image_alone(model, image, others):
+    import keras
+
+    alone = model.predict(image, verbose=0)[0]
+    beside = model.predict(np.concatenate([image, others]), verbose=0)[0]
+    np.testing.assert_allclose(alone, beside, rtol=1e-5, atol=1e-6)
+    # the check has teeth: normalizing by the batch's own statistics moves the prediction
+    batch_stats = keras.ops.convert_to_numpy(model(np.concatenate([image, others]), training=True))[0]
+    assert np.abs(batch_stats - alone).max() > 1e-3
+
+
+def test_a_bn_models_prediction_for_an_image_does_not_depend_on_its_batch(tmp_path):
+    # At inference BN normalizes with the moving averages it learned, never with the statistics
+    # of the batch it is given: an image scores the same alone and beside very different images.
+    import keras
+
+    hp = common.HParams(layers=2, units=8, epochs=2, batch_size=8, batch_norm=True)
+    result = common.train(hp, random_split(24), random_split(12, seed=1), seed=0, log=None)
+    image = random_split(3, seed=2).x[:1]
+    others = np.random.default_rng(3).random((7, 8, 8, 3)).astype(np.float32) * 5  # far from the training images
+    assert_scores_each_image_alone(result.model, image, others)
+    result.model.save(tmp_path / "model.keras")
+    assert_scores_each_image_alone(keras.models.load_model(tmp_path / "model.keras"), image, others)  # as users get it
