@@ -487,7 +487,6 @@ class Beans:
         self.limit = limit
         self.seed = seed
         self.folder = read_folder(self.data_dir) if self.data_dir else None
-        import_tfds()  # a broken install: one line now, not a traceback when a split loads
         if self.folder is None:
             _check_tfds_reachable()
         self.classes = self.folder.classes if self.folder else _tfds_classes()

@@ -36,6 +36,18 @@ def test_the_hyperparameter_that_sets_the_score_takes_its_spread():
     assert lr.chance == pytest.approx(2 / 29) and layers.spread == pytest.approx(0.2, abs=0.01)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_p_value_is_the_one_way_anovas(seed):
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    layers = [(2, 3, 4)[i % 3] for i in range(15)]
+    scores = [0.7 + 0.01 * n + rng.normal(0, 0.02) for n in layers]
+    (effect,) = importance.effects(trials([({"layers": n}, s) for n, s in zip(layers, scores)]), [LAYERS])
+    groups = [[s for n, s in zip(layers, scores) if n == g] for g in (2, 3, 4)]
+    assert effect.p == pytest.approx(stats.f_oneway(*groups).pvalue, rel=1e-9)
+
+
 def test_a_range_is_cut_into_thirds_of_its_sampled_values_lowest_first():
     units = [16, 200, 40, 100, 250, 20]
     rows = [({"units": u}, 0.6 + u / 1000) for u in units]

@@ -63,6 +63,21 @@ def test_a_resplit_depends_on_the_images_not_on_where_they_lie(uneven, tmp_path)
     assert {s: [k for k, _, _ in m] for s, m in here.items()} == {s: [k for k, _, _ in m] for s, m in there.items()}
 
 
+@pytest.mark.parametrize("hash_seed", ["1", "2"])
+def test_a_resplit_is_the_same_in_another_process(uneven, hash_seed):
+    # what a resplit holds must not follow anything that differs between processes (Python's
+    # hash() of a string does, with PYTHONHASHSEED): a resumed bench would mix two splits
+    import os
+    import subprocess
+
+    here = json.dumps(resplit.resplit(resplit.labelled_images(uneven), 2), default=str)
+    code = ("import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "import resplit; print(json.dumps(resplit.resplit(resplit.labelled_images(Path(sys.argv[2])), 2), default=str))")
+    there = subprocess.run([sys.executable, "-c", code, str(ROOT / "bench"), str(uneven)], capture_output=True,
+                           text=True, check=True, env={**os.environ, "PYTHONHASHSEED": hash_seed}, cwd=ROOT).stdout
+    assert json.loads(there) == json.loads(here)
+
+
 def test_resplit_folders_are_links_made_once(uneven, tmp_path):
     images = resplit.labelled_images(uneven)
     folder = resplit.make_resplit(tmp_path / "splits" / "resplit-1", images, 1, uneven)

@@ -99,6 +99,21 @@ def test_corrupt_image_is_named_and_nothing_written(data_dir, tmp_path, capsys):
 
 
 
+@pytest.mark.parametrize("script", ["train_bn", "tune_grid"])
+def test_a_broken_tensorflow_datasets_is_one_line_before_anything_runs(data_dir, tmp_path, capsys, monkeypatch, script):
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # what `import` then raises: ImportError
+    out = tmp_path / "run"
+    assert importlib.import_module(script).main(["--data-dir", str(data_dir), "--out", str(out), *FAST]) == 2
+    printed = capsys.readouterr()
+    err = printed.err.strip()
+    assert len(err.splitlines()) == 1 and "tensorflow_datasets does not import" in err, err
+    assert "pip install -r requirements.txt" in err and not out.exists()
+    assert printed.out == ""  # refused before the configuration is echoed, let alone a training
+
+
 def test_offline_tfds_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     import socket
 
