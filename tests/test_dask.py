@@ -66,8 +66,9 @@ def test_unreachable_scheduler_is_one_line(data_dir, tmp_path, capsys):
 
 
 def search_and_kill_a_busy_worker(argv, n_workers):
-    """Runs tune_grid on a fresh LocalCluster and SIGKILLs a worker 2 s into a trial of 200
-    epochs; returns (the search's exit code, the killed worker's pid)."""
+    """Runs tune_grid on a fresh LocalCluster and SIGKILLs the worker that holds a trial of 200
+    epochs, as soon as the scheduler has given it one; returns (the search's exit code, the
+    killed worker's pid)."""
     import os
     import signal
     import threading
@@ -83,7 +84,6 @@ def search_and_kill_a_busy_worker(argv, n_workers):
             deadline = time.time() + 120
             while time.time() < deadline and not any(client.processing().values()):
                 time.sleep(0.2)
-            time.sleep(2)  # well inside a trial of 200 epochs (about 5 s)
             busy = next(address for address, tasks in client.processing().items() if tasks)
             pid = client.run(os.getpid, workers=[busy])[busy]
             os.kill(pid, signal.SIGKILL)
@@ -271,14 +271,10 @@ def bare_scheduler(tmp_path):
 
 
 def test_a_cluster_without_workers_is_one_line(data_dir, tmp_path, capsys, bare_scheduler):
-    import time
-
     address, _ = bare_scheduler
     out = tmp_path / "run"
-    start_time = time.time()
-    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--scheduler", address,
-                           "--connect-timeout", "2", "--layers", "1,2", *TINY]) == 2
-    assert time.time() - start_time < 20
+    assert run_bounded(tune_grid.main, ["--data-dir", str(data_dir), "--out", str(out), "--scheduler", address,
+                                        "--connect-timeout", "2", "--layers", "1,2", *TINY]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("the Dask cluster has no worker after 2s (--connect-timeout)") and len(err.splitlines()) == 1
     assert not out.exists()
@@ -389,11 +385,9 @@ def test_a_cluster_left_without_workers_ends_the_search_in_one_line(data_dir, tm
             deadline = time.time() + 120
             while time.time() < deadline and not any(client.processing().values()):
                 time.sleep(0.2)
-        stopped = time.time()
         local.scale(0)  # the worker and its nanny leave for good
-        search.join(timeout=120)
-        waited = time.time() - stopped
-    assert result.get("code") == 1 and 3 <= waited < 30, (result, waited)
+        search.join(timeout=120)  # a hang guard, not a measurement
+    assert not search.is_alive() and result.get("code") == 1, result
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the Dask cluster has had no worker for 3s (--connect-timeout)" in err[0], err
     assert "run the same command again to resume" in err[0]

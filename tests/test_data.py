@@ -4,7 +4,6 @@ import collections
 import os
 import shutil
 import socket
-import time
 
 import numpy as np
 import pytest
