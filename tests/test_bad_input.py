@@ -156,6 +156,7 @@ def test_cv_larger_than_a_class_is_refused_before_training(data_dir, tmp_path, c
     refused(capsys, code, out, "--cv 9: the smallest class holds 8 images")
 
 
+@pytest.mark.slow
 def test_a_space_smaller_than_asked_runs_what_exists(data_dir, tmp_path, capsys):
     for script, argv in ((tune_bayes, ["--n-calls", "6"]), (tune_random, ["--n-iter", "5"])):
         out = tmp_path / script.__name__

@@ -207,6 +207,7 @@ def test_one_worker_thread_still_runs_every_trial_on_the_cluster(data_dir, tmp_p
             assert len(rows(out)) == trials and str(os.getpid()) not in pids and len(pids) == 1
 
 
+@pytest.mark.slow
 def test_refine_rounds_on_the_cluster_see_every_row_of_the_round(data_dir, tmp_path, cluster, capsys):
     import tune_random
 
@@ -369,6 +370,7 @@ def test_a_cluster_whose_only_worker_dies_still_finishes_the_search(data_dir, tm
     assert str(pid) not in {r["worker"].split(":")[1] for r in done}
 
 
+@pytest.mark.slow
 def test_a_cluster_left_without_workers_ends_the_search_in_one_line(data_dir, tmp_path, capsys, graph_mode):
     import threading
     import time
@@ -393,6 +395,7 @@ def test_a_cluster_left_without_workers_ends_the_search_in_one_line(data_dir, tm
     assert "run the same command again to resume" in err[0]
 
 
+@pytest.mark.slow
 def test_trials_on_workers_reach_tensorboard_through_the_client(data_dir, tmp_path, cluster):
     import os
 

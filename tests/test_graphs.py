@@ -27,6 +27,7 @@ def hp(**changes):
 
 
 @pytest.mark.parametrize("schedule", [{}, {"decay": 0.5}, {"schedule": "cosine"}, {"augment": True}])
+@pytest.mark.slow
 def test_a_continued_training_is_the_uninterrupted_one(schedule):
     whole = common.train(hp(**schedule), TRAIN, VAL, seed=3, log=None)
     first = common.train(hp(epochs=2, **schedule), TRAIN, VAL, seed=3, log=None,
@@ -39,10 +40,12 @@ def test_a_continued_training_is_the_uninterrupted_one(schedule):
     assert rest.val_accuracy == whole.val_accuracy
 
 
+@pytest.mark.slow
 def test_a_continued_training_is_the_uninterrupted_one_in_graph_mode(graph_mode):
     test_a_continued_training_is_the_uninterrupted_one({"schedule": "cosine", "augment": True})
 
 
+@pytest.mark.slow
 def test_without_the_top_rungs_horizon_a_shorter_cosine_training_is_no_prefix():
     whole = common.train(hp(schedule="cosine"), TRAIN, VAL, seed=3, log=None)
     short = common.train(hp(epochs=2, schedule="cosine"), TRAIN, VAL, seed=3, log=None)
@@ -85,6 +88,7 @@ def test_a_reused_model_trains_as_a_fresh_one():
     assert reused == fresh
 
 
+@pytest.mark.slow
 def test_a_search_seed_keeps_tensorflows_compiled_functions_and_trains_as_fresh(graph_mode, monkeypatch):
     """Trials that share a seed do not set TensorFlow's again (that clears its kernel cache, the
     compiled train and test functions with it), and still train as fresh ones do."""
@@ -163,6 +167,7 @@ def count_traces(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_the_train_step_is_traced_once_and_not_again_on_reuse(graph_mode, monkeypatch):
     graphs.clear()
     traces = count_traces(monkeypatch)
@@ -191,6 +196,7 @@ def test_a_state_round_trips_through_bytes():
 
 @pytest.mark.parametrize("changes, expected", [({"schedule": "cosine", "learning_rate": 0.02}, {"decay_steps": 4 * 4}),
                                                ({"decay": 0.5, "learning_rate": 0.02}, {"decay_rate": 0.5})])
+@pytest.mark.slow
 def test_a_saved_model_holds_keras_own_schedule_with_the_trainings_numbers(tmp_path, changes, expected):
     import keras
 
@@ -202,6 +208,7 @@ def test_a_saved_model_holds_keras_own_schedule_with_the_trainings_numbers(tmp_p
     assert {k: config[k] for k in expected} == expected
 
 
+@pytest.mark.slow
 def test_a_searchs_trainings_reuse_compiled_models_and_its_final_model_does_not(data_dir, tmp_path, monkeypatch):
     import tune_grid
 
@@ -242,6 +249,7 @@ def test_a_reused_graphs_schedule_gives_the_learning_rates_keras_own_schedule_gi
     assert type(ours["decay_steps"]) is int
 
 
+@pytest.mark.slow
 def test_draws_from_pythons_random_in_another_thread_leave_a_training_as_it_was(monkeypatch):
     # Keras draws the seeds of its initializers from Python's random. A Dask worker's event loop
     # draws from the process's global one at moments that vary: here, just before the model is built.

@@ -143,6 +143,7 @@ def test_halving_grid_trains_each_rung_for_its_epochs(data_dir, tmp_path, capsys
     assert table[3].split()[1] == "1"  # then rung 1
 
 
+@pytest.mark.slow
 def test_continuing_halving_trains_only_each_rungs_extra_epochs(data_dir, tmp_path, scored):
     out = tmp_path / "run"
     assert tune_grid.main(grid_argv(data_dir, out)) == 0
@@ -236,6 +237,7 @@ def test_overwrite_removes_a_previous_halvings_saved_states(data_dir, tmp_path, 
     assert not (out / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_halving_resumes_mid_rung(data_dir, tmp_path, capsys, scored):
     out = tmp_path / "run"
     assert tune_grid.main(grid_argv(data_dir, out)) == 0
@@ -313,6 +315,7 @@ def test_the_final_model_trains_longer_than_the_trials_unless_told(data_dir, tmp
     assert manifest["fixed"].get("schedule") == (None if "inverse-time" in argv else "cosine")
 
 
+@pytest.mark.slow
 def test_the_final_budget_is_said_in_words(data_dir, tmp_path, scored, capsys):
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--layers", "1,2",
                            "--learning-rate", "1e-3", *TINY, "--epochs", "3", "--final-epochs", "1",
@@ -321,6 +324,7 @@ def test_the_final_budget_is_said_in_words(data_dir, tmp_path, scored, capsys):
         in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_with_cosine_the_final_model_keeps_a_patience_the_user_set(data_dir, tmp_path, scored):
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({"layers": [1, 2], "patience": [1]}))

@@ -121,6 +121,7 @@ def test_a_search_prints_the_table_after_its_ranking(data_dir, tmp_path, capsys,
     assert err.startswith("importance: cannot read a search in") and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_random_search_prints_it_too(data_dir, tmp_path, capsys, scored):
     code = tune_random.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "r"), "--n-iter", "4",
                              "--layers", "1:3", "--units", "8:64", "--image-size", "8", "--epochs", "1"])
@@ -128,6 +129,7 @@ def test_a_random_search_prints_it_too(data_dir, tmp_path, capsys, scored):
     assert "which hyperparameters matter (4 trials" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_pooling_takes_out_each_searchs_level(data_dir, tmp_path, capsys, scored, monkeypatch):
     """Two grids of one space, the second's scores 0.3 higher (another split, say): pooled, each
     centred on its own mean, layers keep their share as in one search; searches of another space

@@ -184,6 +184,7 @@ def test_joined_splits_keep_their_classes():
 
 
 @pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.slow
 def test_train_is_seeded(augment):
     hp = common.HParams(layers=1, units=4, epochs=2, batch_size=8, augment=augment)
     runs = [common.train(hp, random_split(24), random_split(12, seed=1), seed=seed, log=None)
@@ -192,6 +193,7 @@ def test_train_is_seeded(augment):
     assert runs[2].history["loss"] != runs[0].history["loss"]  # the seed, not a fixed one, decides
 
 
+@pytest.mark.slow
 def test_earlier_model_survives_the_next_trainings_clear_session():
     hp = common.HParams(layers=1, units=4, epochs=1, batch_size=8)
     val = random_split(12, seed=1)
@@ -234,6 +236,7 @@ def assert_scores_each_image_alone(model, image, others):
     assert np.abs(batch_stats - alone).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_a_bn_models_prediction_for_an_image_does_not_depend_on_its_batch(tmp_path):
     # At inference BN normalizes with the moving averages it learned, never with the statistics
     # of the batch it is given: an image scores the same alone and beside very different images.

@@ -46,6 +46,7 @@ def test_train_bn_learns_the_folders_classes(tmp_path, capsys, classes, splits):
 
 
 @pytest.mark.parametrize("classes, splits", [(TWO, ("train", "validation", "test")), (FIVE, ("train",))])
+@pytest.mark.slow
 def test_tune_random_searches_the_folders_classes(tmp_path, capsys, classes, splits):
     root = make_image_folder(tmp_path / "data", per_class=10, splits=splits, classes=classes)
     out = tmp_path / "search"
@@ -204,6 +205,7 @@ def test_limit_below_two_is_refused_when_parsing(tmp_path, capsys):
     assert "argument --limit: must be in [2, 1000000], got 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_search_over_changed_images_is_another_search(tmp_path, capsys, scored):
     """A class or an image added after a search ran: rerunning or resuming it is refused in one
     line (exit 2) rather than mixing trainings on other data; the old folder is untouched."""

@@ -22,6 +22,7 @@ def test_split_sizes_and_class_names():
     assert tuple(names) == common.CLASS_NAMES
 
 
+@pytest.mark.slow
 def test_short_run_on_real_images(tmp_path):
     out = tmp_path / "run"
     code = train_bn.main(["--data-dir", str(REAL), "--limit", "30", "--image-size", "16", "--epochs", "1",

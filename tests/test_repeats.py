@@ -56,6 +56,7 @@ def test_each_configuration_trains_once_per_seed_and_ranks_by_the_mean(data_dir,
     assert best["params"] == {"batch_norm": True, "learning_rate": 0.02} and best["val_accuracy"] == pytest.approx(0.36)
 
 
+@pytest.mark.slow
 def test_an_interrupted_repeated_grid_resumes_the_missing_seeds_only(data_dir, tmp_path, seeded, monkeypatch):
     out = tmp_path / "run"
     argv = ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "0.01,0.02", "--repeats", "2", *TINY]

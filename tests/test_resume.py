@@ -80,6 +80,7 @@ def test_ctrl_c_then_rerun_resumes_without_retraining(data_dir, tmp_path, monkey
     assert best["fit_seconds"] == pytest.approx(sum(float(r["fit_seconds"]) for r in final), abs=0.11)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_final_model_says_how_to_finish(data_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     command = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *TINY]
@@ -195,6 +196,7 @@ def test_kill_9_mid_search_loses_only_running_trials(data_dir, tmp_path):
     assert len({(r["learning_rate"], r["layers"]) for r in final}) == 4
 
 
+@pytest.mark.slow
 def test_a_different_search_in_the_same_out_is_refused(data_dir, tmp_path, capsys, scored):
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 0
@@ -212,6 +214,7 @@ def test_a_different_search_in_the_same_out_is_refused(data_dir, tmp_path, capsy
     assert len(rows(out)) == 2  # --overwrite starts afresh even for the same search
 
 
+@pytest.mark.slow
 def test_finished_search_rerun_reprints_and_leaves_the_test_split_alone(data_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]
@@ -232,6 +235,7 @@ def test_finished_search_rerun_reprints_and_leaves_the_test_split_alone(data_dir
     assert stored_table.strip().splitlines()[2] in again  # the same test accuracy, reprinted
 
 
+@pytest.mark.slow
 def test_trial_timeout_stops_a_hanging_trial(data_dir, tmp_path, monkeypatch, capsys):
     real = common.train
 

@@ -151,6 +151,7 @@ def fake_bayes_run(tmp_path, monkeypatch, n_calls, interrupt_after=None):
     return proposed, trained, models
 
 
+@pytest.mark.slow
 def test_resumed_bayes_replays_the_run_and_trains_only_what_is_missing(tmp_path, monkeypatch):
     whole, whole_trained, models = fake_bayes_run(tmp_path / "whole", monkeypatch, n_calls=10)
     assert len(whole_trained) == len(set(whole_trained)) == 10
@@ -190,6 +191,7 @@ def test_cv_folds_are_stratified_and_each_trains_on_the_others(monkeypatch):
         assert sorted(fitted) == sorted(data.x[data.test_fold != k].ravel().tolist())
 
 
+@pytest.mark.slow
 def test_cv_resume_trains_exactly_the_missing_folds(data_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     argv = ["--data-dir", str(data_dir), "--out", str(out), "--cv", "3", "--layers", "1,2", "--learning-rate", "1e-3",
@@ -210,6 +212,7 @@ def test_cv_resume_trains_exactly_the_missing_folds(data_dir, tmp_path, monkeypa
 
 # 4 -------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_failed_trials_are_retried_only_with_retry_failed(data_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *TINY]
@@ -230,6 +233,7 @@ def test_failed_trials_are_retried_only_with_retry_failed(data_dir, tmp_path, mo
     assert "2 of them failed or timed out: training them again" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_diverged_trial_is_a_result_and_not_retried(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *TINY]
@@ -278,6 +282,7 @@ def test_a_folder_in_use_is_refused_in_one_line(data_dir, tmp_path, capsys, monk
     assert calls == [] and list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_second_process_is_refused_while_the_first_runs(data_dir, tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, str(ROOT / "tune_grid.py"), "--data-dir", str(data_dir), "--out", str(out),
@@ -313,6 +318,7 @@ sys.exit(tune_grid.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_threads_per_trial_holds_in_the_main_process(data_dir, tmp_path):
     # a probe of TensorFlow's pools, not CPU time / wall time, which a busy or 1-core machine
     # keeps near 1 whether or not the limit holds; without the limit the probe reads "0 0",
@@ -355,6 +361,7 @@ class ScriptedOptimizer:
         return self
 
 
+@pytest.mark.slow
 def test_bayes_never_trains_a_point_twice(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     calls = count_trainings(monkeypatch)
@@ -371,6 +378,7 @@ def test_bayes_never_trains_a_point_twice(data_dir, tmp_path, monkeypatch):
 
 # 11 ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_failing_plot_is_a_warning_after_the_final_model(data_dir, tmp_path, capsys, monkeypatch):
     def fails(*args):
         raise AssertionError  # skopt's plot_objective fails so on a dimension of one value
@@ -388,6 +396,7 @@ def test_a_range_holding_one_power_of_two_is_a_fixed_batch_size():
     assert [d.name for d in dims] == ["layers"] and fixed == {"batch_size": 32}
 
 
+@pytest.mark.slow
 def test_any_figure_that_fails_costs_only_itself(data_dir, tmp_path, capsys, monkeypatch):
     from tuning import report
 
@@ -403,6 +412,7 @@ def test_any_figure_that_fails_costs_only_itself(data_dir, tmp_path, capsys, mon
     assert (out / "best.json").exists() and not (out / "val_accuracy.png").exists()
 
 
+@pytest.mark.slow
 def test_worker_ids_come_from_the_process_that_trained(data_dir, tmp_path):
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3",
@@ -410,6 +420,7 @@ def test_worker_ids_come_from_the_process_that_trained(data_dir, tmp_path):
     assert {r["worker"].split(":")[1] for r in rows(out)} == {str(os.getpid())}
 
 
+@pytest.mark.slow
 def test_bayes_answers_a_repeated_proposal_from_the_store(tmp_path, monkeypatch):
     from tuning.space import parse_dim
 
@@ -479,6 +490,7 @@ def test_a_running_trial_shows_an_epoch_line_at_most_once_per_interval():
                        "  running layers=4: epoch 6/6"]
 
 
+@pytest.mark.slow
 def test_a_trial_names_its_configuration_and_fold_in_its_epoch_lines(tmp_path, capsys, monkeypatch):
     data = make_image_folder(tmp_path / "data", per_class=3, size=8)
     beans = common.Beans(data, image_size=8)

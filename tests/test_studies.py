@@ -316,6 +316,7 @@ def test_a_model_whose_every_training_failed_has_no_result(data_dir, tmp_path, k
     assert "2 training(s) failed or timed out and are left out of the means" in printed
 
 
+@pytest.mark.slow
 def test_the_batch_study_names_what_it_left_out_and_a_refused_grid_leaves_no_records(data_dir, tmp_path, monkeypatch,
                                                                                      capsys):
     real = common.train

@@ -84,6 +84,7 @@ def tensorboard_server(logdir):
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_search_is_an_hparams_experiment_served_by_tensorboard(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     real = common.train
@@ -128,6 +129,7 @@ def test_a_search_is_an_hparams_experiment_served_by_tensorboard(data_dir, tmp_p
     assert len(scalars(out / "tensorboard" / "final-model")["loss"]) >= 1
 
 
+@pytest.mark.slow
 def test_training_scripts_write_both_models_curves(data_dir, tmp_path):
     out = tmp_path / "bn"
     assert train_bn.main(["--data-dir", str(data_dir), "--out", str(out), "--compare", "--tensorboard",
@@ -169,6 +171,7 @@ def test_domains_follow_the_space():
     assert shown("batch_norm", "false,true") == ("Discrete", [False, True])
 
 
+@pytest.mark.slow
 def test_a_resumed_search_adds_its_new_trials_to_the_same_experiment(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     command = ["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "4", "--learning-rate", "1e-4:1e-1",
@@ -196,6 +199,7 @@ def test_a_resumed_search_adds_its_new_trials_to_the_same_experiment(data_dir, t
     assert scores == pytest.approx({n: float(r["val_accuracy"]) for n, r in enumerate(rows(out), 1)})
 
 
+@pytest.mark.slow
 def test_a_search_finished_without_tensorboard_gets_its_experiment_on_rerun(data_dir, tmp_path):
     out = tmp_path / "run"
     command = ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,3e-3", "--layers", "1", *TINY]
@@ -215,6 +219,7 @@ def test_without_the_tensorboard_package_the_flag_is_one_line(data_dir, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_tensorboard_failure_costs_no_result(data_dir, tmp_path, monkeypatch, capsys):
     import tensorboard_log
 
@@ -260,6 +265,7 @@ def test_a_cut_history_line_loses_only_itself(tmp_path):
     assert store.histories() == {1: {"loss": [1.0]}, 3: {"loss": [3.0]}}
 
 
+@pytest.mark.slow
 def test_curves_that_cannot_be_kept_are_a_warning_and_the_search_goes_on(data_dir, tmp_path, capsys):
     import tune_bayes
 

@@ -44,6 +44,7 @@ def test_bn_script_trains_with_bn(data_dir, tmp_path):
     assert any(l.__class__.__name__ == "BatchNormalization" for l in model.layers)
 
 
+@pytest.mark.slow
 def test_compare_trains_both_with_the_same_hparams(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert train_bn.main(["--data-dir", str(data_dir), "--out", str(out), "--compare", *FAST]) == 0
@@ -156,6 +157,7 @@ def split_of(files):
     return found.pop()
 
 
+@pytest.mark.slow
 def test_each_model_selects_on_validation_and_reads_the_test_split_once(data_dir, tmp_path, monkeypatch):
     trained, evaluated = [], []
     real_train, real_evaluate = common.train, common.evaluate

@@ -172,6 +172,7 @@ def test_grid_file_unknown_name_and_empty_list(data_dir, tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1, (content, err)
 
 
+@pytest.mark.slow
 def test_trials_and_the_final_model_train_with_the_schedule_asked_for(data_dir, tmp_path, monkeypatch):
     seen, fake = [], instant_train(common, [])
     monkeypatch.setattr(common, "train", lambda hp, *a, **k: seen.append((hp.schedule, hp.decay)) or fake(hp, *a, **k))
@@ -221,6 +222,7 @@ def test_refine_runs_rounds_over_narrowed_ranges(data_dir, tmp_path, capsys, sco
 
 # --- grid end to end ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_by_two_grid_runs_four_trials_ranked(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     code = tune_grid.main(["--data-dir", str(data_dir), "--out", str(out),
@@ -252,6 +254,7 @@ def test_two_by_two_grid_runs_four_trials_ranked(data_dir, tmp_path, capsys):
     (["--batch-norm", "false"], None, False),        # the baseline, when asked
     (["--batch-norm", "false,true"], ["False", "True"], None),  # both, as a searched choice
 ])
+@pytest.mark.slow
 def test_the_searches_tune_the_bn_model_by_default(data_dir, tmp_path, flags, searched, fixed):
     out = tmp_path / "run"
     at = TINY.index("--batch-norm")
@@ -268,6 +271,7 @@ def test_the_searches_tune_the_bn_model_by_default(data_dir, tmp_path, flags, se
     assert best["hparams"]["batch_norm"] is (fixed if fixed is not None else best["params"]["batch_norm"])
 
 
+@pytest.mark.slow
 def test_failed_trial_is_recorded_and_sorted_last(data_dir, tmp_path, capsys, monkeypatch):
     import keras
     real = common.build_model
@@ -292,6 +296,7 @@ def test_failed_trial_is_recorded_and_sorted_last(data_dir, tmp_path, capsys, mo
     assert json.loads((out / "best.json").read_text())["params"]["learning_rate"] == 0.001
 
 
+@pytest.mark.slow
 def test_search_never_sees_the_test_split(data_dir, tmp_path, monkeypatch):
     seen, order = [], []
     real_train, real_split = common.train, common.Beans.split
@@ -319,6 +324,7 @@ def test_search_never_sees_the_test_split(data_dir, tmp_path, monkeypatch):
         assert not any((np.abs(images - t).max(axis=1) == 0).any() for t in test)
 
 
+@pytest.mark.slow
 def test_grid_with_two_processes(data_dir, tmp_path):
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--n-jobs", "2",
@@ -328,6 +334,7 @@ def test_grid_with_two_processes(data_dir, tmp_path):
     assert all(r["worker"].split(":")[1] != str(os.getpid()) for r in results(out))
 
 
+@pytest.mark.slow
 def test_cv_runs_k_fits_per_configuration(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--cv", "2",
@@ -352,6 +359,7 @@ def bowl(point):  # optimum at lr = 1e-2, layers = 3
     return (math.log10(lr) + 2) ** 2 + 0.5 * (layers - 3) ** 2
 
 
+@pytest.mark.slow
 def test_expected_improvement_finds_a_known_optimum():
     from skopt.space import Integer, Real
 
@@ -362,6 +370,7 @@ def test_expected_improvement_finds_a_known_optimum():
     assert abs(math.log10(result.x[0]) + 2) < 0.5 and result.x[1] == 3
 
 
+@pytest.mark.slow
 def test_one_point_per_step_is_exactly_gp_minimize():
     from skopt import gp_minimize
     from skopt.space import Integer, Real
@@ -373,6 +382,7 @@ def test_one_point_per_step_is_exactly_gp_minimize():
     assert ours.x_iters == reference.x_iters and list(ours.func_vals) == list(reference.func_vals)
 
 
+@pytest.mark.slow
 def test_parallel_steps_ask_two_distinct_points():
     from skopt.space import Integer, Real
 
@@ -389,6 +399,7 @@ def test_parallel_steps_ask_two_distinct_points():
     assert len(result.x_iters) == 10
 
 
+@pytest.mark.slow
 def test_bayes_end_to_end_writes_every_file(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--n-calls", "3",
@@ -400,6 +411,7 @@ def test_bayes_end_to_end_writes_every_file(data_dir, tmp_path, capsys):
     assert "trial 3/3" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bayes_penalises_a_nan_trial_and_finishes(data_dir, tmp_path, monkeypatch):
     import keras
     real, calls = common.build_model, []
@@ -434,6 +446,7 @@ def test_bayes_penalises_a_nan_trial_and_finishes(data_dir, tmp_path, monkeypatc
     assert (out / "best.json").exists()
 
 
+@pytest.mark.slow
 def test_estimator_follows_scikit_learn_conventions(data_dir, tmp_path, monkeypatch):
     from sklearn.base import clone
     from sklearn.metrics import accuracy_score
@@ -464,6 +477,7 @@ def test_estimator_follows_scikit_learn_conventions(data_dir, tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == [tmp_path / "beans"]
 
 
+@pytest.mark.slow
 def test_final_data_train_and_validation_trains_on_both_for_all_epochs(data_dir, tmp_path, monkeypatch, capsys):
     """The trials train on train and score on validation as without the flag; only the final
     model also trains on the validation images, all its epochs (no early stopping, the last epoch
@@ -501,6 +515,7 @@ def test_final_data_train_and_validation_trains_on_both_for_all_epochs(data_dir,
 
 
 @pytest.mark.parametrize("schedule, final_data", [("cosine", "train+validation"), ("inverse-time", "train")])
+@pytest.mark.slow
 def test_by_default_the_final_model_of_a_cosine_schedule_learns_from_validation_too(
         data_dir, tmp_path, monkeypatch, schedule, final_data):
     calls, fake = [], instant_train(common, [])
@@ -516,6 +531,7 @@ def test_by_default_the_final_model_of_a_cosine_schedule_learns_from_validation_
 
 
 @pytest.mark.parametrize("final_data", ["train", "train+validation"])
+@pytest.mark.slow
 def test_a_final_model_that_diverged_says_so(data_dir, tmp_path, monkeypatch, capsys, final_data):
     fake = instant_train(common, [])
 
@@ -577,6 +593,7 @@ def test_a_search_scored_otherwise_is_another_search(data_dir, tmp_path, curves,
     assert "holds a different search" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_default_searches_train_the_augmented_bn_model_on_a_cosine_schedule(data_dir, tmp_path, scored):
     from tuning.space import TRIAL_DEFAULTS
 
@@ -629,6 +646,7 @@ def test_the_learning_rates_a_random_search_trains_are_log_uniform(data_dir, tmp
 @pytest.mark.parametrize("script, flags", [(tune_grid, ["--learning-rate", "1e-3,1e-2"]),
                                            (tune_random, ["--n-iter", "2"]),
                                            (tune_bayes, ["--n-calls", "3", "--n-initial-points", "2"])])
+@pytest.mark.slow
 def test_a_searchs_final_model_alone_reads_the_test_split_once(data_dir, tmp_path, monkeypatch, script, flags):
     finals, evaluated, instant = [], [], instant_train(common, [])
     real_evaluate = common.evaluate
