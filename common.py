@@ -621,13 +621,23 @@ def make_augmenter(seed):
 # --------------------------------------------------------------------------------------
 
 
-def build_model(hp, image_size=64, num_classes=len(CLASS_NAMES)):
+def build_model(hp, image_size=64, num_classes=len(CLASS_NAMES), seed=None):
     """`hp.layers` conv blocks then one dense hidden layer, softmax over `num_classes` classes.
 
     With BN every linear layer loses its bias (BN's beta replaces it) and is followed by
-    BatchNormalization, then ReLU: Conv2D -> BN -> ReLU -> MaxPool, Dense -> BN -> ReLU."""
+    BatchNormalization, then ReLU: Conv2D -> BN -> ReLU -> MaxPool, Dense -> BN -> ReLU.
+    With a `seed`, each linear layer's initial weights come from a Glorot initializer seeded
+    from it (its own stream): the same seed gives the same weights in any process or thread,
+    whatever else draws random numbers there (a Dask worker's own threads do)."""
     import keras
     from keras import layers
+
+    streams = iter(np.random.SeedSequence(seed).generate_state(hp.layers + 2) % (2**31 - 1)
+                   if seed is not None else [None] * (hp.layers + 2))
+
+    def init():
+        stream = next(streams)
+        return "glorot_uniform" if stream is None else keras.initializers.GlorotUniform(seed=int(stream))
 
     def linear_bn_relu(x, linear, name):
         x = linear(x)
@@ -640,22 +650,23 @@ def build_model(hp, image_size=64, num_classes=len(CLASS_NAMES)):
     size = image_size
     for i in range(1, hp.layers + 1):
         filters = min(32 * 2 ** (i - 1), 256)
-        conv = layers.Conv2D(filters, 3, padding="same", use_bias=not hp.batch_norm, name=f"conv{i}")
+        conv = layers.Conv2D(filters, 3, padding="same", use_bias=not hp.batch_norm, kernel_initializer=init(),
+                             name=f"conv{i}")
         x = linear_bn_relu(x, conv, f"conv{i}")
         if size >= 2:  # deep stacks on small images stop halving at 1x1
             x = layers.MaxPooling2D(name=f"pool{i}")(x)
             size //= 2
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = linear_bn_relu(x, layers.Dense(hp.units, use_bias=not hp.batch_norm, name="dense"), "dense")
-    outputs = layers.Dense(num_classes, activation="softmax", name="classes")(x)
+    x = linear_bn_relu(x, layers.Dense(hp.units, use_bias=not hp.batch_norm, kernel_initializer=init(), name="dense"),
+                       "dense")
+    outputs = layers.Dense(num_classes, activation="softmax", kernel_initializer=init(), name="classes")(x)
     name = "cnn_bn" if hp.batch_norm else "cnn"
     return keras.Model(inputs, outputs, name=name)
 
 
 def schedule_parameters(hp, steps_per_epoch, horizon=None):
     """The learning-rate schedule `hp` asks for, as (kind, the Keras schedule's arguments), over
-    `horizon` epochs (default hp.epochs). The one statement of the rule; graphs.py keeps these
-    numbers in variables so that one traced graph serves every rate, decay and length.
+    `horizon` epochs (default hp.epochs). The one statement of the rule.
 
     inverse-time: alpha / (1 + decay * epoch), epoch counted in whole epochs (Keras
     InverseTimeDecay, staircase); constant when decay is 0. cosine: alpha * (1 + cos(pi * step /
@@ -696,8 +707,8 @@ def _sgd(hp, lr):
 OPTIMIZERS = {"adam": _adam, "sgd": _sgd}
 
 
-def make_optimizer(hp, steps_per_epoch):
-    return OPTIMIZERS[hp.optimizer](hp, learning_rate_schedule(hp, steps_per_epoch))
+def make_optimizer(hp, steps_per_epoch, horizon=None):
+    return OPTIMIZERS[hp.optimizer](hp, learning_rate_schedule(hp, steps_per_epoch, horizon))
 
 
 @dataclass
@@ -708,7 +719,7 @@ class TrainResult:
     epochs: int             # epochs this call ran (a continued training: after its start)
     seconds: float
     status: str = "ok"      # "ok", "nan" (loss diverged) or "timeout"
-    state: object = None    # graphs.State at the end, when the plan asked to keep it
+    state: object = None    # checkpoint.State at the end, when the plan asked to keep it
 
 
 def epoch_line(epoch, epochs, logs, seconds, lr):
@@ -729,6 +740,12 @@ def join_splits(*splits):
                  files=tuple(f for s in splits for f in s.files), classes=splits[0].classes)
 
 
+def continued_seed(seed, epochs_done):
+    """The shuffle and augmentation seed of a training continued after `epochs_done` epochs: its
+    own stream of `seed`, so that it does not replay the batches of its first epochs."""
+    return int(np.random.SeedSequence([seed, epochs_done]).generate_state(1)[0] % (2**31 - 1))
+
+
 def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best=True, plan=None, callbacks=()):
     """Trains a model; early-stops on validation accuracy and keeps the best weights
     (keep_best=False: the last epoch's, for measurements that must not pick an epoch on the
@@ -736,31 +753,30 @@ def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best
     pick by: all hp.epochs train, the last epoch's weights are kept, val_accuracy is NaN.
 
     With `timeout` (seconds), training stops at the first batch past it: status "timeout".
-    `plan` (graphs.Plan): reuse a compiled model, continue a saved State up to hp.epochs, spread
-    the learning-rate schedule over more epochs than hp.epochs, return the end State.
+    `plan` (checkpoint.Plan): continue a saved State up to hp.epochs, spread the learning-rate
+    schedule over more epochs than hp.epochs, return the end State.
     `callbacks`: more Keras callbacks, called after each epoch's log line and before early
     stopping reads the epoch's logs."""
     import keras
     import tensorflow as tf
 
-    import graphs
+    import checkpoint  # imports keras: here, like keras, so that --help and bad input answer at once
 
-    plan = plan or graphs.Plan()
+    plan = plan or checkpoint.Plan()
     if val_split is None and keep_best:
         raise ValueError("keep_best needs a validation split to pick the best epoch on")
     tf.get_logger().setLevel("ERROR")  # each new model retraces tf.functions; that is expected here
-    if not plan.reuse:
-        keras.backend.clear_session()  # free the previous model's graph and memory
-    graphs.seed(seed, reuse=plan.reuse)
+    keras.backend.clear_session()  # free the previous model's graph and memory
+    keras.utils.set_random_seed(seed)
     steps = math.ceil(len(train_split) / hp.batch_size)
-    with graphs.python_random(seed):  # the initial weights: no other thread's draws change them
-        model = graphs.compiled(hp, train_split.x.shape[1], train_split.num_classes, steps,
-                                plan.horizon or hp.epochs, (train_split.x[:1], train_split.y[:1]),
-                                eager=os.environ.get(EAGER_ENV) == "1", reuse=plan.reuse)
+    model = build_model(hp, train_split.x.shape[1], num_classes=train_split.num_classes, seed=seed)
+    model.compile(optimizer=make_optimizer(hp, steps, plan.horizon), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], run_eagerly=os.environ.get(EAGER_ENV) == "1")
     start = plan.start
-    if start is not None:
-        graphs.restore(model, start)
     done = start.epochs if start is not None else 0
+    if start is not None:
+        checkpoint.restore(model, start)
+        seed = continued_seed(seed, done)
 
     class EpochLog(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -781,15 +797,11 @@ def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best
                 TimeLimit.expired = True
                 self.model.stop_training = True
 
-    augmenter = make_augmenter(seed) if hp.augment else None
-    if start is not None and augmenter is not None:
-        graphs.restore_augmenter(augmenter, start)
-    snapshot = graphs.Snapshot(augmenter)  # first: it reads the weights before early stopping restores the best
+    snapshot = checkpoint.Snapshot()  # first: it reads the weights before early stopping restores the best
     callbacks = [snapshot, EpochLog(), *callbacks, keras.callbacks.TerminateOnNaN(), TimeLimit()]
     stopper = None
     if val_split is not None:
-        stopper = graphs.EarlyStopping(start, monitor="val_accuracy", mode="max", patience=hp.patience,
-                                       restore_best_weights=keep_best)
+        stopper = checkpoint.EarlyStop(hp.patience, restore=keep_best, start=start)
         callbacks.append(stopper)
     begin = time.perf_counter()
     earlier = start.history if start is not None else {}
@@ -799,8 +811,7 @@ def train(hp, train_split, val_split, seed=0, log=print, timeout=None, keep_best
             model.set_weights(start.best_weights)
     else:
         fit = model.fit(
-            graphs.advance(make_dataset(train_split, hp.batch_size, seed=seed, training=True, augment=hp.augment,
-                                        augmenter=augmenter), done),
+            make_dataset(train_split, hp.batch_size, seed=seed, training=True, augment=hp.augment),
             validation_data=None if val_split is None else make_dataset(val_split, hp.batch_size),
             epochs=hp.epochs, initial_epoch=done, verbose=0, shuffle=False,  # make_dataset shuffles
             callbacks=callbacks,

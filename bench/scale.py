@@ -42,7 +42,7 @@ def read_rows(path):
 
 def steady_fits(rows):
     """Fit seconds of every training but each worker's (or process's) first: a first training
-    traces its graphs (bench/fixed_cost.py), which would weigh on a median of a few trials."""
+    traces its graphs, which would weigh on a median of a few trials."""
     seen, fits = set(), []
     for row in rows:
         if row["worker"] in seen:

@@ -77,14 +77,6 @@ def pytest_collection_modifyitems(config, items):
     items[:] = ordered + rest
 
 
-@pytest.fixture(autouse=True)
-def no_compiled_model_carried_over():
-    """Each test starts without the compiled models an earlier test in the same process kept
-    (graphs.compiled reuses them within a search)."""
-    if "graphs" in sys.modules:
-        sys.modules["graphs"].clear()
-
-
 @pytest.fixture
 def graph_mode(monkeypatch):
     """Keras traces its steps into graphs, as outside the tests (see BEANS_RUN_EAGERLY above)."""
@@ -131,9 +123,9 @@ def instant_train(common, asked):
             done = plan.start.epochs if plan and plan.start else 0  # continuing halving: only the rest
             state = None
             if plan and plan.keep:
-                import graphs
+                import checkpoint
 
-                state = graphs.State(epochs=hp.epochs, weights=[], optimizer=[], history={})
+                state = checkpoint.State(epochs=hp.epochs, weights=[], optimizer=[], history={})
             return common.TrainResult(None, {}, score, hp.epochs - done, 0.0, state=state)
         result = real(dataclasses.replace(hp, epochs=1), *args, **kwargs)
         return dataclasses.replace(result, val_accuracy=score, epochs=hp.epochs)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import common
-import graphs
 import tune_bayes
 import tune_grid
 import tune_random
@@ -283,8 +282,6 @@ def test_failed_trial_is_recorded_and_sorted_last(data_dir, tmp_path, capsys, mo
         return keras.Model(model.input, keras.layers.Lambda(lambda t: t * float("nan"))(model.output))
 
     monkeypatch.setattr(common, "build_model", diverge_at_high_lr)
-    monkeypatch.setattr(graphs, "KEEP", 0)  # no compiled model reused: each training builds (and breaks) its own
-    graphs.clear()
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out),
                            "--learning-rate", "1e-3,1e-2", "--layers", "1", *TINY]) == 0
@@ -424,8 +421,6 @@ def test_bayes_penalises_a_nan_trial_and_finishes(data_dir, tmp_path, monkeypatc
         return keras.Model(model.input, keras.layers.Lambda(lambda t: t * float("nan"))(model.output))
 
     monkeypatch.setattr(common, "build_model", first_diverges)
-    monkeypatch.setattr(graphs, "KEEP", 0)  # no compiled model reused: each training builds its own
-    graphs.clear()
     told = []
     real_ask_tell = searches.ask_tell
 

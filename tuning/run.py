@@ -266,9 +266,7 @@ def make_problem(prog, setup, state, data, execution, threads):
     if state.board:  # each training's session as its row is appended
         state.store.on_record = state.board.follow(state.store.on_record)
     evaluator = Evaluator(state.store, setup.base, data,
-                          # reuse: a training's model is scored and dropped before the next one starts
-                          TrialOptions(setup.args.seed, threads, settings.trial_timeout, score=settings.score,
-                                       reuse=True),
+                          TrialOptions(setup.args.seed, threads, settings.trial_timeout, score=settings.score),
                           execution, retry=settings.retry_failed, prog=prog)
     return Problem(setup.dims, evaluator, setup.base, setup.args.seed, execution.n_jobs,
                    show=lambda found: report.format_trials(found, setup.names, top=settings.top,

@@ -56,8 +56,6 @@ class TrialOptions:
     heartbeat: float = 60.0         # seconds between a running trial's epoch lines (None: silent;
                                     # on a Dask worker always silent)
     score: str = scoring.DEFAULT    # how a trial on the validation split is scored (tuning.scoring)
-    reuse: bool = False             # trainings may reuse compiled models (graphs.compiled): a search's
-                                    # trainings keep no model past their own scoring
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ class Job:
 
     params: dict
     fold: str = "validation"
-    start: object = None    # graphs.State this training continues (continuing halving), or None
+    start: object = None    # checkpoint.State this training continues (continuing halving), or None
     horizon: int = None     # epochs its learning-rate schedule spans (None: its own epochs)
     keep: bool = False      # return its end State with its row (a halving rung below the top)
 
@@ -84,7 +82,7 @@ class Outcome:
     epochs: int = 0
     model: object = None
     history: dict = None  # per-epoch curves (common.TrainResult.history), stored beside the row
-    state: object = None  # graphs.State at the end, when the job asked to keep it
+    state: object = None  # checkpoint.State at the end, when the job asked to keep it
 
     def row(self, job):
         """The store's row of `job` (tuning.store.TrialStore.append), made where it trained;
@@ -128,7 +126,7 @@ def on_dask_worker():
 def train_trial(hp, train, val, options, label="trial", job=None):
     """Trains one configuration; never raises for a failed training (the Outcome says why).
     `job` (a Job) may continue a saved state, span a longer schedule, keep its end state."""
-    import graphs
+    import checkpoint
 
     cli.check_interrupted()  # a Ctrl-C that Python dropped during the last trial stops the search here
     if options.threads:
@@ -137,8 +135,7 @@ def train_trial(hp, train, val, options, label="trial", job=None):
     log = Heartbeat(label, options.heartbeat) if options.heartbeat and not on_dask_worker() else None
     start, cpu = time.perf_counter(), time.process_time()
     try:
-        plan = graphs.Plan(reuse=options.reuse, start=job and job.start, horizon=job and job.horizon,
-                           keep=bool(job and job.keep))
+        plan = checkpoint.Plan(start=job and job.start, horizon=job and job.horizon, keep=bool(job and job.keep))
         result = common.train(hp, train, val, seed=options.seed, log=log, timeout=options.timeout, plan=plan)
     except Exception as err:  # noqa: BLE001 - a failed trial is recorded, the search goes on
         cli.check_interrupted()  # a Ctrl-C that surfaced inside TensorFlow as another error: not a result

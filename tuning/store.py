@@ -197,18 +197,18 @@ class TrialStore:
         return os.path.join(self.states_path, hashlib.sha1(repr(key).encode()).hexdigest()[:20] + ".npz")
 
     def save_state(self, key, state):
-        """Writes the end state of training `key` (a graphs.State), whole or not at all."""
+        """Writes the end state of training `key` (a checkpoint.State), whole or not at all."""
         os.makedirs(self.states_path, exist_ok=True)
         outputs.write_bytes(self._state_file(key), state.to_bytes())
 
     def load_state(self, key):
         """The saved state of training `key`, or None (never saved, removed, or unreadable: a
         file cut short or spoilt by hand, which the training then replaces by starting over)."""
-        import graphs
+        import checkpoint
 
         try:
             with open(self._state_file(key), "rb") as handle:
-                return graphs.State.from_bytes(handle.read())
+                return checkpoint.State.from_bytes(handle.read())
         except FileNotFoundError:
             return None
         except Exception:  # noqa: BLE001 - np.load raises BadZipFile, EOFError, ValueError, ...
