@@ -94,9 +94,8 @@ def describe(args):
 
 
 def identity(args):
-    """What identifies a grid search besides its space (resume); --repeats only when used, so that
-    searches run before it existed still resume."""
-    return {"cv": args.cv, **halving.identity(args), **({"repeats": args.repeats} if args.repeats > 1 else {})}
+    """What identifies a grid search besides its space (resume)."""
+    return {"cv": args.cv, **halving.identity(args), "repeats": args.repeats}
 
 
 def search(problem, args):

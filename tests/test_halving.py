@@ -158,7 +158,7 @@ def test_restart_rungs_trains_every_rung_from_scratch(data_dir, tmp_path, scored
     out = tmp_path / "run"
     assert tune_grid.main(grid_argv(data_dir, out, "--restart-rungs")) == 0
     assert [(r["epochs"], r["epochs_run"]) for r in results(out)] == [("1", "1")] * 9 + [("3", "3")] * 3 + [("9", "9")]
-    assert json.loads((out / "search.json").read_text())["method"]["halving"] == [1, 3]  # as before continuing existed
+    assert json.loads((out / "search.json").read_text())["method"]["halving"] == [1, 3]
     capsys.readouterr()
     assert tune_grid.main(grid_argv(data_dir, out)) == 2  # a folder of one mode is not resumed in the other
     err = capsys.readouterr().err.strip().splitlines()
@@ -311,8 +311,7 @@ def test_the_final_model_trains_longer_than_the_trials_unless_told(data_dir, tmp
     assert {(int(r["epochs"])) for r in results(out)} <= {trial[0]}
     manifest = json.loads((out / "search.json").read_text())
     assert (manifest["fixed"]["epochs"], manifest["fixed"]["patience"]) == trial
-    # inverse-time is left out of search.json, so searches saved before --schedule existed resume
-    assert manifest["fixed"].get("schedule") == (None if "inverse-time" in argv else "cosine")
+    assert manifest["fixed"]["schedule"] == ("inverse-time" if "inverse-time" in argv else "cosine")
 
 
 @pytest.mark.slow

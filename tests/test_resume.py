@@ -214,6 +214,25 @@ def test_a_different_search_in_the_same_out_is_refused(data_dir, tmp_path, capsy
     assert len(rows(out)) == 2  # --overwrite starts afresh even for the same search
 
 
+@pytest.mark.parametrize("held", [None, 1, 3])  # no "format" (every folder before format 2), older, newer
+def test_a_search_of_another_format_is_refused_in_one_line(data_dir, tmp_path, capsys, scored, held):
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]
+    assert tune_grid.main(argv) == 0
+    manifest = json.loads((out / "search.json").read_text())
+    assert manifest["format"] == 2
+    manifest.pop("format") if held is None else manifest.update(format=held)
+    (out / "search.json").write_text(json.dumps(manifest))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert tune_grid.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"(format {held or 1}, now 2)" in err and "--overwrite" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing touched
+    assert tune_grid.main([*argv, "--overwrite"]) == 0
+    assert json.loads((out / "search.json").read_text())["format"] == 2
+
+
 @pytest.mark.slow
 def test_finished_search_rerun_reprints_and_leaves_the_test_split_alone(data_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
@@ -274,8 +293,8 @@ FINISHED = {}  # {file name: bytes} of a finished search's folder
     # a fold or a repeat lost, the configuration still there: counted by trainings, not trials
     (lambda out: edit_best(out, lambda best: best.update(trainings=best["trainings"] + 1)),
      "holds 4 of the 5 trainings best.json counts"),
-    (lambda out: edit_best(out, lambda best: (best.pop("trainings"), best.update(trials=5))),
-     "holds 4 of the 5 trials best.json counts"),  # a best.json from before it counted trainings
+    (lambda out: edit_best(out, lambda best: best.update(trials=5, trainings=4)),
+     "holds 4 of the 5 trials best.json counts"),
 ])
 def test_spoilt_state_files_of_a_finished_search_are_one_line(data_dir, tmp_path, capsys, scored, spoil, message):
     out = tmp_path / "run"

@@ -110,11 +110,10 @@ def summary(final, best, search, beans):
 
 
 def format_best(summary):
-    status = summary.get("final_status", "ok")  # searches finished before final_status existed: ok
+    status = summary["final_status"]
     final_val = (status if status != "ok" else "trained on it" if summary["final_val_accuracy"] is None
                  else f"{summary['final_val_accuracy']:.4f}")
-    # best.json written before it held test_images: the accuracy alone
-    test = outputs.accuracy_with_se(summary["test_accuracy"], summary.get("test_images"))
+    test = outputs.accuracy_with_se(summary["test_accuracy"], summary["test_images"])
     return outputs.format_table(
         ["model", "val_accuracy (search)", "val_accuracy (final)", "test_accuracy ± se", "epochs"],
         [["best", f"{summary['val_accuracy']:.4f}", final_val, test, summary["final_epochs"]]])

@@ -133,7 +133,7 @@ def search(problem, candidates, args, epochs):
 
 
 def identity(args):
-    """What the manifest records (a folder made before continuing halving existed restarted its rungs)."""
+    """What the manifest records of halving: its settings, and whether a promoted training continues."""
     if not args.halving:
         return {}
     return {"halving": [*settings(args), *([] if args.restart_rungs else ["continue"])]}

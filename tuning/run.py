@@ -146,25 +146,17 @@ FINAL_DATA_SHOWN = {
 }
 
 
-# Hyperparameters added after searches were first saved, at the value that trains as before they
-# existed: left out of the manifest at that value, so that those searches still resume.
-LATER_FIELDS = {"schedule": "inverse-time"}
-
-
 def manifest(setup, method, beans):
     """What makes two runs the same search: resuming is allowed only when this matches exactly.
     Settings that change how, not what, trials train (--n-jobs, --trial-timeout, --scheduler)
     are not part of it."""
     data = str(beans.data_dir.resolve()) if beans.data_dir else beans.source
-    fixed = {k: v for k, v in setup.base.to_dict().items() if LATER_FIELDS.get(k, ...) != v}
-    score = setup.settings.score
-    return {"script": method.script, "space": {d.name: d.spec() for d in setup.dims},
-            "fixed": fixed, "data": data, "image_size": beans.image_size,
+    return {"format": store.FORMAT, "script": method.script, "space": {d.name: d.spec() for d in setup.dims},
+            "fixed": setup.base.to_dict(), "data": data, "image_size": beans.image_size,
             "limit": beans.limit, "seed": setup.args.seed, "method": method.identity(setup.args),
             # a folder's classes and file names: its images changed, the search is another one
             **({"images": images} if (images := beans.fingerprint()) else {}),
-            # searches saved before --score ranked by the best epoch, and still resume
-            **({"score": score} if score != "best-epoch" else {})}
+            "score": setup.settings.score}
 
 
 def open_execution(settings, stack):
@@ -393,14 +385,14 @@ def show_finished(prog, setup, trial_store, best):
                       f"for up to {outputs.epoch_count(trained)}") if name == "epochs" else f"with patience {trained}"
             print(f"{prog}: note: --final-{name} {asked} not applied: the finished search's model "
                   f"trained {budget}", file=sys.stderr)
-    trained_on = best.get("final_data", "train")  # searches finished before --final-data: train
+    trained_on = best["final_data"]
     if setup.settings.final_data not in (AUTO, trained_on):
         print(f"{prog}: note: --final-data {setup.settings.final_data} not applied: the finished search's model "
               f"trained on {trained_on}", file=sys.stderr)
     trials = trial_store.trials()
     print(report.format_trials(trials, setup.columns, setup.settings.top, rung=setup.rung,
-                               images=best.get("validation_images")))  # searches finished before: no count
-    show_importance(trials, setup.dims, best.get("validation_images"), setup.rung)
+                               images=best["validation_images"]))
+    show_importance(trials, setup.dims, best["validation_images"], setup.rung)
     print()
     print(format_best(best))
     return best

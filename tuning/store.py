@@ -31,6 +31,9 @@ from .space import coerce, plain
 
 RESULTS, MANIFEST, BEST, MODEL = "results.csv", "search.json", "best.json", "model.keras"
 HISTORIES, BOARD, STATES = "histories.jsonl", "tensorboard", "checkpoints"
+# search.json's "format": 2 since trainings build their own seeded model (public Keras only), whose
+# numbers differ from format 1's; a folder of another format is refused (open_search), not resumed.
+FORMAT = 2
 
 # A trial's status. "diverged" (the loss became NaN) is a result: that configuration does not
 # train. "failed" (an exception) and "timeout" (--trial-timeout) say nothing about the
@@ -379,8 +382,10 @@ def open_search(folder, manifest, overwrite, figures=()):
     except (OSError, json.JSONDecodeError):
         held_manifest = None
     wanted = json.loads(json.dumps(manifest))
-    if isinstance(held_manifest, dict) and "images" not in held_manifest:  # searches saved before it: no check
-        wanted.pop("images", None)
+    if isinstance(held_manifest, dict) and held_manifest.get("format") != wanted["format"]:
+        raise UsageError(f"{folder} holds a search saved by an earlier version of these scripts (format "
+                         f"{held_manifest.get('format', 1)}, now {wanted['format']}), whose trainings are not this "
+                         "version's; pass --overwrite to run it afresh, or choose another --out")
     same = held_manifest == wanted
     if same and not results_path.exists() and (folder / BEST).exists():
         raise UsageError(f"{folder} holds this search, finished, but its {RESULTS} is gone; pass --overwrite "
@@ -427,13 +432,12 @@ def _number_or(value, *also):
     return (isinstance(value, (int, float)) and not isinstance(value, bool)) or any(value is a for a in also)
 
 
-# what a finished search's reprint reads from best.json (format_best, run.show_finished): the
-# fields every best.json has held, and those added later, checked where present
+# what a finished search's reprint reads from best.json (format_best, run.show_finished)
 BEST_FIELDS = {"val_accuracy": _number_or, "test_accuracy": _number_or,
-               "final_val_accuracy": lambda v: _number_or(v, None), "final_epochs": _count}
-LATER_FIELDS = {"hparams": lambda v: isinstance(v, dict), "final_status": lambda v: isinstance(v, str),
-                "final_data": lambda v: isinstance(v, str), "validation_images": lambda v: _count(v, 1),
-                "test_images": lambda v: _count(v, 1), "trials": _count, "trainings": _count}
+               "final_val_accuracy": lambda v: _number_or(v, None), "final_epochs": _count,
+               "hparams": lambda v: isinstance(v, dict), "final_status": lambda v: isinstance(v, str),
+               "final_data": lambda v: isinstance(v, str), "validation_images": lambda v: _count(v, 1),
+               "test_images": lambda v: _count(v, 1), "trials": _count, "trainings": _count}
 
 
 def read_best(folder, trial_store=None):
@@ -449,15 +453,14 @@ def read_best(folder, trial_store=None):
     except (OSError, ValueError):
         raise UsageError(f"{path} is not readable JSON; pass --overwrite to run the search afresh") from None
     if not isinstance(summary, dict) or not (
-            all(k in summary and ok(summary[k]) for k, ok in BEST_FIELDS.items())
-            and all(ok(summary[k]) for k, ok in LATER_FIELDS.items() if k in summary)):
+            all(k in summary and ok(summary[k]) for k, ok in BEST_FIELDS.items())):
         raise UsageError(f"{path} is not a finished search's summary; pass --overwrite to run the search afresh")
     if trial_store is not None:
         rows = trial_store.rows()
-        # trainings: every fold and repeat (best.json written before it held them: trials alone)
-        for what, counted, held in (("trainings", summary.get("trainings"), len(latest_by_key(rows))),
-                                    ("trials", summary.get("trials"), len(trials_of(rows)))):
-            if counted is not None and held < counted:
+        # trainings: every fold and repeat
+        for what, counted, held in (("trainings", summary["trainings"], len(latest_by_key(rows))),
+                                    ("trials", summary["trials"], len(trials_of(rows)))):
+            if held < counted:
                 raise UsageError(f"{trial_store.path} holds {held} of the {counted} {what} {path.name} counts: "
                                  "results were lost; pass --overwrite to run the search afresh")
     return summary
