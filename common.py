@@ -382,24 +382,11 @@ def _to_arrays(ds, image_size):
     return x, y, names
 
 
-def import_tfds():
-    """tensorflow_datasets with its folder reader, or one UsageError line naming a broken install
-    (a protobuf that the installed tensorflow-metadata cannot load, say) instead of a traceback."""
-    try:
-        import tensorflow_datasets as tfds
-        tfds.folder_dataset.ImageFolder  # noqa: B018 - imports the submodule that broke before
-    except Exception as err:  # noqa: BLE001 - whatever a broken install raises
-        first = str(err).splitlines()[0] if str(err) else ""
-        raise UsageError(f"tensorflow_datasets does not import ({err.__class__.__name__}: {first}); reinstall "
-                         "in a fresh virtual environment: pip install -r requirements.txt") from None
-    return tfds
-
-
 def _load_folder_split(root, split, files, labels, classes, image_size):
     """Decodes `files` (labelled `labels`) from ImageFolder's `split` of `root`."""
     import tensorflow as tf
+    import tensorflow_datasets as tfds
 
-    tfds = import_tfds()
     builder = tfds.folder_dataset.ImageFolder(str(root))
     # Label ids by file name: ImageFolder numbers the class folders of every folder beside train/
     # together, and its split holds images that --limit or a carve leave out (-1: dropped).
@@ -426,9 +413,9 @@ def _load_folder_split(root, split, files, labels, classes, image_size):
 
 
 def _beans_builder():
+    import tensorflow_datasets as tfds
     from absl import logging as absl_logging
 
-    tfds = import_tfds()
     level = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # a missing dataset is expected, not a warning
     try:
@@ -455,15 +442,16 @@ def _tfds_classes():
 
 def _tfds_labels(split):
     """The labels of a TFDS beans split, its images left undecoded."""
-    tfds = import_tfds()
+    import tensorflow_datasets as tfds
+
     ds = tfds.load("beans", split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
     return np.array([label for label in ds.map(lambda ex: ex["label"]).as_numpy_iterator()], np.int64)
 
 
 def _load_tfds_split(split, image_size, limit, seed, classes):
     import tensorflow as tf
+    import tensorflow_datasets as tfds
 
-    tfds = import_tfds()
     _check_tfds_reachable()
     ds = tfds.load("beans", split=split, shuffle_files=False)
     ds = ds.enumerate().map(lambda i, ex: (ex["image"], ex["label"], tf.strings.as_string(i)))

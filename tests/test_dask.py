@@ -82,9 +82,12 @@ def search_and_kill_a_busy_worker(argv, n_workers):
         search.start()
         with distributed.Client(local) as client:
             deadline = time.time() + 120
-            while time.time() < deadline and not any(client.processing().values()):
+            def training(tasks):  # a trial's task, not the data the workers hold
+                return any(str(key).startswith("train_job") for key in tasks)
+
+            while time.time() < deadline and not any(training(t) for t in client.processing().values()):
                 time.sleep(0.2)
-            busy = next(address for address, tasks in client.processing().items() if tasks)
+            busy = next(address for address, tasks in client.processing().items() if training(tasks))
             pid = client.run(os.getpid, workers=[busy])[busy]
             os.kill(pid, signal.SIGKILL)
         search.join(timeout=300)

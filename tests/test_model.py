@@ -231,6 +231,10 @@ def assert_scores_each_image_alone(model, image, others):
     alone = model.predict(image, verbose=0)[0]
     beside = model.predict(np.concatenate([image, others]), verbose=0)[0]
     np.testing.assert_allclose(alone, beside, rtol=1e-5, atol=1e-6)
+    # the scripts' test accuracy too: each image labelled as it scores alone, evaluate in batches gets them all
+    x = np.concatenate([image, others])
+    y = np.array([np.argmax(model.predict(x[i:i + 1], verbose=0)[0]) for i in range(len(x))])
+    assert common.evaluate(model, common.Split(x, y), batch_size=4) == 1.0
     # the check has teeth: normalizing by the batch's own statistics moves the prediction
     batch_stats = keras.ops.convert_to_numpy(model(np.concatenate([image, others]), training=True))[0]
     assert np.abs(batch_stats - alone).max() > 1e-3

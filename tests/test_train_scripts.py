@@ -100,19 +100,26 @@ def test_corrupt_image_is_named_and_nothing_written(data_dir, tmp_path, capsys):
 
 
 
-@pytest.mark.parametrize("script", ["train_bn", "tune_grid"])
-def test_a_broken_tensorflow_datasets_is_one_line_before_anything_runs(data_dir, tmp_path, capsys, monkeypatch, script):
+@pytest.mark.parametrize("script, module", [("train_bn", "tensorflow_datasets"), ("tune_grid", "keras"),
+                                            ("tune_bayes", "skopt")])
+def test_a_broken_install_is_one_line_before_anything_runs(data_dir, tmp_path, capsys, monkeypatch, script, module):
     import importlib
     import sys
 
-    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # what `import` then raises: ImportError
+    # a package that fails on import as a protobuf mismatch does: with a TypeError, not an ImportError
+    fake = tmp_path / "site" / module
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise TypeError("Descriptors cannot be created directly.")\n')
+    monkeypatch.syspath_prepend(str(fake.parent))
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
     out = tmp_path / "run"
     assert importlib.import_module(script).main(["--data-dir", str(data_dir), "--out", str(out), *FAST]) == 2
     printed = capsys.readouterr()
     err = printed.err.strip()
-    assert len(err.splitlines()) == 1 and "tensorflow_datasets does not import" in err, err
-    assert "pip install -r requirements.txt" in err and not out.exists()
-    assert printed.out == ""  # refused before the configuration is echoed, let alone a training
+    assert err == (f"{script}.py: error: {module} does not import (TypeError: Descriptors cannot be created "
+                   "directly.); reinstall in a fresh virtual environment: pip install -r requirements.txt"), err
+    assert not out.exists() and printed.out == ""  # refused before the configuration is echoed
 
 
 def test_offline_tfds_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):

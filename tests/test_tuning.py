@@ -574,9 +574,7 @@ def test_score_picks_by_the_best_epoch_or_the_last_five(data_dir, tmp_path, curv
                            "1e-3", *TINY, "--score", score]) == 0
     best = json.loads((out / "best.json").read_text())
     assert best["params"]["layers"] == kept and best["val_accuracy"] == pytest.approx(value)
-    manifest = json.loads((out / "search.json").read_text())
-    # the default is left out of search.json, so searches saved before --score existed resume
-    assert manifest.get("score") == (None if score == "best-epoch" else score)
+    assert json.loads((out / "search.json").read_text())["score"] == score
 
 
 def test_a_search_scored_otherwise_is_another_search(data_dir, tmp_path, curves, capsys):
@@ -661,3 +659,49 @@ def test_a_searchs_final_model_alone_reads_the_test_split_once(data_dir, tmp_pat
     assert script.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--layers", "1",
                         "--final-epochs", "1", *flags, *TINY]) == 0
     assert len(finals) == 1 and evaluated == [(id(finals[0]), ["test"])]
+
+
+def test_a_refined_rounds_learning_rates_are_log_uniform_over_its_narrowed_range(data_dir, tmp_path, monkeypatch,
+                                                                                 capsys):
+    import re
+
+    from scipy import stats
+
+    trained, instant = [], instant_train(common, [])
+
+    def spy(hp, *args, **kwargs):
+        if is_trial(kwargs):
+            trained.append(hp.learning_rate)
+        return instant(hp, *args, **kwargs)
+
+    monkeypatch.setattr(common, "train", spy)
+    assert tune_random.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--n-iter", "150",
+                             "--refine", "1", "--learning-rate", "1e-5:1e-1", "--layers", "1", "--final-epochs", "1",
+                             *TINY]) == 0
+    low, high = map(float, re.search(r"round 2/2 ranges: .*learning_rate (\S+):(\S+) log-uniform",
+                                     capsys.readouterr().out).groups())
+    second = np.array(trained[150:])
+    assert len(second) == 150 and high / low > 100  # a range of decades, where the two laws differ
+    assert stats.kstest(np.log10(second), stats.uniform(math.log10(low), math.log10(high / low)).cdf).pvalue > 1e-3
+    assert stats.kstest(second, stats.uniform(low, high - low).cdf).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("final_data, trains_on, stops_on", [("train", ["train"], ["validation"]),
+                                                            ("train+validation", ["train", "validation"], [])])
+def test_the_final_model_trains_and_stops_on_no_test_image(data_dir, tmp_path, monkeypatch, final_data, trains_on,
+                                                           stops_on):
+    finals, instant = [], instant_train(common, [])
+
+    def folders(split):
+        return sorted({os.path.basename(os.path.dirname(os.path.dirname(f))) for f in split.files}) if split else []
+
+    def spy_train(hp, train, val, *args, **kwargs):
+        if not is_trial(kwargs):
+            finals.append((folders(train), folders(val)))
+        return instant(hp, train, val, *args, **kwargs)
+
+    monkeypatch.setattr(common, "train", spy_train)
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--layers", "1",
+                           "--learning-rate", "1e-3,1e-2", "--final-epochs", "1", "--final-data", final_data,
+                           *TINY]) == 0
+    assert finals == [(trains_on, stops_on)]
