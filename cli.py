@@ -7,7 +7,6 @@ one-line error contract (stderr, exit code 2), and the echo of a resolved config
 import argparse
 import contextlib
 import datetime
-import pkgutil
 import math
 import signal
 import sys
@@ -144,26 +143,7 @@ def empty_folder_flag(args, names=("data_dir", "out")):
     return None
 
 
-# The modules every script needs (requirements.txt's, by import name). A broken install (a
-# protobuf that tensorflow-metadata's generated code refuses, a numpy another package was not
-# built for) raises anything from ImportError to TypeError on import: one line before any work.
-# (tfds's folder reader is an attribute it imports on first use: the import that failed before.)
-RUNTIME_MODULES = ("numpy", "scipy", "sklearn", "skopt", "matplotlib", "PIL", "tensorflow", "keras",
-                   "tensorflow_datasets:folder_dataset.ImageFolder")
-
-
-def check_installed(modules=RUNTIME_MODULES):
-    for name in modules:
-        try:
-            pkgutil.resolve_name(name)
-        except Exception as err:  # noqa: BLE001 - whatever a broken install raises
-            first = str(err).splitlines()[0] if str(err) else ""
-            raise UsageError(f"{name.split(':')[0]} does not import ({err.__class__.__name__}: {first}); reinstall in a fresh "
-                             "virtual environment: pip install -r requirements.txt") from None
-
-
 def check_run_args(args):
-    check_installed()
     if getattr(args, "tensorboard", False):
         try:
             import tensorboard.plugins.hparams.api  # noqa: F401

@@ -18,6 +18,7 @@ import hashlib
 import math
 import numbers
 import os
+import pkgutil
 import socket
 import time
 from dataclasses import dataclass, field, fields
@@ -382,6 +383,24 @@ def _to_arrays(ds, image_size):
     return x, y, names
 
 
+# The modules every script needs (requirements.txt's, by import name). A broken install (a
+# protobuf that tensorflow-metadata's generated code refuses, a numpy another package was not
+# built for) raises anything from ImportError to TypeError on import: one line before any work.
+# (tfds's folder reader is an attribute it imports on first use: the import that failed before.)
+RUNTIME_MODULES = ("numpy", "scipy", "sklearn", "skopt", "matplotlib", "PIL", "tensorflow", "keras",
+                   "tensorflow_datasets:folder_dataset.ImageFolder")
+
+
+def check_installed(modules=RUNTIME_MODULES):
+    for name in modules:
+        try:
+            pkgutil.resolve_name(name)
+        except Exception as err:  # noqa: BLE001 - whatever a broken install raises
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise UsageError(f"{name.split(':')[0]} does not import ({err.__class__.__name__}: {first}); reinstall in a fresh "
+                             "virtual environment: pip install -r requirements.txt") from None
+
+
 def _load_folder_split(root, split, files, labels, classes, image_size):
     """Decodes `files` (labelled `labels`) from ImageFolder's `split` of `root`."""
     import tensorflow as tf
@@ -413,6 +432,7 @@ def _load_folder_split(root, split, files, labels, classes, image_size):
 
 
 def _beans_builder():
+    check_installed()
     import tensorflow_datasets as tfds
     from absl import logging as absl_logging
 
@@ -539,6 +559,7 @@ class Beans:
 
     def split(self, name):
         if name not in self._cache:
+            check_installed()  # the heavy imports begin here: after the checks of flags, --out and its lock
             if self.folder:
                 files, labels = self._chosen(name)
                 split = _load_folder_split(self.data_dir, "train" if name in self.folder.carved else name,
@@ -567,7 +588,7 @@ class Beans:
 def make_dataset(split, batch_size, seed=0, training=False, augment=False, augmenter=None):
     """tf.data over in-memory arrays: seeded per-epoch shuffle, batch, augment, prefetch. A seed
     gives the same batches and the same augmented images on every run (augmentation maps one
-    batch at a time; `augmenter`: make_augmenter(seed)'s, given to read or set its random state).
+    batch at a time; `augmenter`: a make_augmenter(seed) of the caller's, else one is made).
     Under a thread cap (intra-op threads set), tf.data uses that many threads and no
     autotuning. Why: docs/training.md."""
     import tensorflow as tf

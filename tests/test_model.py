@@ -141,7 +141,9 @@ def scripted_validation(curve):
 @pytest.mark.parametrize("curve, patience, stopped_after, best", [
     ([0.5, 0.8, 0.7, 0.75, 0.6, 0.9, 0.95, 0.99], 2, 4, 1),  # best at epoch 2, then 2 without a better one
     ([0.5, 0.6, 0.6, 0.7, 0.65, 0.64, 0.63, 0.62], 3, 7, 3),  # a tie is no improvement
+    ([0.5, 0.6, 0.6, 0.6, 0.6], 2, 4, 1),                     # ties alone: stopped, the first of them kept
     ([0.4, 0.5, 0.6, 0.7], 1, 4, 3),                          # still improving: every epoch runs
+    ([0.5, 0.9, 0.6, 0.7], 5, 4, 1),                          # never stopped: the best epoch's weights kept all the same
 ])
 def test_training_stops_patience_epochs_after_its_best_and_keeps_the_best_weights(curve, patience, stopped_after, best):
     hp = common.HParams(layers=1, units=4, epochs=len(curve), patience=patience, batch_size=8, learning_rate=1e-2)
@@ -153,6 +155,15 @@ def test_training_stops_patience_epochs_after_its_best_and_keeps_the_best_weight
     assert all(np.array_equal(k, b) for k, b in zip(kept, at_best, strict=True))
     if best != stopped_after - 1:  # the last epoch's weights differ from the kept ones
         assert not all(np.array_equal(k, b) for k, b in zip(kept, scripted.weights[-1], strict=True))
+
+
+def test_keep_best_false_keeps_the_last_epochs_weights():
+    scripted = scripted_validation([0.5, 0.9, 0.6, 0.7])
+    hp = common.HParams(layers=1, units=4, epochs=4, patience=5, batch_size=8, learning_rate=1e-2)
+    result = common.train(hp, random_split(24), random_split(12, seed=1), seed=0, log=None, keep_best=False,
+                          callbacks=[scripted])
+    assert result.epochs == 4 and result.val_accuracy == 0.9  # the best epoch's score, the last epoch's weights
+    assert all(np.array_equal(k, b) for k, b in zip(result.model.get_weights(), scripted.weights[-1], strict=True))
 
 
 def test_train_without_a_validation_split_runs_every_epoch():

@@ -227,7 +227,7 @@ def test_a_search_of_another_format_is_refused_in_one_line(data_dir, tmp_path, c
     capsys.readouterr()
     assert tune_grid.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"(format {held or 1}, now 2)" in err and "--overwrite" in err, err
+    assert len(err.splitlines()) == 1 and f"(format {held or 1}, this one writes 2)" in err and "--overwrite" in err, err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing touched
     assert tune_grid.main([*argv, "--overwrite"]) == 0
     assert json.loads((out / "search.json").read_text())["format"] == 2

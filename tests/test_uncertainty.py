@@ -71,9 +71,7 @@ def test_the_ranked_table_has_the_error_beside_each_score_then_the_line():
 def test_the_final_table_gives_the_test_accuracy_with_its_error():
     summary = {"val_accuracy": 0.95, "final_val_accuracy": None, "test_accuracy": 0.9609, "final_epochs": 150,
                "test_images": 128}
-    assert f"0.9609 ± {outputs.binomial_se(0.9609, 128):.4f}" in format_best(summary)
-    del summary["test_images"]  # a best.json written before the count was kept
-    assert "0.9609 " in format_best(summary) and "±" not in format_best(summary).splitlines()[-1]
+    assert f"0.9609 ± {outputs.binomial_se(0.9609, 128):.4f}" in format_best({**summary, "final_status": "ok"})
 
 
 def test_repeats_without_an_image_count_still_say_what_their_error_is_over():

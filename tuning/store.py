@@ -383,9 +383,9 @@ def open_search(folder, manifest, overwrite, figures=()):
         held_manifest = None
     wanted = json.loads(json.dumps(manifest))
     if isinstance(held_manifest, dict) and held_manifest.get("format") != wanted["format"]:
-        raise UsageError(f"{folder} holds a search saved by an earlier version of these scripts (format "
-                         f"{held_manifest.get('format', 1)}, now {wanted['format']}), whose trainings are not this "
-                         "version's; pass --overwrite to run it afresh, or choose another --out")
+        raise UsageError(f"{folder} holds a search saved by another version of these scripts (format "
+                         f"{held_manifest.get('format', 1)!r}, this one writes {wanted['format']!r}), whose trainings "
+                         "are not this version's; pass --overwrite to run it afresh, or choose another --out")
     same = held_manifest == wanted
     if same and not results_path.exists() and (folder / BEST).exists():
         raise UsageError(f"{folder} holds this search, finished, but its {RESULTS} is gone; pass --overwrite "
