@@ -613,10 +613,8 @@ def test_a_grid_file_with_the_cosine_schedule_runs_trials_to_their_end_as_the_fl
         assert (setup.base.epochs, setup.base.patience) == (40, 40), extra
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_the_learning_rates_a_random_search_trains_are_log_uniform(data_dir, tmp_path, monkeypatch, seed):
-    from scipy import stats
-
+def trials_learning_rates(monkeypatch):
+    """Instant trainings; returns the list of learning rates the trials train with, as they run."""
     trained, instant = [], instant_train(common, [])
 
     def spy(hp, *args, **kwargs):
@@ -625,6 +623,14 @@ def test_the_learning_rates_a_random_search_trains_are_log_uniform(data_dir, tmp
         return instant(hp, *args, **kwargs)
 
     monkeypatch.setattr(common, "train", spy)
+    return trained
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_learning_rates_a_random_search_trains_are_log_uniform(data_dir, tmp_path, monkeypatch, seed):
+    from scipy import stats
+
+    trained = trials_learning_rates(monkeypatch)
     low, high = 1e-4, 1e-1
     assert tune_random.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--n-iter", "200",
                              "--seed", str(seed), "--learning-rate", f"{low}:{high}", "--layers", "1",
@@ -667,14 +673,7 @@ def test_a_refined_rounds_learning_rates_are_log_uniform_over_its_narrowed_range
 
     from scipy import stats
 
-    trained, instant = [], instant_train(common, [])
-
-    def spy(hp, *args, **kwargs):
-        if is_trial(kwargs):
-            trained.append(hp.learning_rate)
-        return instant(hp, *args, **kwargs)
-
-    monkeypatch.setattr(common, "train", spy)
+    trained = trials_learning_rates(monkeypatch)
     assert tune_random.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--n-iter", "150",
                              "--refine", "1", "--learning-rate", "1e-5:1e-1", "--layers", "1", "--final-epochs", "1",
                              *TINY]) == 0
