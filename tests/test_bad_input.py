@@ -7,7 +7,7 @@ import json
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import cli
@@ -180,6 +180,7 @@ SPEC_TEXT = st.one_of(
 
 @settings(max_examples=400, deadline=None)
 @given(name=st.sampled_from(common.HPARAM_NAMES), text=SPEC_TEXT, allow_range=st.booleans())
+@example(name="learning_rate", text="5e-323:0.03125", allow_range=True)  # low * high underflows to 0 (found here)
 def test_any_spec_is_a_valid_dimension_or_one_usage_error(name, text, allow_range):
     try:
         dim = parse_dim(name, text, allow_range)

@@ -220,7 +220,7 @@ def parse_dim(name, text, allow_range=True):
         low, high = (parse_value(name, p.strip()) for p in parts)
         if not low < high:
             raise UsageError(f"{flag(name)}: low must be below high, got {text!r}")
-        if name in LOG_SCALE and low <= 0:
+        if name in LOG_SCALE and (low <= 0 or low * high == 0):  # a product that underflows: skopt's own check
             raise UsageError(f"{flag(name)}: a log-uniform range needs bounds > 0, got {text!r}")
         if name in POWERS_OF_TWO and not powers_of_two(low, high):
             raise UsageError(f"{flag(name)}: no power of two in {text!r}")
