@@ -43,6 +43,7 @@ def same(a, b):
 
 
 @pytest.mark.parametrize("schedule", [{"decay": 0.5}, {"schedule": "cosine", "augment": True}])
+@pytest.mark.slow
 def test_a_continued_training_starts_from_its_checkpoint(schedule):
     whole = common.train(hp(**schedule), TRAIN, VAL, seed=3, log=None)
     first = common.train(hp(epochs=2, **schedule), TRAIN, VAL, seed=3, log=None,
@@ -58,6 +59,7 @@ def test_a_continued_training_starts_from_its_checkpoint(schedule):
     assert rest.history["lr"] == whole.history["lr"]  # the rates an uninterrupted training has
 
 
+@pytest.mark.slow
 def test_without_the_top_rungs_horizon_a_shorter_cosine_training_is_no_prefix():
     whole = common.train(hp(schedule="cosine"), TRAIN, VAL, seed=3, log=None)
     short = common.train(hp(epochs=2, schedule="cosine"), TRAIN, VAL, seed=3, log=None)

@@ -114,6 +114,7 @@ def test_schedule_is_scikit_learns():
     assert halving.schedule(32, default, 20) == [(1, 32), (3, 11), (9, 4)]
 
 
+@pytest.mark.slow
 def test_the_default_first_rung_lets_the_last_reach_the_epochs(data_dir, tmp_path, scored):
     out = tmp_path / "run"
     argv = grid_argv(data_dir, out)

@@ -96,6 +96,7 @@ def test_ctrl_c_during_the_final_model_says_how_to_finish(data_dir, tmp_path, mo
 
 
 @pytest.mark.parametrize("dropped_at", [1, 3])  # the first trial; the last, just before the final model
+@pytest.mark.slow
 def test_a_ctrl_c_that_python_dropped_still_stops_the_run(data_dir, tmp_path, monkeypatch, capsys, dropped_at):
     """A KeyboardInterrupt raised inside a weakref or GC callback is printed as "Exception
     ignored" and dropped (seen when Keras frees a model between trials): the run noticed none,
@@ -215,6 +216,7 @@ def test_a_different_search_in_the_same_out_is_refused(data_dir, tmp_path, capsy
 
 
 @pytest.mark.parametrize("held", [None, 1, 3])  # no "format" (every folder before format 2), older, newer
+@pytest.mark.slow
 def test_a_search_of_another_format_is_refused_in_one_line(data_dir, tmp_path, capsys, scored, held):
     out = tmp_path / "run"
     argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]

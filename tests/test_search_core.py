@@ -335,6 +335,7 @@ def test_threads_per_trial_holds_in_the_main_process(data_dir, tmp_path):
     assert seen == [pools] * 3  # 2 trials and the final model
 
 
+@pytest.mark.slow
 def test_threads_not_applicable_are_said(data_dir, tmp_path, capsys):
     import tensorflow as tf
 
