@@ -133,6 +133,12 @@ def instant_train(common, asked):
     return train
 
 
+def split_folders(split):
+    """The split folders (train, validation, test) the images of a folder-loaded split lie in,
+    sorted; [] for no split."""
+    return sorted({Path(f).parts[-3] for f in split.files}) if split is not None else []
+
+
 def real_data_dir():
     """../shared/beans beside the project (or $BEANS_DATA_DIR); None where absent."""
     for candidate in (os.environ.get("BEANS_DATA_DIR"), ROOT.parent / "shared" / "beans"):

@@ -2,13 +2,13 @@
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 
 import common
 import train_baseline
 import train_bn
+from conftest import split_folders
 
 FAST = ["--image-size", "8", "--epochs", "1", "--layers", "1", "--units", "4", "--batch-size", "4"]
 
@@ -157,13 +157,6 @@ def test_outputs_get_the_usual_file_mode(data_dir, tmp_path):
     assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {"0o644"}
 
 
-def split_of(files):
-    """The split folder (train, validation, test) every one of `files` lies in."""
-    found = {Path(f).parts[-3] for f in files}
-    assert len(found) == 1, found
-    return found.pop()
-
-
 @pytest.mark.slow
 def test_each_model_selects_on_validation_and_reads_the_test_split_once(data_dir, tmp_path, monkeypatch):
     trained, evaluated = [], []
@@ -171,16 +164,16 @@ def test_each_model_selects_on_validation_and_reads_the_test_split_once(data_dir
 
     def spy_train(hp, train, val, *args, **kwargs):
         result = real_train(hp, train, val, *args, **kwargs)
-        trained.append((split_of(train.files), split_of(val.files), result.model))
+        trained.append((split_folders(train), split_folders(val), result.model))
         return result
 
     def spy_evaluate(model, split, *args, **kwargs):
-        evaluated.append((model, split_of(split.files)))
+        evaluated.append((model, split_folders(split)))
         return real_evaluate(model, split, *args, **kwargs)
 
     monkeypatch.setattr(common, "train", spy_train)
     monkeypatch.setattr(common, "evaluate", spy_evaluate)
     assert train_bn.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--compare", *FAST]) == 0
-    assert [(t, v) for t, v, _ in trained] == [("train", "validation")] * 2  # early stopping and the kept epoch
+    assert [(t, v) for t, v, _ in trained] == [(["train"], ["validation"])] * 2  # early stopping and the kept epoch
     models = [model for _, _, model in trained]
-    assert [(id(m), s) for m, s in evaluated] == [(id(m), "test") for m in models]  # once per model, after training
+    assert [(id(m), s) for m, s in evaluated] == [(id(m), ["test"]) for m in models]  # once per model, after training

@@ -14,7 +14,7 @@ import common
 import tune_bayes
 import tune_grid
 import tune_random
-from conftest import instant_train, is_trial
+from conftest import instant_train, is_trial, split_folders
 from tuning import runner, searches
 from tuning.space import build_space, parse_dim
 
@@ -657,7 +657,7 @@ def test_a_searchs_final_model_alone_reads_the_test_split_once(data_dir, tmp_pat
         return result
 
     def spy_evaluate(model, split, *args, **kwargs):
-        evaluated.append((id(model), sorted({os.path.basename(os.path.dirname(os.path.dirname(f))) for f in split.files})))
+        evaluated.append((id(model), split_folders(split)))
         return real_evaluate(model, split, *args, **kwargs)
 
     monkeypatch.setattr(common, "train", spy_train)
@@ -691,12 +691,9 @@ def test_the_final_model_trains_and_stops_on_no_test_image(data_dir, tmp_path, m
                                                            stops_on):
     finals, instant = [], instant_train(common, [])
 
-    def folders(split):
-        return sorted({os.path.basename(os.path.dirname(os.path.dirname(f))) for f in split.files}) if split else []
-
     def spy_train(hp, train, val, *args, **kwargs):
         if not is_trial(kwargs):
-            finals.append((folders(train), folders(val)))
+            finals.append((split_folders(train), split_folders(val)))
         return instant(hp, train, val, *args, **kwargs)
 
     monkeypatch.setattr(common, "train", spy_train)
