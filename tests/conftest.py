@@ -3,14 +3,12 @@ instant trainings with predictable scores."""
 
 import dataclasses
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One TensorFlow thread per op pool, here and in every script a test starts: the tests' models are
 # tiny, and with several test processes on two cores more threads only wait on each other (the suite
@@ -90,30 +88,29 @@ def data_dir(tmp_path):
 
 @pytest.fixture
 def scored(monkeypatch):
-    """common.train made instant and predictable: scored layers/10 + units/1000, plus the epochs
+    """beans_tune.training.train made instant and predictable: scored layers/10 + units/1000, plus the epochs
     asked for / 10^4 (so that a longer rung scores a little higher, as it would). Only the final
     model (the one call that logs its epochs) really trains, for 1 epoch, to have a model to
     save. Returns the epochs each call asked for."""
-    import common
+    import beans_tune.training
 
     asked = []
-    monkeypatch.setattr(common, "train", instant_train(common, asked))
+    monkeypatch.setattr(beans_tune.training, "train", instant_train(beans_tune.training, asked))
     return asked
 
 
 def is_trial(kwargs):
-    """Whether a common.train call (its keyword arguments) is a search's trial, which logs through
+    """Whether a beans_tune.training.train call (its keyword arguments) is a search's trial, which logs through
     a tuning.runner.Heartbeat, or a measurement that logs nothing; not a final model."""
-    from tuning.runner import Heartbeat
+    from beans_tune.tuning.runner import Heartbeat
 
     log = kwargs.get("log")
     return log is None or isinstance(log, Heartbeat)
 
 
-def instant_train(common, asked):
-    """The `scored` fixture's common.train (also installed in subprocesses, see
-    tests/test_bench_methods.py)."""
-    real = common.train
+def instant_train(training, asked):
+    """The `scored` fixture's beans_tune.training.train."""
+    real = training.train
 
     def train(hp, *args, **kwargs):
         asked.append(hp.epochs)
@@ -123,10 +120,10 @@ def instant_train(common, asked):
             done = plan.start.epochs if plan and plan.start else 0  # continuing halving: only the rest
             state = None
             if plan and plan.keep:
-                import checkpoint
+                from beans_tune import checkpoint
 
                 state = checkpoint.State(epochs=hp.epochs, weights=[], optimizer=[], history={})
-            return common.TrainResult(None, {}, score, hp.epochs - done, 0.0, state=state)
+            return training.TrainResult(None, {}, score, hp.epochs - done, 0.0, state=state)
         result = real(dataclasses.replace(hp, epochs=1), *args, **kwargs)
         return dataclasses.replace(result, val_accuracy=score, epochs=hp.epochs)
 

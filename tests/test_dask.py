@@ -108,16 +108,16 @@ def a_cluster_where_two_layers_kill_the_worker(allowed_failures):
         def setup(self, worker):
             import os
 
-            import common
+            import beans_tune.training
 
-            real = common.train
+            real = beans_tune.training.train
 
             def train(hp, *args, **kwargs):
                 if hp.layers == 2:
                     os._exit(1)
                 return real(hp, *args, **kwargs)
 
-            common.train = train
+            beans_tune.training.train = train
 
     with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
         local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -160,7 +160,7 @@ def test_a_training_blamed_with_a_killer_runs_again_alone(monkeypatch):
     """Dask raises KilledWorker for every task a dying worker held: here trainings 0 (innocent)
     and 1 (the killer) are both blamed in the first pass; each runs again alone, after the
     others, and only the one that kills its worker alone is reported Killed."""
-    from tuning import execution
+    from beans_tune.tuning import execution
 
     widths = []
 
@@ -183,7 +183,7 @@ def test_no_more_trainings_run_at_once_than_asked(cluster):
     worker threads, no two tasks overlap in time (none waits on a worker beside another)."""
     import time
 
-    from tuning.execution import Execution
+    from beans_tune.tuning.execution import Execution
 
     def span(item):
         start = time.time()
@@ -284,15 +284,21 @@ def test_a_cluster_without_workers_is_one_line(data_dir, tmp_path, capsys, bare_
     assert not out.exists()
 
 
-def test_a_scheduler_that_cannot_import_the_project_is_one_line(data_dir, tmp_path, capsys, bare_scheduler):
+def test_a_scheduler_that_cannot_import_the_project_is_one_line(data_dir, tmp_path, capsys, bare_scheduler,
+                                                                 monkeypatch):
+    """A cluster started where the package is not installed: the probe names the module it could
+    not import (here one that exists nowhere, as the package does not on such a cluster)."""
+    from beans_tune.tuning import execution
+
     address, add_worker = bare_scheduler
-    add_worker()  # the worker can import the project; the scheduler cannot
+    add_worker()
+    monkeypatch.setattr(execution, "PROJECT_MODULES", ("beans_tune_installed_nowhere",))
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--scheduler", address,
                            "--connect-timeout", "30", "--layers", "1,2", *TINY]) == 2
     err = capsys.readouterr().err.strip()
-    assert "the Dask scheduler cannot import 'common'" in err and "PYTHONPATH" in err and len(err.splitlines()) == 1
-    assert not out.exists()
+    assert "the Dask scheduler cannot import 'beans_tune_installed_nowhere'" in err and "pip install ." in err
+    assert len(err.splitlines()) == 1 and not out.exists()
 
 
 # --- TLS: the way to listen beyond loopback ----------------------------------------------------
@@ -332,6 +338,16 @@ def make_certificates(folder, name="cluster"):
     return {k: str(v) for k, v in paths.items()}
 
 
+def client_certificates(paths):
+    """Dask's configuration of a client's TLS (distributed.comm.tls.*), or none."""
+    import dask
+
+    if paths is None:
+        return dask.config.set({"distributed.comm.require-encryption": None})
+    return dask.config.set({"distributed.comm.tls.ca-file": paths["ca"], "distributed.comm.tls.client.cert": paths["cert"],
+                            "distributed.comm.tls.client.key": paths["key"], "distributed.comm.require-encryption": True})
+
+
 @pytest.mark.slow
 def test_a_tls_cluster_serves_only_holders_of_its_certificates(data_dir, tmp_path, capsys):
     from distributed.security import Security
@@ -346,16 +362,15 @@ def test_a_tls_cluster_serves_only_holders_of_its_certificates(data_dir, tmp_pat
                                   worker_dashboard_address=None) as local:
         address = local.scheduler_address
         assert address.startswith("tls://127.0.0.1:")
-        assert tune_grid.main([*argv, "--out", str(tmp_path / "ok"), "--scheduler", address, "--tls-ca-file",
-                               own["ca"], "--tls-cert", own["cert"], "--tls-key", own["key"]]) == 0
+        with client_certificates(own):  # Dask's own configuration, as docs/dask.md shows
+            assert tune_grid.main([*argv, "--out", str(tmp_path / "ok"), "--scheduler", address]) == 0
         assert len(rows(tmp_path / "ok")) == 2
         capsys.readouterr()
-        assert tune_grid.main([*argv, "--out", str(tmp_path / "none"), "--scheduler", address]) == 2
-        assert "give --tls-ca-file, --tls-cert and --tls-key" in capsys.readouterr().err
-        assert tune_grid.main([*argv, "--out", str(tmp_path / "other"), "--scheduler", address, "--tls-ca-file",
-                               stranger["ca"], "--tls-cert", stranger["cert"], "--tls-key", stranger["key"]]) == 2
-        err = capsys.readouterr().err.strip()
-        assert "cannot reach a Dask scheduler at tls://127.0.0.1" in err and len(err.splitlines()) == 1
+        for name, held in (("none", None), ("other", stranger)):
+            with client_certificates(held):
+                assert tune_grid.main([*argv, "--out", str(tmp_path / name), "--scheduler", address]) == 2
+            err = capsys.readouterr().err.strip()
+            assert "cannot reach a Dask scheduler at tls://127.0.0.1" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "none").exists() and not (tmp_path / "other").exists()
 
 

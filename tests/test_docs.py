@@ -123,5 +123,5 @@ def test_slugs_as_github_makes_them():
     assert slug("Which search method?") == "which-search-method"
     assert slug("History: the accuracy recipe on the canonical split") == (
         "history-the-accuracy-recipe-on-the-canonical-split")
-    assert slug("Hyperparameters (one frozen dataclass, `common.HParams`)") == (
-        "hyperparameters-one-frozen-dataclass-commonhparams")
+    assert slug("Hyperparameters (one frozen dataclass, `beans_tune.hparams.HParams`)") == (
+        "hyperparameters-one-frozen-dataclass-beans_tunehparamshparams")

@@ -9,7 +9,8 @@ import pytest
 
 import tune_grid
 import tune_random
-from tuning import halving
+from beans_tune.hparams import HParams
+from beans_tune.tuning import halving
 
 TINY = ["--image-size", "8", "--units", "4", "--batch-size", "4", "--decay", "0", "--batch-norm", "false",
         "--augment", "false"]
@@ -64,10 +65,14 @@ def test_the_rungs_promote_what_scikit_learns_halving_promotes(grid):
     import numpy as np
     from sklearn.base import BaseEstimator
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
-    from sklearn.model_selection import HalvingGridSearchCV, HalvingRandomSearchCV, PredefinedSplit
+    from sklearn.model_selection import (
+        HalvingGridSearchCV,
+        HalvingRandomSearchCV,
+        PredefinedSplit,
+    )
 
-    from tuning import searches
-    from tuning.space import parse_dim
+    from beans_tune.tuning import searches
+    from beans_tune.tuning.space import parse_dim
 
     estimator = type("StubEstimator", (Stub, BaseEstimator), {})()
     dims = (parse_dim("layers", "1,2,3,4" if grid else "1:4", allow_range=not grid),
@@ -185,10 +190,10 @@ def test_a_killed_continuing_halving_resumes_from_its_saved_states(data_dir, tmp
 
 
 def interrupt_at(monkeypatch, call):
-    """common.train raises KeyboardInterrupt (Ctrl-C) at its `call`-th call; returns the plans it got."""
-    import common
+    """beans_tune.training.train raises KeyboardInterrupt (Ctrl-C) at its `call`-th call; returns the plans it got."""
+    import beans_tune.training
 
-    plans, real = [], getattr(common.train, "unwrapped", common.train)  # the `scored` fixture's
+    plans, real = [], getattr(beans_tune.training.train, "unwrapped", beans_tune.training.train)  # the `scored` fixture's
 
     def interrupted(hp, *args, **kwargs):
         if len(plans) + 1 == call:
@@ -197,7 +202,7 @@ def interrupt_at(monkeypatch, call):
         return real(hp, *args, **kwargs)
 
     interrupted.unwrapped = real
-    monkeypatch.setattr(common, "train", interrupted)
+    monkeypatch.setattr(beans_tune.training, "train", interrupted)
     return plans
 
 
@@ -310,9 +315,9 @@ def test_the_final_model_trains_longer_than_the_trials_unless_told(data_dir, tmp
     assert best["final_data"] == data
     assert best["hparams"]["schedule"] == ("inverse-time" if "inverse-time" in argv else "cosine")
     assert {(int(r["epochs"])) for r in results(out)} <= {trial[0]}
-    manifest = json.loads((out / "search.json").read_text())
-    assert (manifest["fixed"]["epochs"], manifest["fixed"]["patience"]) == trial
-    assert manifest["fixed"]["schedule"] == ("inverse-time" if "inverse-time" in argv else "cosine")
+    fixed = {**HParams().to_dict(), **json.loads((out / "search.json").read_text())["fixed"]}  # defaults left out
+    assert (fixed["epochs"], fixed["patience"]) == trial
+    assert fixed["schedule"] == ("inverse-time" if "inverse-time" in argv else "cosine")
 
 
 @pytest.mark.slow

@@ -5,7 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-import common
+import beans_tune.cnn
+import beans_tune.hparams
+import beans_tune.images
+import beans_tune.training
 
 pytestmark = pytest.mark.usefixtures("graph_mode")  # the model as users train it
 
@@ -23,7 +26,7 @@ def layer_graph(model):
 
 @pytest.mark.parametrize("layers", [1, 3])
 def test_bn_sits_between_each_linear_layer_and_its_relu(layers):
-    model = common.build_model(common.HParams(layers=layers, units=8, batch_norm=True), image_size=16)
+    model = beans_tune.cnn.build_model(beans_tune.hparams.HParams(layers=layers, units=8, batch_norm=True), image_size=16)
     pairs = layer_graph(model)
     relus = [(l, prev) for l, prev in pairs if l.__class__.__name__ == "Activation"]
     bns = [(l, prev) for l, prev in pairs if l.__class__.__name__ == "BatchNormalization"]
@@ -33,11 +36,11 @@ def test_bn_sits_between_each_linear_layer_and_its_relu(layers):
     for bn, prev in bns:
         assert prev.__class__.__name__ in ("Conv2D", "Dense"), bn.name
         assert prev.use_bias is False, prev.name
-    assert [l for l in model.layers if l.__class__.__name__ == "BatchNormalization"][0].momentum == common.HParams().bn_momentum == 0.6
+    assert [l for l in model.layers if l.__class__.__name__ == "BatchNormalization"][0].momentum == beans_tune.hparams.HParams().bn_momentum == 0.6
 
 
 def test_baseline_has_no_bn_and_keeps_biases():
-    model = common.build_model(common.HParams(layers=2, units=8), image_size=16)
+    model = beans_tune.cnn.build_model(beans_tune.hparams.HParams(layers=2, units=8), image_size=16)
     names = [l.__class__.__name__ for l in model.layers]
     assert "BatchNormalization" not in names
     assert all(l.use_bias for l in model.layers if l.__class__.__name__ in ("Conv2D", "Dense"))
@@ -47,30 +50,30 @@ def test_baseline_has_no_bn_and_keeps_biases():
 
 
 def test_deep_stacks_on_small_images_still_build():
-    model = common.build_model(common.HParams(layers=6, units=4), image_size=8)
+    model = beans_tune.cnn.build_model(beans_tune.hparams.HParams(layers=6, units=4), image_size=8)
     assert model.output_shape == (None, 3)
 
 
 def test_inverse_time_decay_per_epoch():
-    hp = common.HParams(learning_rate=0.1, decay=0.5)
-    schedule = common.learning_rate_schedule(hp, steps_per_epoch=10)
+    hp = beans_tune.hparams.HParams(learning_rate=0.1, decay=0.5)
+    schedule = beans_tune.cnn.learning_rate_schedule(hp, steps_per_epoch=10)
     values = [float(schedule(step)) for step in (0, 9, 10, 19, 20, 40)]
     np.testing.assert_allclose(values, [0.1, 0.1, 0.1 / 1.5, 0.1 / 1.5, 0.1 / 2, 0.1 / 3], rtol=1e-6)
-    assert common.learning_rate_schedule(dataclasses.replace(hp, decay=0), 10) == 0.1
+    assert beans_tune.cnn.learning_rate_schedule(dataclasses.replace(hp, decay=0), 10) == 0.1
 
 
 def test_cosine_schedule_falls_from_alpha_to_zero_over_the_epochs():
-    hp = common.HParams(learning_rate=0.1, schedule="cosine", epochs=4)
-    schedule = common.learning_rate_schedule(hp, steps_per_epoch=10)
+    hp = beans_tune.hparams.HParams(learning_rate=0.1, schedule="cosine", epochs=4)
+    schedule = beans_tune.cnn.learning_rate_schedule(hp, steps_per_epoch=10)
     values = [float(schedule(step)) for step in (0, 10, 20, 30, 40, 50)]
     np.testing.assert_allclose(values, [0.1, 0.1 * (1 + 2 ** -0.5) / 2, 0.05, 0.1 * (1 - 2 ** -0.5) / 2, 0, 0],
                                rtol=1e-5, atol=1e-9)
 
 
 def test_optimizer_follows_hparams():
-    adam = common.make_optimizer(common.HParams(beta_1=0.8, beta_2=0.99, epsilon=1e-6), 10)
+    adam = beans_tune.cnn.make_optimizer(beans_tune.hparams.HParams(beta_1=0.8, beta_2=0.99, epsilon=1e-6), 10)
     assert (adam.__class__.__name__, adam.beta_1, adam.beta_2, adam.epsilon) == ("Adam", 0.8, 0.99, 1e-6)
-    sgd = common.make_optimizer(common.HParams(optimizer="sgd", momentum=0.5), 10)
+    sgd = beans_tune.cnn.make_optimizer(beans_tune.hparams.HParams(optimizer="sgd", momentum=0.5), 10)
     assert (sgd.__class__.__name__, sgd.momentum) == ("SGD", 0.5)
 
 
@@ -86,13 +89,13 @@ def test_optimizer_follows_hparams():
     ({"schedule": "cosine", "decay": 0.01}, "decay belongs to the inverse-time schedule"),
 ])
 def test_impossible_hparams_are_refused(bad, message):
-    with pytest.raises(common.UsageError, match=message):
-        common.HParams(**bad)
+    with pytest.raises(beans_tune.hparams.UsageError, match=message):
+        beans_tune.hparams.HParams(**bad)
 
 
 def test_hparams_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        common.HParams().layers = 4
+        beans_tune.hparams.HParams().layers = 4
 
 
 def random_split(n, size=8, seed=0):
@@ -100,7 +103,7 @@ def random_split(n, size=8, seed=0):
     y = np.arange(n) % 3
     x = rng.random((n, size, size, 3)).astype(np.float32) * 0.3
     x[np.arange(n), :, :, y] += 0.7  # class = brightest channel
-    return common.Split(x=x, y=y.astype(np.int64))
+    return beans_tune.images.Split(x=x, y=y.astype(np.int64))
 
 
 def noisy_split(n, seed, signal=0.15):
@@ -109,13 +112,13 @@ def noisy_split(n, seed, signal=0.15):
     y = np.arange(n) % 3
     x = rng.random((n, 8, 8, 3)).astype(np.float32)
     x[np.arange(n), :, :, y] += signal
-    return common.Split(x=x, y=y.astype(np.int64))
+    return beans_tune.images.Split(x=x, y=y.astype(np.int64))
 
 
 def test_train_returns_history_and_stops_early():
-    hp = common.HParams(layers=1, units=4, epochs=6, patience=0, batch_size=8)
+    hp = beans_tune.hparams.HParams(layers=1, units=4, epochs=6, patience=0, batch_size=8)
     lines = []
-    result = common.train(hp, random_split(24), random_split(12, seed=1), seed=0, log=lines.append)
+    result = beans_tune.training.train(hp, random_split(24), random_split(12, seed=1), seed=0, log=lines.append)
     assert result.status == "ok"
     assert 1 <= result.epochs <= 6 and len(lines) == result.epochs
     assert lines[0].startswith("epoch   1/6  loss ")
@@ -146,9 +149,9 @@ def scripted_validation(curve):
     ([0.5, 0.9, 0.6, 0.7], 5, 4, 1),                          # never stopped: the best epoch's weights kept all the same
 ])
 def test_training_stops_patience_epochs_after_its_best_and_keeps_the_best_weights(curve, patience, stopped_after, best):
-    hp = common.HParams(layers=1, units=4, epochs=len(curve), patience=patience, batch_size=8, learning_rate=1e-2)
+    hp = beans_tune.hparams.HParams(layers=1, units=4, epochs=len(curve), patience=patience, batch_size=8, learning_rate=1e-2)
     scripted = scripted_validation(curve)
-    result = common.train(hp, random_split(24), random_split(12, seed=1), seed=0, log=None, callbacks=[scripted])
+    result = beans_tune.training.train(hp, random_split(24), random_split(12, seed=1), seed=0, log=None, callbacks=[scripted])
     assert result.epochs == stopped_after and result.history["val_accuracy"] == curve[:stopped_after]
     assert result.val_accuracy == curve[best]
     kept, at_best = result.model.get_weights(), scripted.weights[best]
@@ -159,8 +162,8 @@ def test_training_stops_patience_epochs_after_its_best_and_keeps_the_best_weight
 
 def test_keep_best_false_keeps_the_last_epochs_weights():
     scripted = scripted_validation([0.5, 0.9, 0.6, 0.7])
-    hp = common.HParams(layers=1, units=4, epochs=4, patience=5, batch_size=8, learning_rate=1e-2)
-    result = common.train(hp, random_split(24), random_split(12, seed=1), seed=0, log=None, keep_best=False,
+    hp = beans_tune.hparams.HParams(layers=1, units=4, epochs=4, patience=5, batch_size=8, learning_rate=1e-2)
+    result = beans_tune.training.train(hp, random_split(24), random_split(12, seed=1), seed=0, log=None, keep_best=False,
                           callbacks=[scripted])
     assert result.epochs == 4 and result.val_accuracy == 0.9  # the best epoch's score, the last epoch's weights
     assert all(np.array_equal(k, b) for k, b in zip(result.model.get_weights(), scripted.weights[-1], strict=True))
@@ -168,37 +171,37 @@ def test_keep_best_false_keeps_the_last_epochs_weights():
 
 def test_train_without_a_validation_split_runs_every_epoch():
     # patience 0 would stop at the first epoch that does not improve: with nothing to stop on, all 6 run
-    hp = common.HParams(layers=1, units=4, epochs=6, patience=0, batch_size=8)
+    hp = beans_tune.hparams.HParams(layers=1, units=4, epochs=6, patience=0, batch_size=8)
     lines = []
-    result = common.train(hp, random_split(24), None, seed=0, log=lines.append, keep_best=False)
+    result = beans_tune.training.train(hp, random_split(24), None, seed=0, log=lines.append, keep_best=False)
     assert result.status == "ok" and result.epochs == 6 and len(lines) == 6
     assert "val_" not in "".join(lines) and lines[0].startswith("epoch   1/6  loss ")
     assert set(result.history) == {"loss", "accuracy", "lr"} and np.isnan(result.val_accuracy)
     with pytest.raises(ValueError, match="keep_best needs a validation split"):
-        common.train(hp, random_split(24), None, log=None)
+        beans_tune.training.train(hp, random_split(24), None, log=None)
 
 
 def test_join_splits_keeps_every_image_in_order():
     a, b = random_split(4), random_split(3, seed=1)
     a, b = dataclasses.replace(a, files=("a",) * 4), dataclasses.replace(b, files=("b",) * 3)
-    joined = common.join_splits(a, b)
+    joined = beans_tune.images.join_splits(a, b)
     assert len(joined) == 7 and joined.files == ("a",) * 4 + ("b",) * 3
     np.testing.assert_array_equal(joined.x, np.concatenate([a.x, b.x]))
     np.testing.assert_array_equal(joined.y, np.concatenate([a.y, b.y]))
 
 
 def test_joined_splits_keep_their_classes():
-    a = common.Split(np.zeros((2, 4, 4, 3), np.float32), np.array([0, 1]), classes=("cat", "dog"))
-    assert common.join_splits(a, a).classes == ("cat", "dog")
+    a = beans_tune.images.Split(np.zeros((2, 4, 4, 3), np.float32), np.array([0, 1]), classes=("cat", "dog"))
+    assert beans_tune.images.join_splits(a, a).classes == ("cat", "dog")
     with pytest.raises(ValueError, match="different classes"):
-        common.join_splits(a, common.Split(a.x, a.y, classes=("x", "y")))
+        beans_tune.images.join_splits(a, beans_tune.images.Split(a.x, a.y, classes=("x", "y")))
 
 
 @pytest.mark.parametrize("augment", [False, True])
 @pytest.mark.slow
 def test_train_is_seeded(augment):
-    hp = common.HParams(layers=1, units=4, epochs=2, batch_size=8, augment=augment)
-    runs = [common.train(hp, random_split(24), random_split(12, seed=1), seed=seed, log=None)
+    hp = beans_tune.hparams.HParams(layers=1, units=4, epochs=2, batch_size=8, augment=augment)
+    runs = [beans_tune.training.train(hp, random_split(24), random_split(12, seed=1), seed=seed, log=None)
             for seed in (5, 5, 6)]
     assert runs[0].history["loss"] == runs[1].history["loss"]
     assert runs[2].history["loss"] != runs[0].history["loss"]  # the seed, not a fixed one, decides
@@ -206,31 +209,31 @@ def test_train_is_seeded(augment):
 
 @pytest.mark.slow
 def test_earlier_model_survives_the_next_trainings_clear_session():
-    hp = common.HParams(layers=1, units=4, epochs=1, batch_size=8)
+    hp = beans_tune.hparams.HParams(layers=1, units=4, epochs=1, batch_size=8)
     val = random_split(12, seed=1)
-    first = common.train(hp, random_split(24), val, seed=0, log=None)
-    before = common.evaluate(first.model, val)
-    common.train(dataclasses.replace(hp, batch_norm=True), random_split(24), val, seed=1, log=None)
-    assert common.evaluate(first.model, val) == before
+    first = beans_tune.training.train(hp, random_split(24), val, seed=0, log=None)
+    before = beans_tune.training.evaluate(first.model, val)
+    beans_tune.training.train(dataclasses.replace(hp, batch_norm=True), random_split(24), val, seed=1, log=None)
+    assert beans_tune.training.evaluate(first.model, val) == before
 
 
 def nan_model(monkeypatch):
     """Makes build_model's output NaN, so that the first loss is NaN."""
     import keras
 
-    real = common.build_model
+    real = beans_tune.cnn.build_model
 
     def poisoned(hp, image_size=64, **kw):
         model = real(hp, image_size, **kw)
         return keras.Model(model.input, keras.layers.Lambda(lambda t: t * float("nan"))(model.output))
 
-    monkeypatch.setattr(common, "build_model", poisoned)
+    monkeypatch.setattr(beans_tune.cnn, "build_model", poisoned)
 
 
 def test_diverging_loss_is_reported_as_nan(monkeypatch):
     nan_model(monkeypatch)
-    hp = common.HParams(layers=1, units=4, epochs=3, batch_size=8)
-    result = common.train(hp, random_split(24), random_split(12, seed=1), log=None)
+    hp = beans_tune.hparams.HParams(layers=1, units=4, epochs=3, batch_size=8)
+    result = beans_tune.training.train(hp, random_split(24), random_split(12, seed=1), log=None)
     assert result.status == "nan"
     assert np.isnan(result.val_accuracy)
     assert result.epochs == 1  # TerminateOnNaN stopped it
@@ -245,7 +248,7 @@ def assert_scores_each_image_alone(model, image, others):
     # the scripts' test accuracy too: each image labelled as it scores alone, evaluate in batches gets them all
     x = np.concatenate([image, others])
     y = np.array([np.argmax(model.predict(x[i:i + 1], verbose=0)[0]) for i in range(len(x))])
-    assert common.evaluate(model, common.Split(x, y), batch_size=4) == 1.0
+    assert beans_tune.training.evaluate(model, beans_tune.images.Split(x, y), batch_size=4) == 1.0
     # the check has teeth: normalizing by the batch's own statistics moves the prediction
     batch_stats = keras.ops.convert_to_numpy(model(np.concatenate([image, others]), training=True))[0]
     assert np.abs(batch_stats - alone).max() > 1e-3
@@ -257,8 +260,8 @@ def test_a_bn_models_prediction_for_an_image_does_not_depend_on_its_batch(tmp_pa
     # of the batch it is given: an image scores the same alone and beside very different images.
     import keras
 
-    hp = common.HParams(layers=2, units=8, epochs=2, batch_size=8, batch_norm=True)
-    result = common.train(hp, random_split(24), random_split(12, seed=1), seed=0, log=None)
+    hp = beans_tune.hparams.HParams(layers=2, units=8, epochs=2, batch_size=8, batch_norm=True)
+    result = beans_tune.training.train(hp, random_split(24), random_split(12, seed=1), seed=0, log=None)
     image = random_split(3, seed=2).x[:1]
     others = np.random.default_rng(3).random((7, 8, 8, 3)).astype(np.float32) * 5  # far from the training images
     assert_scores_each_image_alone(result.model, image, others)

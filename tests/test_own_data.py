@@ -5,10 +5,10 @@ the outputs. On generated folders of a few tiny images, each class its own colou
 import json
 import shutil
 
-import numpy as np
 import pytest
 
-import common
+import beans_tune.images
+import beans_tune.training
 import train_bn
 import tune_random
 from conftest import make_image_folder
@@ -67,7 +67,7 @@ def test_classes_are_the_sorted_class_folders_of_train(tmp_path):
     (root / "train" / ".ipynb_checkpoints").mkdir()  # hidden folders are no class
     (root / "notes").mkdir()  # nor is a folder beside the splits (ImageFolder would number it in)
     make_image_folder(root / "notes", per_class=1, splits=("extra",), classes=("zzz",))
-    beans = common.Beans(root, image_size=8)
+    beans = beans_tune.images.Beans(root, image_size=8)
     assert beans.classes == ("Apple", "kiwi", "mango", "zebra")  # sorted as Python sorts: label id = index
     for split in (beans.train, beans.validation, beans.test):
         assert split.classes == beans.classes and split.num_classes == 4
@@ -79,25 +79,25 @@ def test_hidden_files_such_as_macos_appledouble_ones_are_no_images(tmp_path):
     for split in ("train", "test"):
         for image in (root / split / "cat").iterdir():  # what a copy from macOS leaves: not an image
             (image.parent / f"._{image.name}").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
-    beans = common.Beans(root, image_size=8)
+    beans = beans_tune.images.Beans(root, image_size=8)
     assert [len(beans.train.y), len(beans.validation.y), len(beans.test.y)] == [6, 6, 6]
     assert not any(f.split("/")[-1].startswith(".") for f in beans.train.files + beans.test.files)
 
 
 def test_tfds_keeps_beans_and_its_class_names(monkeypatch):
     monkeypatch.delenv("BEANS_DATA_DIR", raising=False)
-    monkeypatch.setattr(common, "_check_tfds_reachable", lambda: None)
-    assert common.Beans(None).classes == ("angular_leaf_spot", "bean_rust", "healthy")
+    monkeypatch.setattr(beans_tune.images, "check_tfds_reachable", lambda: None)
+    assert beans_tune.images.Beans(None).classes == ("angular_leaf_spot", "bean_rust", "healthy")
 
 
 def test_counting_images_decodes_nothing(tmp_path, monkeypatch):
     root = make_image_folder(tmp_path / "data", per_class=5, splits=("train", "test"), classes=FIVE)
-    beans = common.Beans(root, image_size=8, limit=10)
+    beans = beans_tune.images.Beans(root, image_size=8, limit=10)
 
     def refuse(*args, **kwargs):
         raise AssertionError("decoded images to count them")
 
-    monkeypatch.setattr(common, "_to_arrays", refuse)
+    monkeypatch.setattr(beans_tune.images, "_to_arrays", refuse)
     assert beans.describe() == [
         f"data: {root}: validation/ missing: carved 10% of train/ per class (stratified, fixed seed 0)",
         "classes (5): ash 2/1/2, birch 2/1/2, cedar 2/1/2, elm 2/1/2, oak 2/1/2 (train/validation/test; "
@@ -107,14 +107,14 @@ def test_counting_images_decodes_nothing(tmp_path, monkeypatch):
 def test_a_val_folder_is_named_as_not_read_when_validation_is_carved(tmp_path):
     root = make_image_folder(tmp_path / "data", per_class=10, splits=("train", "test"), classes=TWO)
     make_image_folder(root, per_class=2, splits=("val",), classes=TWO)
-    assert common.Beans(root, image_size=8).describe()[0] == (
+    assert beans_tune.images.Beans(root, image_size=8).describe()[0] == (
         f"data: {root}: validation/ missing: carved 10% of train/ per class (stratified, fixed seed 0); "
         "val/ not read: only train/, validation/ and test/ are")
 
 
 def test_many_classes_are_summed_up_in_one_line(tmp_path):
     names = tuple(f"c{i:02d}" for i in range(8))
-    beans = common.Beans(make_image_folder(tmp_path / "data", per_class=1, classes=names), image_size=8)
+    beans = beans_tune.images.Beans(make_image_folder(tmp_path / "data", per_class=1, classes=names), image_size=8)
     line = beans.describe(most=3)[-1]
     assert line == "classes (8): c00 1/1/1, c01 1/1/1, c02 1/1/1, ... (5 more) (train/validation/test; 8/8/8 in all)"
 
@@ -127,13 +127,13 @@ def test_a_missing_split_is_carved_from_train_per_class(tmp_path, missing):
     root = make_image_folder(tmp_path / "data", per_class=per_class, classes=tuple(per_class))
     for split in missing:
         shutil.rmtree(root / split)
-    beans = common.Beans(root, image_size=8)
+    beans = beans_tune.images.Beans(root, image_size=8)
     carved = {"a": 3, "b": 1, "c": 1}  # 10% of the class's train images, rounded down, at least 1
-    for split in common.SPLITS:
+    for split in beans_tune.images.SPLITS:
         expected = ([n - len(missing) * carved[c] for c, n in per_class.items()] if split == "train"
                     else list(carved.values()) if split in missing else list(per_class.values()))
         assert list(beans.counts(split)) == expected, split
-    files = {s: set(beans.split(s).files) for s in common.SPLITS}
+    files = {s: set(beans.split(s).files) for s in beans_tune.images.SPLITS}
     taken = set().union(*(files[s] for s in missing))
     assert all("/train/" in f for f in taken)
     assert not files["train"] & taken and sum(len(files[s]) for s in missing) == len(taken)
@@ -142,18 +142,18 @@ def test_a_missing_split_is_carved_from_train_per_class(tmp_path, missing):
 
 def test_the_carve_is_the_same_whatever_the_seed_and_limit(tmp_path):
     root = make_image_folder(tmp_path / "data", per_class=20, splits=("train",))
-    folders = [common.Beans(root, image_size=8, seed=seed).folder for seed in (0, 1, 12345)]
+    folders = [beans_tune.images.Beans(root, image_size=8, seed=seed).folder for seed in (0, 1, 12345)]
     assert all(f.files == folders[0].files for f in folders)
     # --limit draws train and validation with --seed, the test split's images with a fixed seed:
     # no --seed re-rolls the test images, with or without --limit
-    tests = [common.Beans(root, image_size=8, seed=seed, limit=3)._chosen("test")[0] for seed in (0, 7, 12345)]
+    tests = [beans_tune.images.Beans(root, image_size=8, seed=seed, limit=3)._chosen("test")[0] for seed in (0, 7, 12345)]
     assert all(t == tests[0] for t in tests) and len(tests[0]) == 3
     assert set(tests[0]) <= set(folders[0].files["test"])
-    trains = {tuple(common.Beans(root, image_size=8, seed=seed, limit=3)._chosen("train")[0]) for seed in (0, 7, 12345)}
+    trains = {tuple(beans_tune.images.Beans(root, image_size=8, seed=seed, limit=3)._chosen("train")[0]) for seed in (0, 7, 12345)}
     assert len(trains) > 1
     # test/ is carved first: adding a validation/ folder later leaves the test split as it was
     make_image_folder(root, per_class=2, splits=("validation",))
-    assert common.Beans(root, image_size=8).folder.files["test"] == folders[0].files["test"]
+    assert beans_tune.images.Beans(root, image_size=8).folder.files["test"] == folders[0].files["test"]
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def too_few_to_carve(root):
 @pytest.mark.parametrize("script", [train_bn, tune_random])
 def test_bad_folders_end_in_one_line_before_any_training(tmp_path, capsys, monkeypatch, script, damage, argv,
                                                          message):
-    monkeypatch.setattr(common, "train", lambda *a, **k: pytest.fail("trained despite bad input"))
+    monkeypatch.setattr(beans_tune.training, "train", lambda *a, **k: pytest.fail("trained despite bad input"))
     root = make_image_folder(tmp_path / "data", per_class=3, classes=TWO)
     damage(root)
     out = tmp_path / "run"
@@ -230,11 +230,11 @@ def test_a_search_over_changed_images_is_another_search(tmp_path, capsys, scored
 
 def test_adding_a_class_or_an_image_leaves_the_carve_of_the_others(tmp_path):
     root = make_image_folder(tmp_path / "data", per_class=20, splits=("train",), classes=("b", "c", "d"))
-    before = common.Beans(root, image_size=8).folder.files
+    before = beans_tune.images.Beans(root, image_size=8).folder.files
     make_image_folder(tmp_path / "more", per_class=20, splits=("train",), classes=("a0", "b"))
     shutil.copytree(tmp_path / "more" / "train" / "a0", root / "train" / "a0")
     shutil.copy(tmp_path / "more" / "train" / "b" / "b_5.jpg", root / "train" / "b" / "b_new.jpg")
-    after = common.Beans(root, image_size=8).folder.files
+    after = beans_tune.images.Beans(root, image_size=8).folder.files
     for split in ("validation", "test"):
         kept = [f for f in after[split] if f.parent.name in ("c", "d")]
         assert kept == [f for f in before[split] if f.parent.name in ("c", "d")]

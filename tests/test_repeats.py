@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-import common
+import beans_tune.training
 import tune_grid
+from beans_tune.tuning import report
+from beans_tune.tuning.space import parse_dim
+from beans_tune.tuning.store import TrialStore
 from conftest import is_trial
-from tuning import report
-from tuning.space import parse_dim
-from tuning.store import TrialStore
 
 TINY = ["--image-size", "8", "--units", "4", "--batch-size", "4", "--decay", "0", "--layers", "1"]
 
@@ -26,16 +26,16 @@ def rows(out):
 def seeded(monkeypatch):
     """Instant trainings scored lr*10 + (0.1 with BN) + seed/100: the seed moves the score, so a
     mean over repeats is visible. Returns the (learning rate, batch_norm, seed) of every trial."""
-    real, calls = common.train, []
+    real, calls = beans_tune.training.train, []
 
     def train(hp, *args, seed=0, **kwargs):
         if not is_trial(kwargs):  # the final model: really trains, 1 epoch
             return real(hp.__class__(**{**hp.to_dict(), "epochs": 1}), *args, seed=seed, **kwargs)
         calls.append((hp.learning_rate, hp.batch_norm, seed))
         score = hp.learning_rate * 10 + (0.1 if hp.batch_norm else 0) + seed / 100
-        return common.TrainResult(None, {"val_accuracy": [score]}, score, 1, 0.0)
+        return beans_tune.training.TrainResult(None, {"val_accuracy": [score]}, score, 1, 0.0)
 
-    monkeypatch.setattr(common, "train", train)
+    monkeypatch.setattr(beans_tune.training, "train", train)
     return calls
 
 
@@ -60,17 +60,17 @@ def test_each_configuration_trains_once_per_seed_and_ranks_by_the_mean(data_dir,
 def test_an_interrupted_repeated_grid_resumes_the_missing_seeds_only(data_dir, tmp_path, seeded, monkeypatch):
     out = tmp_path / "run"
     argv = ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "0.01,0.02", "--repeats", "2", *TINY]
-    instant = common.train
+    instant = beans_tune.training.train
 
     def interrupted(hp, *args, **kwargs):
         if len(seeded) == 3:
             raise KeyboardInterrupt
         return instant(hp, *args, **kwargs)
 
-    monkeypatch.setattr(common, "train", interrupted)
+    monkeypatch.setattr(beans_tune.training, "train", interrupted)
     assert tune_grid.main(argv) == 130
     assert len(rows(out)) == 3
-    monkeypatch.setattr(common, "train", instant)
+    monkeypatch.setattr(beans_tune.training, "train", instant)
     assert tune_grid.main(argv) == 0
     assert sorted((r["learning_rate"], r["fold"]) for r in rows(out)) == [
         ("0.01", "seed0"), ("0.01", "seed1"), ("0.02", "seed0"), ("0.02", "seed1")]

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import common
+import beans_tune.hparams
+import beans_tune.images
+import beans_tune.training
 import tune_bayes
 import tune_grid
 import tune_random
@@ -32,9 +34,9 @@ def rows(out):
 
 
 def count_trainings(monkeypatch, interrupt_at=None):
-    """Counts common.train calls; raises KeyboardInterrupt (Ctrl-C) at call `interrupt_at`."""
+    """Counts beans_tune.training.train calls; raises KeyboardInterrupt (Ctrl-C) at call `interrupt_at`."""
     calls = []
-    real = common.train
+    real = beans_tune.training.train
 
     def counting(*args, **kwargs):
         calls.append(args[0])
@@ -42,7 +44,7 @@ def count_trainings(monkeypatch, interrupt_at=None):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(common, "train", counting)
+    monkeypatch.setattr(beans_tune.training, "train", counting)
     return calls
 
 
@@ -72,7 +74,7 @@ def test_ctrl_c_then_rerun_resumes_without_retraining(data_dir, tmp_path, monkey
     table = printed.split("rank ")[-1].splitlines()[2:6]
     fits = {float(line.split()[-2]) for line in table}
     assert fits == {round(float(r["fit_seconds"]), 1) for r in final}  # resumed rows keep their fit time
-    searched = [k for k in final[0] if k in common.HPARAM_NAMES]
+    searched = [k for k in final[0] if k in beans_tune.hparams.HPARAM_NAMES]
     assert len({tuple(r[k] for k in searched) for r in final}) == 4  # no trial ran twice
     best = json.loads((out / "best.json").read_text())
     # the fit times of both runs' trainings, not only this run's (search_seconds is this run's)
@@ -101,7 +103,7 @@ def test_a_ctrl_c_that_python_dropped_still_stops_the_run(data_dir, tmp_path, mo
     """A KeyboardInterrupt raised inside a weakref or GC callback is printed as "Exception
     ignored" and dropped (seen when Keras frees a model between trials): the run noticed none,
     trained the rest and read the test split. Now the next trial, or the final model, does not start."""
-    fake, calls, evaluated = instant_train(common, []), [], []
+    fake, calls, evaluated = instant_train(beans_tune.training, []), [], []
 
     def train(hp, *args, **kwargs):
         calls.append(hp)
@@ -112,8 +114,8 @@ def test_a_ctrl_c_that_python_dropped_still_stops_the_run(data_dir, tmp_path, mo
                 pass  # ... and the exception is lost, as in a callback
         return fake(hp, *args, **kwargs)
 
-    monkeypatch.setattr(common, "train", train)
-    monkeypatch.setattr(common, "evaluate", lambda *a, **k: evaluated.append(a) or 0.5)
+    monkeypatch.setattr(beans_tune.training, "train", train)
+    monkeypatch.setattr(beans_tune.training, "evaluate", lambda *a, **k: evaluated.append(a) or 0.5)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as a script starts with
     out = tmp_path / "run"
     command = ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,2e-3,3e-3", "--layers", "1", *TINY]
@@ -131,7 +133,7 @@ def test_a_ctrl_c_that_tensorflow_turned_into_another_error_is_not_stored_as_a_f
     """Ctrl-C inside TensorFlow can surface as a TypeError or an AssertionError: the training is
     not recorded 'failed' (a plain resume would never train it again); the run stops, and a
     rerun trains it."""
-    fake, calls = instant_train(common, []), []
+    fake, calls = instant_train(beans_tune.training, []), []
 
     def train(hp, *args, **kwargs):
         calls.append(hp)
@@ -142,7 +144,7 @@ def test_a_ctrl_c_that_tensorflow_turned_into_another_error_is_not_stored_as_a_f
                 raise TypeError("Failed to convert elements of (None,) to Tensor") from None
         return fake(hp, *args, **kwargs)
 
-    monkeypatch.setattr(common, "train", train)
+    monkeypatch.setattr(beans_tune.training, "train", train)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     out = tmp_path / "run"
     command = ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,2e-3,3e-3", "--layers", "1", *TINY]
@@ -159,7 +161,7 @@ def test_resumed_random_search_draws_the_same_candidates(data_dir, tmp_path, mon
     assert tune_random.main([*argv, "--out", str(tmp_path / "whole")]) == 0
     count_trainings(monkeypatch, interrupt_at=2)
     assert tune_random.main([*argv, "--out", str(tmp_path / "cut")]) == 130
-    monkeypatch.setattr(common, "train", instant_train(common, []))  # no more interruptions
+    monkeypatch.setattr(beans_tune.training, "train", instant_train(beans_tune.training, []))  # no more interruptions
     assert tune_random.main([*argv, "--out", str(tmp_path / "cut")]) == 0
 
     def candidates(out):
@@ -215,24 +217,24 @@ def test_a_different_search_in_the_same_out_is_refused(data_dir, tmp_path, capsy
     assert len(rows(out)) == 2  # --overwrite starts afresh even for the same search
 
 
-@pytest.mark.parametrize("held", [None, 1, 3])  # no "format" (every folder before format 2), older, newer
+@pytest.mark.parametrize("held", [None, 2, 4])  # no "format" (every folder before format 2), older, newer
 @pytest.mark.slow
 def test_a_search_of_another_format_is_refused_in_one_line(data_dir, tmp_path, capsys, scored, held):
     out = tmp_path / "run"
     argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]
     assert tune_grid.main(argv) == 0
     manifest = json.loads((out / "search.json").read_text())
-    assert manifest["format"] == 2
+    assert manifest["format"] == 3
     manifest.pop("format") if held is None else manifest.update(format=held)
     (out / "search.json").write_text(json.dumps(manifest))
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     capsys.readouterr()
     assert tune_grid.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"(format {held or 1}, this one writes 2)" in err and "--overwrite" in err, err
+    assert len(err.splitlines()) == 1 and f"(format {held or 1}, this one writes 3)" in err and "--overwrite" in err, err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing touched
     assert tune_grid.main([*argv, "--overwrite"]) == 0
-    assert json.loads((out / "search.json").read_text())["format"] == 2
+    assert json.loads((out / "search.json").read_text())["format"] == 3
 
 
 @pytest.mark.slow
@@ -245,8 +247,8 @@ def test_finished_search_rerun_reprints_and_leaves_the_test_split_alone(data_dir
     model = (out / "model.keras").stat().st_mtime_ns
     calls = count_trainings(monkeypatch)
     splits = []
-    real_split = common.Beans.split
-    monkeypatch.setattr(common.Beans, "split", lambda self, name: splits.append(name) or real_split(self, name))
+    real_split = beans_tune.images.Beans.split
+    monkeypatch.setattr(beans_tune.images.Beans, "split", lambda self, name: splits.append(name) or real_split(self, name))
     assert tune_grid.main(argv) == 0
     again = capsys.readouterr().out
     assert len(calls) == 0 and "test" not in splits and len(rows(out)) == 4
@@ -258,14 +260,14 @@ def test_finished_search_rerun_reprints_and_leaves_the_test_split_alone(data_dir
 
 @pytest.mark.slow
 def test_trial_timeout_stops_a_hanging_trial(data_dir, tmp_path, monkeypatch, capsys):
-    real = common.train
+    real = beans_tune.training.train
 
     def layers_two_never_ends(hp, *args, **kwargs):
         if hp.layers == 2:  # far more epochs than the time-out allows
             hp = dataclasses.replace(hp, epochs=1000, patience=1000, batch_size=1)  # far past 10 s
         return real(hp, *args, **kwargs)
 
-    monkeypatch.setattr(common, "train", layers_two_never_ends)
+    monkeypatch.setattr(beans_tune.training, "train", layers_two_never_ends)
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate",
                            "1e-3", "--trial-timeout", "10", *TINY]) == 0  # 10 s: one epoch, even on a busy machine
@@ -329,16 +331,16 @@ def edit_best(out, change):
 def test_the_folder_stays_locked_while_the_final_model_trains(data_dir, tmp_path, monkeypatch, scored):
     """A second run into the folder is refused until best.json is written: it cannot train its own
     final model and read the test split a second time."""
-    from tuning import run, store
+    from beans_tune.tuning import outfolder, run
 
     out, refused = tmp_path / "run", []
     real = run.train_final
 
     def train_final(*args, **kwargs):
         try:
-            with store.claim(out):
+            with outfolder.claim(out):
                 pass
-        except common.UsageError as err:
+        except beans_tune.hparams.UsageError as err:
             refused.append(str(err))
         return real(*args, **kwargs)
 

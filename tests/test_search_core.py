@@ -11,15 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import common
+import beans_tune.cnn
+import beans_tune.hparams
+import beans_tune.images
+import beans_tune.training
+import beans_tune.tuning.methods
 import tune_bayes
 import tune_grid
 import tune_random
+from beans_tune.tuning import outfolder, runner, searches, store
+from beans_tune.tuning.evaluate import Evaluator
+from beans_tune.tuning.execution import Execution
+from beans_tune.tuning.space import build_space
 from conftest import make_image_folder
-from tuning import runner, searches, store
-from tuning.evaluate import Evaluator
-from tuning.execution import Execution
-from tuning.space import build_space
 
 # The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
 # these tests are about the search machinery, which the cheaper baseline model exercises as well.
@@ -34,9 +38,9 @@ def rows(out):
 
 
 def count_trainings(monkeypatch, fail=lambda hp, n: None):
-    """Counts common.train calls; `fail(hp, n)` may return an exception to raise instead."""
+    """Counts beans_tune.training.train calls; `fail(hp, n)` may return an exception to raise instead."""
     calls = []
-    real = common.train
+    real = beans_tune.training.train
 
     def counting(hp, *args, **kwargs):
         calls.append(hp)
@@ -45,7 +49,7 @@ def count_trainings(monkeypatch, fail=lambda hp, n: None):
             raise error
         return real(hp, *args, **kwargs)
 
-    monkeypatch.setattr(common, "train", counting)
+    monkeypatch.setattr(beans_tune.training, "train", counting)
     return calls
 
 
@@ -70,7 +74,7 @@ def test_a_file_that_is_not_a_store_is_one_line(tmp_path):
     log.record({"layers": 1}, "validation", 0.5, 1.0)
     with open(path, "a") as handle:
         handle.write("garbage\n")
-    with pytest.raises(common.UsageError, match="line 3 is not a row of this search"):
+    with pytest.raises(beans_tune.hparams.UsageError, match="line 3 is not a row of this search"):
         log.rows()
     path.write_text("")  # an empty file gets its header back
     log.create()
@@ -106,7 +110,7 @@ class SerialPairs(Execution):
 
 def evaluator(log, train, seed=0, execution=None):
     """The evaluate path over `log`, training with `train(job, base, data, options) -> row`."""
-    return Evaluator(log, common.HParams(), runner.Data(None, None), runner.TrialOptions(seed=seed),
+    return Evaluator(log, beans_tune.hparams.HParams(), runner.Data(None, None), runner.TrialOptions(seed=seed),
                      execution or Execution(), train=train)
 
 
@@ -117,7 +121,7 @@ def stub_row(job, score):
 def fake_bayes_run(tmp_path, monkeypatch, n_calls, interrupt_after=None):
     """bayes_search on a stub trainer (score from the point itself) and a store in tmp_path;
     returns (points proposed, points trained, number of GP models at each training)."""
-    from tuning.space import parse_dim
+    from beans_tune.tuning.space import parse_dim
 
     log = store.TrialStore(tmp_path / "results.csv", ["learning_rate", "layers"])
     log.create()
@@ -169,11 +173,11 @@ def test_resumed_bayes_replays_the_run_and_trains_only_what_is_missing(tmp_path,
 # 3 -------------------------------------------------------------------------------------------
 
 def test_cv_folds_are_stratified_and_each_trains_on_the_others(monkeypatch):
-    from tuning.runner import Data, Job, TrialOptions, train_job
+    from beans_tune.tuning.runner import Data, Job, TrialOptions, train_job
 
     y = np.arange(30) % 3
     x = np.arange(30, dtype=np.float32).reshape(30, 1, 1, 1)
-    data = Data.make(common.Split(x[:21], y[:21]), common.Split(x[21:], y[21:]), cv=3, seed=0)
+    data = Data.make(beans_tune.images.Split(x[:21], y[:21]), beans_tune.images.Split(x[21:], y[21:]), cv=3, seed=0)
     assert data.folds() == ["cv1", "cv2", "cv3"]
     for k in range(3):  # 10 images a class over 3 folds: 3 or 4 of each class in each fold
         assert sorted(np.bincount(data.y[data.test_fold == k], minlength=3).tolist()) in ([3, 3, 4], [3, 4, 4],
@@ -182,11 +186,11 @@ def test_cv_folds_are_stratified_and_each_trains_on_the_others(monkeypatch):
 
     def spy(hp, train, val, **kwargs):
         seen.append(np.concatenate([train.x, val.x]).ravel().tolist())
-        return common.TrainResult(None, {}, 0.5, 1, 0.0)
+        return beans_tune.training.TrainResult(None, {}, 0.5, 1, 0.0)
 
-    monkeypatch.setattr(common, "train", spy)
+    monkeypatch.setattr(beans_tune.training, "train", spy)
     for k in (1, 2, 3):
-        train_job(Job({"layers": 1}, f"cv{k}"), common.HParams(), data, TrialOptions())
+        train_job(Job({"layers": 1}, f"cv{k}"), beans_tune.hparams.HParams(), data, TrialOptions())
     for k, fitted in zip(range(3), seen):  # the other folds' images, the held-out tenth included
         assert sorted(fitted) == sorted(data.x[data.test_fold != k].ravel().tolist())
 
@@ -237,7 +241,7 @@ def test_failed_trials_are_retried_only_with_retry_failed(data_dir, tmp_path, mo
 def test_a_diverged_trial_is_a_result_and_not_retried(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *TINY]
-    real, calls = common.train, []
+    real, calls = beans_tune.training.train, []
 
     def layers_two_diverges(hp, *args, **kwargs):
         calls.append(hp)
@@ -248,7 +252,7 @@ def test_a_diverged_trial_is_a_result_and_not_retried(data_dir, tmp_path, monkey
             result.status, result.val_accuracy = "nan", float("nan")
         return result
 
-    monkeypatch.setattr(common, "train", layers_two_diverges)
+    monkeypatch.setattr(beans_tune.training, "train", layers_two_diverges)
     assert tune_grid.main(argv) == 130
     assert [r["status"] for r in rows(out)] == ["ok", "diverged"]
     monkeypatch.undo()
@@ -275,11 +279,11 @@ def test_ranges_are_compared_exactly_on_resume(data_dir, tmp_path, capsys):
 def test_a_folder_in_use_is_refused_in_one_line(data_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     calls = count_trainings(monkeypatch)
-    with store.claim(out):  # another run holds the folder
+    with outfolder.claim(out):  # another run holds the folder
         assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "in use by another run" in err
-    assert calls == [] and list(out.iterdir()) == []
+    assert calls == [] and [p.name for p in out.iterdir()] == [".lock"]  # the holder's lock only
 
 
 @pytest.mark.slow
@@ -305,15 +309,15 @@ def test_a_second_process_is_refused_while_the_first_runs(data_dir, tmp_path):
 
 PROBE = """
 import sys
-sys.path.insert(0, sys.argv.pop(1))
-import common, tune_grid
-real = common.train
+import beans_tune.training
+import tune_grid  # python -c in the project folder: its scripts import as modules
+real = beans_tune.training.train
 def train(*args, **kwargs):  # each trial reports the thread pools TensorFlow runs it with
     import tensorflow as tf
     threading = tf.config.threading
     print("threads", threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads())
     return real(*args, **kwargs)
-common.train = train
+beans_tune.training.train = train
 sys.exit(tune_grid.main(sys.argv[1:]))
 """
 
@@ -325,9 +329,9 @@ def test_threads_per_trial_holds_in_the_main_process(data_dir, tmp_path):
     # TensorFlow's own choice (all cores): checked when this test was written, not on every run
     flag, pools = ["--threads-per-trial", "1"], "1 1"
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(ROOT), "--data-dir", str(data_dir), "--out", str(tmp_path / "run"),
+        [sys.executable, "-c", PROBE, "--data-dir", str(data_dir), "--out", str(tmp_path / "run"),
          "--layers", "1,2", "--learning-rate", "1e-3", *flag, *TINY],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
         env={k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")})  # as a user runs it
     assert done.returncode == 0, done.stderr
     assert "not applied" not in done.stderr
@@ -384,7 +388,7 @@ def test_a_failing_plot_is_a_warning_after_the_final_model(data_dir, tmp_path, c
     def fails(*args):
         raise AssertionError  # skopt's plot_objective fails so on a dimension of one value
 
-    monkeypatch.setattr(tune_bayes, "objective_figure", fails)
+    monkeypatch.setattr(beans_tune.tuning.methods, "objective_figure", fails)
     out = tmp_path / "run"
     assert tune_bayes.main(["--data-dir", str(data_dir), "--out", str(out), "--n-calls", "4",
                             "--n-initial-points", "2", "--layers", "1:2", *TINY]) == 0
@@ -399,7 +403,7 @@ def test_a_range_holding_one_power_of_two_is_a_fixed_batch_size():
 
 @pytest.mark.slow
 def test_any_figure_that_fails_costs_only_itself(data_dir, tmp_path, capsys, monkeypatch):
-    from tuning import report
+    from beans_tune.tuning import report
 
     def broken(*args):
         raise ValueError("cannot draw\nsecond line")
@@ -423,7 +427,7 @@ def test_worker_ids_come_from_the_process_that_trained(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_bayes_answers_a_repeated_proposal_from_the_store(tmp_path, monkeypatch):
-    from tuning.space import parse_dim
+    from beans_tune.tuning.space import parse_dim
 
     log = store.TrialStore(tmp_path / "results.csv", ["layers"])
     log.create()
@@ -450,7 +454,7 @@ def test_the_driver_trains_each_missing_training_once_and_stores_a_killer_as_fai
     """The evaluate path: a candidate given twice in a batch trains once; one the store holds is
     answered from it (a failed one is trained again only with --retry-failed); a training whose
     Dask workers died (execution.Killed) is stored failed, named on stderr."""
-    from tuning.execution import Killed
+    from beans_tune.tuning.execution import Killed
 
     log = store.TrialStore(tmp_path / "results.csv", ["layers"])
     log.create()
@@ -469,7 +473,7 @@ def test_the_driver_trains_each_missing_training_once_and_stores_a_killer_as_fai
         return stub_row(job, job.params["layers"] / 10)
 
     for retry in (False, True):
-        evaluate = Evaluator(log, common.HParams(), runner.Data(None, None), runner.TrialOptions(), KillsLayersTwo(),
+        evaluate = Evaluator(log, beans_tune.hparams.HParams(), runner.Data(None, None), runner.TrialOptions(), KillsLayersTwo(),
                              retry=retry, prog="tune_grid.py", train=train)
         found = evaluate([{"layers": 1}, {"layers": 2}, {"layers": 1}, {"layers": 3}, {"layers": 4}])
         assert [r["params"]["layers"] for r in found] == [1, 2, 1, 3, 4]
@@ -494,8 +498,8 @@ def test_a_running_trial_shows_an_epoch_line_at_most_once_per_interval():
 @pytest.mark.slow
 def test_a_trial_names_its_configuration_and_fold_in_its_epoch_lines(tmp_path, capsys, monkeypatch):
     data = make_image_folder(tmp_path / "data", per_class=3, size=8)
-    beans = common.Beans(data, image_size=8)
-    splits, base = runner.Data(beans.train, beans.validation), common.HParams(epochs=2, batch_size=4)
+    beans = beans_tune.images.Beans(data, image_size=8)
+    splits, base = runner.Data(beans.train, beans.validation), beans_tune.hparams.HParams(epochs=2, batch_size=4)
     job = runner.Job({"units": 4, "layers": 1}, "seed7")
     runner.train_job(job, base, splits, runner.TrialOptions())
     assert "running" not in capsys.readouterr().out  # seconds, not a minute: no heartbeat
@@ -518,9 +522,9 @@ def test_an_estimator_used_outside_a_search_trains_without_a_heartbeat(monkeypat
 
     def spy(hp, train, val, **kwargs):
         logs.append(kwargs.get("log"))
-        return common.TrainResult(None, {}, 0.5, hp.epochs, 0.0)
+        return beans_tune.training.TrainResult(None, {}, 0.5, hp.epochs, 0.0)
 
-    monkeypatch.setattr(common, "train", spy)
+    monkeypatch.setattr(beans_tune.training, "train", spy)
     x, y = np.zeros((30, 8, 8, 3), np.float32), np.arange(30) % 3
     runner.BeansClassifier(epochs=1).fit(x, y)
     runner.BeansClassifier(epochs=1).fit(x, y, options=runner.TrialOptions())
@@ -532,9 +536,9 @@ def test_the_estimator_predicts_among_the_folders_classes(monkeypatch):
 
     def spy(hp, train, val, **kwargs):
         seen.append((train.num_classes, len(val), set(val.y)))
-        return common.TrainResult(None, {}, 0.5, hp.epochs, 0.0)
+        return beans_tune.training.TrainResult(None, {}, 0.5, hp.epochs, 0.0)
 
-    monkeypatch.setattr(common, "train", spy)
+    monkeypatch.setattr(beans_tune.training, "train", spy)
     x, y = np.zeros((20, 8, 8, 3), np.float32), np.arange(20) % 5
     estimator = runner.BeansClassifier(epochs=1).fit(x, y, classes=("ash", "birch", "cedar", "elm", "oak"))
     assert list(estimator.classes_) == [0, 1, 2, 3, 4]

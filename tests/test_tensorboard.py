@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import common
+import beans_tune.training
 import train_bn
 import tune_grid
 import tune_random
@@ -87,7 +87,7 @@ def tensorboard_server(logdir):
 @pytest.mark.slow
 def test_a_search_is_an_hparams_experiment_served_by_tensorboard(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    real = common.train
+    real = beans_tune.training.train
 
     def third_diverges(hp, *args, **kwargs):  # one failed session among the four
         result = real(hp, *args, **kwargs)
@@ -96,7 +96,7 @@ def test_a_search_is_an_hparams_experiment_served_by_tensorboard(data_dir, tmp_p
             result.status, result.val_accuracy = "nan", float("nan")
         return result
 
-    monkeypatch.setattr(common, "train", third_diverges)
+    monkeypatch.setattr(beans_tune.training, "train", third_diverges)
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,3e-3",
                            "--layers", "1,2", "--tensorboard", *TINY]) == 0
     stored = rows(out)
@@ -157,9 +157,8 @@ def test_histories_of_trials_in_other_processes_reach_the_client(data_dir, tmp_p
 
 
 def test_domains_follow_the_space():
-    from tuning.space import parse_dim
-
-    import tensorboard_log
+    from beans_tune import tensorboard_log
+    from beans_tune.tuning.space import parse_dim
 
     def shown(name, spec):
         d = tensorboard_log.domain(parse_dim(name, spec))
@@ -176,7 +175,7 @@ def test_a_resumed_search_adds_its_new_trials_to_the_same_experiment(data_dir, t
     out = tmp_path / "run"
     command = ["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "4", "--learning-rate", "1e-4:1e-1",
                "--layers", "1:3", "--tensorboard", *TINY]
-    real, calls = common.train, []
+    real, calls = beans_tune.training.train, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -184,7 +183,7 @@ def test_a_resumed_search_adds_its_new_trials_to_the_same_experiment(data_dir, t
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(common, "train", interrupted)
+    monkeypatch.setattr(beans_tune.training, "train", interrupted)
     assert tune_random.main(command) == 130
     board = out / "tensorboard"
     assert sorted(p.name for p in board.iterdir() if p.is_dir()) == ["trial-0001", "trial-0002"]
@@ -221,7 +220,7 @@ def test_without_the_tensorboard_package_the_flag_is_one_line(data_dir, tmp_path
 
 @pytest.mark.slow
 def test_a_tensorboard_failure_costs_no_result(data_dir, tmp_path, monkeypatch, capsys):
-    import tensorboard_log
+    from beans_tune import tensorboard_log
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
@@ -253,7 +252,7 @@ def test_a_file_where_the_tensorboard_folder_goes_is_refused_before_training(dat
 
 
 def test_a_cut_history_line_loses_only_itself(tmp_path):
-    from tuning.store import TrialStore
+    from beans_tune.tuning.store import TrialStore
 
     store = TrialStore(tmp_path / "results.csv", ["units"])
     store.create()
@@ -282,8 +281,8 @@ def test_a_failed_attempt_is_a_group_of_its_own_and_sessions_are_staged_outside_
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata
 
-    import tensorboard_log
-    from tuning.space import parse_dim
+    from beans_tune import tensorboard_log
+    from beans_tune.tuning.space import parse_dim
 
     logdir = tmp_path / "tensorboard"
     (tmp_path / tensorboard_log.STAGING / "trial-0009-left").mkdir(parents=True)  # an interrupted write

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-import common
+import beans_tune.images
+import beans_tune.training
 import train_baseline
 import train_bn
 from conftest import split_folders
@@ -123,14 +124,11 @@ def test_a_broken_install_is_one_line_before_anything_runs(data_dir, tmp_path, c
 
 
 def test_offline_tfds_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
-    import socket
+    from test_data import unreachable_host
 
     monkeypatch.delenv("BEANS_DATA_DIR", raising=False)
-
-    def offline(*args, **kwargs):
-        raise OSError("network unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", offline)
+    monkeypatch.setattr(beans_tune.images, "beans_prepared", lambda: False)
+    monkeypatch.setattr(beans_tune.images, "TFDS_HOST", unreachable_host())
     assert train_baseline.main(["--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--data-dir" in err and "BEANS_DATA_DIR" in err, err
@@ -160,7 +158,7 @@ def test_outputs_get_the_usual_file_mode(data_dir, tmp_path):
 @pytest.mark.slow
 def test_each_model_selects_on_validation_and_reads_the_test_split_once(data_dir, tmp_path, monkeypatch):
     trained, evaluated = [], []
-    real_train, real_evaluate = common.train, common.evaluate
+    real_train, real_evaluate = beans_tune.training.train, beans_tune.training.evaluate
 
     def spy_train(hp, train, val, *args, **kwargs):
         result = real_train(hp, train, val, *args, **kwargs)
@@ -171,8 +169,8 @@ def test_each_model_selects_on_validation_and_reads_the_test_split_once(data_dir
         evaluated.append((model, split_folders(split)))
         return real_evaluate(model, split, *args, **kwargs)
 
-    monkeypatch.setattr(common, "train", spy_train)
-    monkeypatch.setattr(common, "evaluate", spy_evaluate)
+    monkeypatch.setattr(beans_tune.training, "train", spy_train)
+    monkeypatch.setattr(beans_tune.training, "evaluate", spy_evaluate)
     assert train_bn.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--compare", *FAST]) == 0
     assert [(t, v) for t, v, _ in trained] == [(["train"], ["validation"])] * 2  # early stopping and the kept epoch
     models = [model for _, _, model in trained]

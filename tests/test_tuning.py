@@ -10,13 +10,16 @@ import os
 import numpy as np
 import pytest
 
-import common
+import beans_tune.cnn
+import beans_tune.hparams
+import beans_tune.images
+import beans_tune.training
 import tune_bayes
 import tune_grid
 import tune_random
+from beans_tune.tuning import runner, searches
+from beans_tune.tuning.space import build_space, parse_dim
 from conftest import instant_train, is_trial, split_folders
-from tuning import runner, searches
-from tuning.space import build_space, parse_dim
 
 # The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
 # these tests are about the search machinery, which the cheaper baseline model exercises as well.
@@ -99,12 +102,12 @@ def test_space_in_skopt_terms():
     ("optimizer", "adam:sgd", "takes a comma list"),
 ])
 def test_impossible_ranges_are_refused(name, text, message):
-    with pytest.raises(common.UsageError, match=message):
+    with pytest.raises(beans_tune.hparams.UsageError, match=message):
         parse_dim(name, text)
 
 
 def test_grid_refuses_ranges():
-    with pytest.raises(common.UsageError, match="a grid takes a comma list"):
+    with pytest.raises(beans_tune.hparams.UsageError, match="a grid takes a comma list"):
         parse_dim("learning_rate", "1e-4:1e-2", allow_range=False)
 
 
@@ -122,7 +125,7 @@ def test_cosine_schedule_fixes_decay_at_zero_unless_decay_was_asked_for():
     dims, fixed = build_space(defaults, {"schedule": "inverse-time"}, True)
     assert [d.name for d in dims] == ["learning_rate", "decay"]
     for asked in ("0.01", "0,0.01", "1e-3:1e-1"):
-        with pytest.raises(common.UsageError, match="--decay belongs to --schedule inverse-time"):
+        with pytest.raises(beans_tune.hparams.UsageError, match="--decay belongs to --schedule inverse-time"):
             build_space(defaults, {"schedule": "inverse-time,cosine", "decay": asked}, True)
 
 
@@ -153,9 +156,9 @@ def test_bad_flags_one_line_exit_2(data_dir, tmp_path, capsys, script, argv, mes
 
 def test_grid_file_unknown_name_and_empty_list(data_dir, tmp_path, capsys):
     grid = tmp_path / "grid.json"
-    grid.write_text(json.dumps({"learning_rate": [1e-3], "dropout": [0.1]}))
+    grid.write_text(json.dumps({"learning_rate": [1e-3], "weight_decay": [0.1]}))
     assert tune_grid.main(["--data-dir", str(data_dir), "--grid", str(grid)]) == 2
-    assert "unknown hyperparameter 'dropout'" in capsys.readouterr().err
+    assert "unknown hyperparameter 'weight_decay'" in capsys.readouterr().err
     grid.write_text(json.dumps({"learning_rate": []}))
     assert tune_grid.main(["--data-dir", str(data_dir), "--grid", str(grid)]) == 2
     assert "learning_rate needs a non-empty list" in capsys.readouterr().err
@@ -173,8 +176,8 @@ def test_grid_file_unknown_name_and_empty_list(data_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_trials_and_the_final_model_train_with_the_schedule_asked_for(data_dir, tmp_path, monkeypatch):
-    seen, fake = [], instant_train(common, [])
-    monkeypatch.setattr(common, "train", lambda hp, *a, **k: seen.append((hp.schedule, hp.decay)) or fake(hp, *a, **k))
+    seen, fake = [], instant_train(beans_tune.training, [])
+    monkeypatch.setattr(beans_tune.training, "train", lambda hp, *a, **k: seen.append((hp.schedule, hp.decay)) or fake(hp, *a, **k))
     assert tune_random.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--n-iter", "2",
                              "--schedule", "cosine", "--image-size", "8", "--epochs", "1", "--units", "4",
                              "--batch-size", "4"]) == 0
@@ -240,11 +243,11 @@ def test_two_by_two_grid_runs_four_trials_ranked(data_dir, tmp_path, capsys):
     assert best["trials"] == best["trainings"] == 4
     import keras  # the saved model's own predictions on the test split give best.json's test accuracy
 
-    test = common.Beans(data_dir, image_size=8).test
+    test = beans_tune.images.Beans(data_dir, image_size=8).test
     predicted = np.argmax(keras.models.load_model(out / "model.keras").predict(test.x, verbose=0), axis=1)
     assert best["test_accuracy"] == pytest.approx(float(np.mean(predicted == test.y)), abs=1e-6)  # float32
     assert best["test_images"] == len(test.y)
-    assert {p.name for p in out.iterdir()} == {"search.json", "results.csv", "histories.jsonl", "best.json", "model.keras",
+    assert {p.name for p in out.iterdir()} == {".lock", "search.json", "results.csv", "histories.jsonl", "best.json", "model.keras",
                                               "val_accuracy.png"}
 
 
@@ -265,7 +268,7 @@ def test_the_searches_tune_the_bn_model_by_default(data_dir, tmp_path, flags, se
     if searched:
         assert sorted({r["batch_norm"] for r in rows}) == searched and len(rows) == 4
     else:
-        assert manifest["fixed"]["batch_norm"] is fixed and "batch_norm" not in rows[0]
+        assert manifest["fixed"].get("batch_norm", False) is fixed and "batch_norm" not in rows[0]
     best = json.loads((out / "best.json").read_text())
     assert best["hparams"]["batch_norm"] is (fixed if fixed is not None else best["params"]["batch_norm"])
 
@@ -273,7 +276,7 @@ def test_the_searches_tune_the_bn_model_by_default(data_dir, tmp_path, flags, se
 @pytest.mark.slow
 def test_failed_trial_is_recorded_and_sorted_last(data_dir, tmp_path, capsys, monkeypatch):
     import keras
-    real = common.build_model
+    real = beans_tune.cnn.build_model
 
     def diverge_at_high_lr(hp, image_size=64, **kw):
         model = real(hp, image_size, **kw)
@@ -281,7 +284,7 @@ def test_failed_trial_is_recorded_and_sorted_last(data_dir, tmp_path, capsys, mo
             return model
         return keras.Model(model.input, keras.layers.Lambda(lambda t: t * float("nan"))(model.output))
 
-    monkeypatch.setattr(common, "build_model", diverge_at_high_lr)
+    monkeypatch.setattr(beans_tune.cnn, "build_model", diverge_at_high_lr)
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out),
                            "--learning-rate", "1e-3,1e-2", "--layers", "1", *TINY]) == 0
@@ -296,7 +299,7 @@ def test_failed_trial_is_recorded_and_sorted_last(data_dir, tmp_path, capsys, mo
 @pytest.mark.slow
 def test_search_never_sees_the_test_split(data_dir, tmp_path, monkeypatch):
     seen, order = [], []
-    real_train, real_split = common.train, common.Beans.split
+    real_train, real_split = beans_tune.training.train, beans_tune.images.Beans.split
 
     def spy_trial(hp, train, val, *args, **kw):
         seen.append((train.x.copy(), val.x.copy() if val is not None else np.zeros((0, *train.x.shape[1:]))))
@@ -307,13 +310,13 @@ def test_search_never_sees_the_test_split(data_dir, tmp_path, monkeypatch):
         order.append(name)
         return real_split(self, name)
 
-    monkeypatch.setattr(common, "train", spy_trial)
-    monkeypatch.setattr(common.Beans, "split", spy_split)
+    monkeypatch.setattr(beans_tune.training, "train", spy_trial)
+    monkeypatch.setattr(beans_tune.images.Beans, "split", spy_split)
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2",
                            "--learning-rate", "1e-3", *TINY]) == 0
     assert order.index("test") > max(i for i, o in enumerate(order) if o == "trial")
-    test = common.Beans(data_dir, image_size=8).test.x.reshape(12, -1)
+    test = beans_tune.images.Beans(data_dir, image_size=8).test.x.reshape(12, -1)
     assert len(seen) == 3  # two trials and the final model
     for train_x, val_x in seen:
         images = np.concatenate([train_x, val_x]).reshape(len(train_x) + len(val_x), -1)
@@ -403,7 +406,7 @@ def test_bayes_end_to_end_writes_every_file(data_dir, tmp_path, capsys):
                             "--n-initial-points", "2", "--layers", "1:2", "--learning-rate", "1e-4:1e-1",
                             *TINY]) == 0
     assert len(results(out)) == 3
-    assert {p.name for p in out.iterdir()} == {"search.json", "results.csv", "histories.jsonl", "best.json", "model.keras",
+    assert {p.name for p in out.iterdir()} == {".lock", "search.json", "results.csv", "histories.jsonl", "best.json", "model.keras",
                                               "val_accuracy.png", "convergence.png", "objective.png"}
     assert "trial 3/3" in capsys.readouterr().out
 
@@ -411,7 +414,7 @@ def test_bayes_end_to_end_writes_every_file(data_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_bayes_penalises_a_nan_trial_and_finishes(data_dir, tmp_path, monkeypatch):
     import keras
-    real, calls = common.build_model, []
+    real, calls = beans_tune.cnn.build_model, []
 
     def first_diverges(hp, image_size=64, **kw):
         calls.append(hp)
@@ -420,7 +423,7 @@ def test_bayes_penalises_a_nan_trial_and_finishes(data_dir, tmp_path, monkeypatc
             return model
         return keras.Model(model.input, keras.layers.Lambda(lambda t: t * float("nan"))(model.output))
 
-    monkeypatch.setattr(common, "build_model", first_diverges)
+    monkeypatch.setattr(beans_tune.cnn, "build_model", first_diverges)
     told = []
     real_ask_tell = searches.ask_tell
 
@@ -446,12 +449,15 @@ def test_estimator_follows_scikit_learn_conventions(data_dir, tmp_path, monkeypa
     from sklearn.base import clone
     from sklearn.metrics import accuracy_score
     from sklearn.model_selection import GridSearchCV
-    from sklearn.utils.estimator_checks import check_get_params_invariance, check_no_attributes_set_in_init
+    from sklearn.utils.estimator_checks import (
+        check_get_params_invariance,
+        check_no_attributes_set_in_init,
+    )
 
     monkeypatch.chdir(tmp_path)
-    beans = common.Beans(data_dir, image_size=8)
+    beans = beans_tune.images.Beans(data_dir, image_size=8)
     est = runner.BeansClassifier(units=4, epochs=2, layers=1, batch_size=4)
-    assert sorted(est.get_params()) == sorted([*common.HPARAM_NAMES, "seed"])
+    assert sorted(est.get_params()) == sorted([*beans_tune.hparams.HPARAM_NAMES, "seed"])
     assert est.get_params()["learning_rate"] is None  # stored unchanged: HParams gives the default
     check_no_attributes_set_in_init("BeansClassifier", est)
     check_get_params_invariance("BeansClassifier", est)
@@ -459,7 +465,7 @@ def test_estimator_follows_scikit_learn_conventions(data_dir, tmp_path, monkeypa
         runner.BeansClassifier(unit=4)
     twin = clone(est).set_params(units=8)
     assert (twin.units, twin.layers, est.units) == (8, 1, 4)
-    assert twin.hparams() == common.HParams(units=8, epochs=2, layers=1, batch_size=4)
+    assert twin.hparams() == beans_tune.hparams.HParams(units=8, epochs=2, layers=1, batch_size=4)
     val = runner.Holdout(beans.validation.x, beans.validation.y)
     est.fit(beans.train.x, beans.train.y, validation=val)
     assert est.score(val.x, val.y) == pytest.approx(accuracy_score(val.y, est.predict(val.x)), abs=1e-6)
@@ -477,13 +483,13 @@ def test_final_data_train_and_validation_trains_on_both_for_all_epochs(data_dir,
     """The trials train on train and score on validation as without the flag; only the final
     model also trains on the validation images, all its epochs (no early stopping, the last epoch
     kept), and claims no validation score."""
-    calls, fake = [], instant_train(common, [])
+    calls, fake = [], instant_train(beans_tune.training, [])
 
     def spy(hp, train_split, val_split, **kwargs):
         calls.append((hp.epochs, hp.patience, len(train_split), val_split, kwargs.get("keep_best", True)))
         return fake(hp, train_split, val_split, **kwargs)
 
-    monkeypatch.setattr(common, "train", spy)
+    monkeypatch.setattr(beans_tune.training, "train", spy)
     out = tmp_path / "run"
     argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *TINY,
             "--final-epochs", "5", "--final-data", " Train+Validation"]
@@ -513,8 +519,8 @@ def test_final_data_train_and_validation_trains_on_both_for_all_epochs(data_dir,
 @pytest.mark.slow
 def test_by_default_the_final_model_of_a_cosine_schedule_learns_from_validation_too(
         data_dir, tmp_path, monkeypatch, schedule, final_data):
-    calls, fake = [], instant_train(common, [])
-    monkeypatch.setattr(common, "train", lambda hp, t, v, **k: calls.append((len(t), v is None)) or fake(hp, t, v, **k))
+    calls, fake = [], instant_train(beans_tune.training, [])
+    monkeypatch.setattr(beans_tune.training, "train", lambda hp, t, v, **k: calls.append((len(t), v is None)) or fake(hp, t, v, **k))
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2",
                            "--learning-rate", "1e-3", *TINY, "--schedule", schedule]) == 0
@@ -528,13 +534,13 @@ def test_by_default_the_final_model_of_a_cosine_schedule_learns_from_validation_
 @pytest.mark.parametrize("final_data", ["train", "train+validation"])
 @pytest.mark.slow
 def test_a_final_model_that_diverged_says_so(data_dir, tmp_path, monkeypatch, capsys, final_data):
-    fake = instant_train(common, [])
+    fake = instant_train(beans_tune.training, [])
 
     def train(hp, *args, **kwargs):
         result = fake(hp, *args, **kwargs)
         return result if is_trial(kwargs) else dataclasses.replace(result, status="nan", val_accuracy=float("nan"))
 
-    monkeypatch.setattr(common, "train", train)
+    monkeypatch.setattr(beans_tune.training, "train", train)
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate",
                            "1e-3", *TINY, "--final-data", final_data]) == 0
@@ -547,7 +553,7 @@ def test_a_final_model_that_diverged_says_so(data_dir, tmp_path, monkeypatch, ca
 
 
 def test_epoch_counts_are_said_in_words():
-    import outputs
+    from beans_tune import outputs
     assert [outputs.epoch_count(n) for n in (1, 2, 40)] == ["1 epoch", "2 epochs", "40 epochs"]
     assert [outputs.count(n, "seed") for n in (1, 3)] == ["1 seed", "3 seeds"]
 
@@ -556,39 +562,28 @@ def test_epoch_counts_are_said_in_words():
 def curves(monkeypatch):
     """Instant trainings whose validation curves differ in shape: layers 1 peaks once at 0.9 and
     ends at 0.5; layers 2 never passes 0.8 and ends there. Only the final model really trains."""
-    real = common.train
+    real = beans_tune.training.train
 
     def train(hp, *args, **kwargs):
         if not is_trial(kwargs):
             return real(dataclasses.replace(hp, epochs=1), *args, **kwargs)
         curve = [0.3, 0.9, 0.5, 0.5, 0.5, 0.5, 0.5] if hp.layers == 1 else [0.3, 0.6, 0.8, 0.8, 0.8, 0.8, 0.8]
-        return common.TrainResult(None, {"val_accuracy": curve}, max(curve), len(curve), 0.0)
+        return beans_tune.training.TrainResult(None, {"val_accuracy": curve}, max(curve), len(curve), 0.0)
 
-    monkeypatch.setattr(common, "train", train)
+    monkeypatch.setattr(beans_tune.training, "train", train)
 
 
-@pytest.mark.parametrize("score, kept, value", [("best-epoch", 1, 0.9), ("last-5", 2, 0.8)])
-def test_score_picks_by_the_best_epoch_or_the_last_five(data_dir, tmp_path, curves, score, kept, value):
+def test_a_trial_is_scored_by_its_best_epoch(data_dir, tmp_path, curves):
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate",
-                           "1e-3", *TINY, "--score", score]) == 0
+                           "1e-3", *TINY]) == 0
     best = json.loads((out / "best.json").read_text())
-    assert best["params"]["layers"] == kept and best["val_accuracy"] == pytest.approx(value)
-    assert json.loads((out / "search.json").read_text())["score"] == score
-
-
-def test_a_search_scored_otherwise_is_another_search(data_dir, tmp_path, curves, capsys):
-    out = tmp_path / "run"
-    argv = ["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate", "1e-3", *TINY]
-    assert tune_grid.main(argv) == 0
-    capsys.readouterr()
-    assert tune_grid.main([*argv, "--score", "last-5"]) == 2
-    assert "holds a different search" in capsys.readouterr().err
+    assert best["params"]["layers"] == 1 and best["val_accuracy"] == pytest.approx(0.9)
 
 
 @pytest.mark.slow
 def test_the_default_searches_train_the_augmented_bn_model_on_a_cosine_schedule(data_dir, tmp_path, scored):
-    from tuning.space import TRIAL_DEFAULTS
+    from beans_tune.tuning.space import TRIAL_DEFAULTS
 
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--image-size", "8"]) == 0
@@ -604,25 +599,25 @@ def test_the_default_searches_train_the_augmented_bn_model_on_a_cosine_schedule(
 def test_a_grid_file_with_the_cosine_schedule_runs_trials_to_their_end_as_the_flag_does(tmp_path):
     """--epochs 40 with cosine: the trials' patience is 40 whether the schedule comes from the
     default, a flag or a grid file (a list there)."""
-    from tuning.run import prepare
+    from beans_tune.tuning.run import prepare
 
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({"schedule": ["cosine"], "layers": [1, 2]}))
     for extra in ([], ["--schedule", "cosine"], ["--grid", str(grid)]):
-        setup = prepare(["--layers", "1,2", "--epochs", "40", *extra], tune_grid.METHOD)
+        setup = prepare(["--layers", "1,2", "--epochs", "40", *extra], beans_tune.tuning.methods.Grid())
         assert (setup.base.epochs, setup.base.patience) == (40, 40), extra
 
 
 def trials_learning_rates(monkeypatch):
     """Instant trainings; returns the list of learning rates the trials train with, as they run."""
-    trained, instant = [], instant_train(common, [])
+    trained, instant = [], instant_train(beans_tune.training, [])
 
     def spy(hp, *args, **kwargs):
         if is_trial(kwargs):
             trained.append(hp.learning_rate)
         return instant(hp, *args, **kwargs)
 
-    monkeypatch.setattr(common, "train", spy)
+    monkeypatch.setattr(beans_tune.training, "train", spy)
     return trained
 
 
@@ -647,8 +642,8 @@ def test_the_learning_rates_a_random_search_trains_are_log_uniform(data_dir, tmp
                                            (tune_bayes, ["--n-calls", "3", "--n-initial-points", "2"])])
 @pytest.mark.slow
 def test_a_searchs_final_model_alone_reads_the_test_split_once(data_dir, tmp_path, monkeypatch, script, flags):
-    finals, evaluated, instant = [], [], instant_train(common, [])
-    real_evaluate = common.evaluate
+    finals, evaluated, instant = [], [], instant_train(beans_tune.training, [])
+    real_evaluate = beans_tune.training.evaluate
 
     def spy_train(hp, *args, **kwargs):
         result = instant(hp, *args, **kwargs)
@@ -660,8 +655,8 @@ def test_a_searchs_final_model_alone_reads_the_test_split_once(data_dir, tmp_pat
         evaluated.append((id(model), split_folders(split)))
         return real_evaluate(model, split, *args, **kwargs)
 
-    monkeypatch.setattr(common, "train", spy_train)
-    monkeypatch.setattr(common, "evaluate", spy_evaluate)
+    monkeypatch.setattr(beans_tune.training, "train", spy_train)
+    monkeypatch.setattr(beans_tune.training, "evaluate", spy_evaluate)
     assert script.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--layers", "1",
                         "--final-epochs", "1", *flags, *TINY]) == 0
     assert len(finals) == 1 and evaluated == [(id(finals[0]), ["test"])]
@@ -689,14 +684,14 @@ def test_a_refined_rounds_learning_rates_are_log_uniform_over_its_narrowed_range
                                                             ("train+validation", ["train", "validation"], [])])
 def test_the_final_model_trains_and_stops_on_no_test_image(data_dir, tmp_path, monkeypatch, final_data, trains_on,
                                                            stops_on):
-    finals, instant = [], instant_train(common, [])
+    finals, instant = [], instant_train(beans_tune.training, [])
 
     def spy_train(hp, train, val, *args, **kwargs):
         if not is_trial(kwargs):
             finals.append((split_folders(train), split_folders(val)))
         return instant(hp, train, val, *args, **kwargs)
 
-    monkeypatch.setattr(common, "train", spy_train)
+    monkeypatch.setattr(beans_tune.training, "train", spy_train)
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--layers", "1",
                            "--learning-rate", "1e-3,1e-2", "--final-epochs", "1", "--final-data", final_data,
                            *TINY]) == 0

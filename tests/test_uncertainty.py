@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-import outputs
-from tuning import report
-from tuning.final import format_best
-from tuning.store import Trial
+from beans_tune import outputs
+from beans_tune.tuning import report
+from beans_tune.tuning.final import format_best
+from beans_tune.tuning.store import Trial
 
 
 def trial(score, folds=1, std=math.nan, kind="validation", **params):

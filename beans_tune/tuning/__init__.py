@@ -2,12 +2,12 @@
 
 Data flows one way; each module owns one thing (docs/architecture.md follows one value through them):
 
-    tune_*.py   a Method: its flags and their checks, its trial count, what identifies its
-      |         search on resume, and its search (a way of proposing candidates)
+    methods     Grid, Random, Bayes: each method's flags and their checks, its trial count, what
+      |         identifies its search on resume, and its search (a way of proposing candidates)
       v
     run         the driver: prepare -> open the folder -> search -> table -> final model -> best.json, figures
       |-- flags      the parser; SearchSettings, every search flag's default, range, help and checks
-      |-- space      the searched dimensions, parsed from flags, sampled on their natural scale
+      |-- space      the searched dimensions, parsed from flags, sampled on each field's scale
       |-- searches   grid (ParameterGrid), random (ParameterSampler, coarse to fine), one ask/tell GP-EI loop
       |-- halving    successive halving's rungs
       |-- evaluate   the one path every training takes: candidates -> rows; the driver alone writes

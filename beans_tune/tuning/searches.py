@@ -21,12 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import cli
-import common
-
-from . import scoring
+from .. import cli, hparams
 from .space import plain
 from .store import OK, rank, trials_of
+
+BEST_EPOCH = "the best epoch's validation accuracy"  # how a trial on the validation split is scored
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class Problem:
 
     dims: tuple
     evaluate: object                 # tuning.evaluate.Evaluator: candidates -> rows
-    base: common.HParams = common.HParams()
+    base: hparams.HParams = hparams.HParams()
     seed: int = 0
     n_jobs: int = 1
     show: object = None              # (trials) -> the table of a refine round
@@ -181,11 +180,11 @@ def check_cv_folds(args, train, validation):
         return
     fewest = int(np.bincount(np.concatenate([train.y, validation.y]), minlength=train.num_classes).min())
     if fewest < args.cv or fewest - math.ceil(fewest / args.cv) < 2:
-        raise common.UsageError(f"--cv {args.cv}: the smallest class holds {fewest} images in train+validation; "
+        raise hparams.UsageError(f"--cv {args.cv}: the smallest class holds {fewest} images in train+validation; "
                                 f"K-fold needs at least K and 2 left in each training fold (try a smaller --cv "
                                 "or a larger --limit)")
 
 
 def describe_cv(args):
     return {"scoring": f"{args.cv}-fold CV over train+validation, each fold's accuracy" if args.cv
-            else scoring.describe(args.score)}
+            else BEST_EPOCH}

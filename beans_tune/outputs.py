@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .hparams import UsageError
+
 
 def count(n, word):
     """'1 seed', '3 seeds'."""
@@ -43,8 +45,6 @@ def atomic_path(path):
 def output_folder(path, flag="--out"):
     """Creates `path` if needed and checks that files can be written in it, before any work;
     a folder this call created is removed again if the block fails while it is still empty."""
-    from common import UsageError
-
     path = Path(path)
     created = not path.exists()
 

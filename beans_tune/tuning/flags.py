@@ -5,10 +5,8 @@ settings below (one field, one flag), the method's own flags, and one flag per h
 
 from dataclasses import dataclass, field, fields
 
-import cli
-from common import HPARAM_NAMES, HParams, UsageError
-
-from . import scoring
+from .. import cli
+from ..hparams import HPARAM_NAMES, HParams, UsageError
 from .execution import CONNECT_TIMEOUT
 from .final import AUTO, FINAL_DATA, TRAIN_AND_VALIDATION
 from .space import FINAL_EPOCHS, TRIAL_DEFAULTS
@@ -36,17 +34,12 @@ class SearchSettings:
     retry_failed: bool = _setting(
         False, "on resume, train failed and timed-out trials again (diverged ones are results)")
     scheduler: str = _setting(
-        None, "run the trials on an existing Dask cluster, e.g. tcp://127.0.0.1:8786 (see docs/dask.md)",
+        None, "run the trials on an existing Dask cluster, e.g. tcp://127.0.0.1:8786; a tls:// one takes its "
+              "certificates from Dask's configuration (see docs/dask.md)",
         metavar="ADDRESS")
     connect_timeout: float = _setting(
         None, "with --scheduler: how long to wait for a worker, at start and whenever the cluster has none "
               f"(default: {CONNECT_TIMEOUT})", cli.number(float, 1, 3600), "SECONDS")
-    tls_ca_file: str = _setting(None, "with --scheduler tls://...: the CA certificate (see docs/dask.md)",
-                                metavar="FILE")
-    tls_cert: str = _setting(None, "with --scheduler tls://...: this client's certificate (see docs/dask.md)",
-                             metavar="FILE")
-    tls_key: str = _setting(None, "with --scheduler tls://...: this client's private key (see docs/dask.md)",
-                            metavar="FILE")
     threads_per_trial: int = _setting(
         None, "TensorFlow threads per trial (default: cores / n-jobs for local processes; TensorFlow's own "
               "choice otherwise)", cli.number(int, 1, 256), "N")
@@ -63,16 +56,9 @@ class SearchSettings:
               "validation images too, all its epochs, the last kept (the search ranks configurations as without "
               "it); or auto (default): train+validation for a cosine schedule run to its end, train otherwise; "
               "any case", _lower, choices=FINAL_DATA)
-    score: str = _setting(
-        scoring.DEFAULT, f"how a trial is scored on the validation split: {scoring.SCORES[0]} (its best epoch's "
-                         f"accuracy) or {scoring.SCORES[1]} (the mean over its last {scoring.LAST} epochs) "
-                         f"(default: {scoring.DEFAULT}; with --cv, each fold's accuracy)",
-        _lower, choices=scoring.SCORES)
     overwrite: bool = _setting(False, "start afresh, whatever the --out folder holds")
 
     def __post_init__(self):
-        if not self.scheduler and (self.tls_ca_file or self.tls_cert or self.tls_key):
-            raise UsageError("--tls-ca-file, --tls-cert and --tls-key go with --scheduler tls://...")
         if not self.scheduler and self.connect_timeout is not None:
             raise UsageError("--connect-timeout goes with --scheduler")
         if self.final_data == TRAIN_AND_VALIDATION and self.final_patience is not None:

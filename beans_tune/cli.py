@@ -14,7 +14,15 @@ import threading
 from dataclasses import fields
 from pathlib import Path
 
-from common import DATA_ENV, HPARAM_NAMES, HParams, UsageError, describe_range, hparam_type
+from .hparams import (
+    HPARAM_NAMES,
+    HParams,
+    UsageError,
+    describe_range,
+    flag,
+    parse_value,
+)
+from .images import DATA_ENV
 
 
 class RunFailed(Exception):
@@ -32,39 +40,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def flag(name):
-    return "--" + name.replace("_", "-")
-
-
-def parse_bool(text):
-    lowered = str(text).strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
-
-
-def parse_value(name, text):
-    """Converts one command-line value to the type of HParams field `name`."""
-    kind = hparam_type(name)
-    try:
-        if kind is bool:
-            return parse_bool(text)
-        if kind is str:
-            return str(text).strip()  # as the tuning scripts read ' cosine'
-        number = float(text)
-        if not math.isfinite(number):
-            raise UsageError(f"{flag(name)}: expected a finite number, got {text!r}")
-        if kind is int:
-            if number != int(number):
-                raise ValueError
-            return int(number)
-        return number
-    except ValueError:
-        raise UsageError(f"{flag(name)}: expected {kind.__name__}, got {text!r}") from None
 
 
 def number(kind, low, high, low_open=False):

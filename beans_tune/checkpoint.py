@@ -11,7 +11,6 @@ import json
 import math
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 
 
@@ -57,6 +56,7 @@ class Plan:
     start: State = None     # continue this State up to hp.epochs
     horizon: int = None     # epochs the learning-rate schedule spans (None: hp.epochs)
     keep: bool = False      # return the training's State at its end
+    timeout: float = None   # seconds: stop at the first batch past it (status "timeout")
 
 
 def restore(model, state):
@@ -73,15 +73,15 @@ def restore(model, state):
         variable.assign(value)
 
 
-class EarlyStop(keras.callbacks.Callback):
-    """Stops a training `patience` epochs after its best validation accuracy (a tie is no
-    improvement; NaN never is) and, with `restore`, puts the best epoch's weights back at the
-    end; its memory starts from a State's when it continues one. Keras's EarlyStopping rule,
-    with the memory in plain attributes that a State carries."""
+class EarlyStop:
+    """Stops a training of `model` `patience` epochs after its best validation accuracy (a tie is
+    no improvement; NaN never is) and, with `restore`, puts the best epoch's weights back at the
+    end; its memory starts from a State's when it continues one. Keras's EarlyStopping rule, with
+    the memory in plain attributes that a State carries. Keras calls it through a LambdaCallback
+    (training.as_callback)."""
 
-    def __init__(self, patience, restore=True, start=None):
-        super().__init__()
-        self.patience, self.restore = patience, restore
+    def __init__(self, model, patience, restore=True, start=None):
+        self.model, self.patience, self.restore = model, patience, restore
         self.best = None if start is None else start.best
         self.best_epoch = 0 if start is None else start.best_epoch
         self.wait = 0 if start is None else start.wait
@@ -107,11 +107,12 @@ class EarlyStop(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
-class Snapshot(keras.callbacks.Callback):
-    """Keeps the weights and optimizer variables as training ends. Put it before EarlyStop,
+class Snapshot:
+    """Keeps `model`'s weights and optimizer variables as training ends. Put it before EarlyStop,
     whose on_train_end puts the best epoch's weights back."""
 
-    weights = optimizer = None
+    def __init__(self, model):
+        self.model, self.weights, self.optimizer = model, None, None
 
     def on_train_end(self, logs=None):
         self.weights = self.model.get_weights()

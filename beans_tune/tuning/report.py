@@ -6,8 +6,7 @@ import time
 
 import numpy as np
 
-import outputs
-
+from .. import outputs
 from .space import fmt, plain
 from .store import OK, rank
 

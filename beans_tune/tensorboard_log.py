@@ -22,9 +22,10 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import outputs
+from . import outputs
 
 # The searches' score, written once per session (step = epochs trained): the metric of the
 # HParams dashboard. Per-epoch curves use Keras's names (loss, accuracy, val_loss, val_accuracy, lr).
@@ -169,3 +170,27 @@ def write_search(logdir, dims, extra, rows, histories):
     write_experiment(logdir, dims, extra)
     return sum(write_session(logdir, number, row, histories.get(number))
                for number, row in enumerate(rows, 1))
+
+
+@dataclass(frozen=True)
+class Board:
+    """A search as an HParams experiment under `folder`, kept up to date as its trainings finish."""
+
+    prog: str
+    folder: Path
+    dims: tuple
+    extra: list
+
+    def sync(self, trial_store):
+        """Writes the experiment and a session for every stored training that has none yet."""
+        guarded(self.prog, lambda: write_search(
+            self.folder, self.dims, self.extra, trial_store.rows(), trial_store.histories()))
+
+    def follow(self, progress):
+        """An on_record callback: the progress line, then the new training's session."""
+        return lambda number, row, best: (progress(number, row, best), guarded(
+            self.prog, lambda: write_session(self.folder, number, row, row.get("history"))))
+
+    def curves(self, name, history):
+        """A run of epoch curves (the final model's)."""
+        guarded(self.prog, lambda: write_curves(self.folder / name, history))

@@ -4,8 +4,8 @@ on one fold and returns its row, writing nothing (the driver, tuning.evaluate, s
 RandomizedSearchCV or cross_val_score, side-effect free.
 
 Every training fits on the train split (early-stopped on the validation split, or on a held-out
-tenth of the training fold with --cv) and is scored on the validation split (tuning.scoring: its
-best epoch, or its last epochs), or by its accuracy on the fold. Nothing here sees the test split.
+tenth of the training fold with --cv) and is scored by its best epoch's accuracy on the
+validation split, or by its accuracy on the fold. Nothing here sees the test split.
 """
 
 import contextlib
@@ -21,11 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-import cli
-import common
-from common import HPARAM_NAMES, HParams
-
-from . import scoring
+from .. import checkpoint, cli, images, training
+from ..hparams import HPARAM_NAMES, HParams
 from .report import describe
 from .space import plain
 from .store import DIVERGED, FAILED, OK, TIMEOUT
@@ -55,7 +52,6 @@ class TrialOptions:
     timeout: float = None           # seconds; a longer trial is stopped and recorded "timeout"
     heartbeat: float = 60.0         # seconds between a running trial's epoch lines (None: silent;
                                     # on a Dask worker always silent)
-    score: str = scoring.DEFAULT    # how a trial on the validation split is scored (tuning.scoring)
 
 
 @dataclass(frozen=True)
@@ -81,7 +77,7 @@ class Outcome:
     cpu_seconds: float = float("nan")
     epochs: int = 0
     model: object = None
-    history: dict = None  # per-epoch curves (common.TrainResult.history), stored beside the row
+    history: dict = None  # per-epoch curves (training.TrainResult.history), stored beside the row
     state: object = None  # checkpoint.State at the end, when the job asked to keep it
 
     def row(self, job):
@@ -126,8 +122,6 @@ def on_dask_worker():
 def train_trial(hp, train, val, options, label="trial", job=None):
     """Trains one configuration; never raises for a failed training (the Outcome says why).
     `job` (a Job) may continue a saved state, span a longer schedule, keep its end state."""
-    import checkpoint
-
     cli.check_interrupted()  # a Ctrl-C that Python dropped during the last trial stops the search here
     if options.threads:
         limit_threads(options.threads)
@@ -135,8 +129,9 @@ def train_trial(hp, train, val, options, label="trial", job=None):
     log = Heartbeat(label, options.heartbeat) if options.heartbeat and not on_dask_worker() else None
     start, cpu = time.perf_counter(), time.process_time()
     try:
-        plan = checkpoint.Plan(start=job and job.start, horizon=job and job.horizon, keep=bool(job and job.keep))
-        result = common.train(hp, train, val, seed=options.seed, log=log, timeout=options.timeout, plan=plan)
+        plan = checkpoint.Plan(start=job and job.start, horizon=job and job.horizon, keep=bool(job and job.keep),
+                               timeout=options.timeout)
+        result = training.train(hp, train, val, seed=options.seed, log=log, plan=plan)
     except Exception as err:  # noqa: BLE001 - a failed trial is recorded, the search goes on
         cli.check_interrupted()  # a Ctrl-C that surfaced inside TensorFlow as another error: not a result
         return Outcome(float("nan"), FAILED, f"{err.__class__.__name__}: {err}", time.perf_counter() - start,
@@ -149,9 +144,7 @@ def train_trial(hp, train, val, options, label="trial", job=None):
     if result.status == "nan":
         return Outcome(float("nan"), DIVERGED, f"loss became NaN (epoch {epoch})", seconds, cpu,
                        result.epochs, history=result.history)
-    # best-epoch is what train() measured for the weights it kept; another score reads the curve
-    score = result.val_accuracy if options.score == "best-epoch" else scoring.score(result.history, options.score)
-    return Outcome(score, OK, "", seconds, cpu, result.epochs, result.model, history=result.history,
+    return Outcome(result.val_accuracy, OK, "", seconds, cpu, result.epochs, result.model, history=result.history,
                    state=result.state)
 
 
@@ -172,7 +165,7 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
     the split to early-stop on (without it, a stratified tenth of X is held out); `options` how it
     trains (without them, silently, with `seed` or 0); `classes` the class names, label id =
     index (without them, one class per label id up to the highest in y). The parameters are
-    HParams' fields, read from common.HParams itself (the signature below is made from it: one
+    HParams' fields, read from hparams.HParams itself (the signature below is made from it: one
     list, not two)."""
 
     def __init__(self, **params):
@@ -189,7 +182,7 @@ class BeansClassifier(ClassifierMixin, BaseEstimator):
         options = options or TrialOptions(heartbeat=None)  # a bare estimator: silent
         if self.seed is not None:
             options = dataclasses.replace(options, seed=int(self.seed))
-        fold = common.Split(X, y, classes=tuple(classes))
+        fold = images.Split(X, y, classes=tuple(classes))
         self.classes_ = np.arange(fold.num_classes)
         try:
             train, val = _early_stopping_split(fold, validation, options.seed)
@@ -217,8 +210,8 @@ class Data:
     split as the one fold, or K stratified folds of train + validation (`cv`, `test_fold` as
     scikit-learn's PredefinedSplit takes it)."""
 
-    train: common.Split
-    validation: common.Split
+    train: images.Split
+    validation: images.Split
     x: np.ndarray = None        # train + validation, with --cv
     y: np.ndarray = None
     test_fold: np.ndarray = None
@@ -272,10 +265,10 @@ def _early_stopping_split(fold, validation, seed):
     """(train, val): the training `fold` (a Split) and the given validation split, or a stratified
     tenth of the fold held out of it."""
     if validation is not None:
-        return fold, common.Split(validation.x, validation.y, classes=fold.classes)
+        return fold, images.Split(validation.x, validation.y, classes=fold.classes)
     from sklearn.model_selection import train_test_split
 
     holdout = max(math.ceil(0.1 * len(fold)), fold.num_classes)  # >= 1 image per class
     x_fit, x_val, y_fit, y_val = train_test_split(fold.x, fold.y, test_size=holdout, stratify=fold.y,
                                                   random_state=seed)
-    return common.Split(x_fit, y_fit, classes=fold.classes), common.Split(x_val, y_val, classes=fold.classes)
+    return images.Split(x_fit, y_fit, classes=fold.classes), images.Split(x_val, y_val, classes=fold.classes)

@@ -2,61 +2,34 @@
 
     parse -> prepare -> (claim the folder, resume?) -> search -> report -> final model -> figures
 
-The method (tune_grid.py, tune_random.py, tune_bayes.py) brings its own flags, their checks, its
-trial count, the settings that identify its search, and the search itself: a `Method`.
+The method (tuning.methods: Grid, Random, Bayes) brings its own flags, their checks, its trial
+count, the settings that identify its search, and the search itself.
 """
 
 import contextlib
 import sys
 import time
-from argparse import ArgumentParser, Namespace
+from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import cli
-import common
-import outputs
-import tensorboard_log
-from common import HPARAM_NAMES, HParams, UsageError
-
+from .. import cli, images, outputs, tensorboard_log
+from ..hparams import HPARAM_NAMES, HParams, UsageError
 from . import execution as ex
-from . import importance, report, scoring, store
+from . import importance, outfolder, report, store
 from .evaluate import Evaluator
-from .final import AUTO, TRAIN_AND_VALIDATION, FinalBudget, format_best, summary, train_final
+from .final import (
+    AUTO,
+    TRAIN_AND_VALIDATION,
+    FinalBudget,
+    format_best,
+    summary,
+    train_final,
+)
 from .flags import SearchSettings, parser_for
 from .runner import Data, TrialOptions, limit_threads
-from .searches import Problem, SearchOutput
+from .searches import Problem
 from .space import FINAL_EPOCHS, TRIAL_DEFAULTS, build_space, spec_text
-
-
-@dataclass(frozen=True)
-class Space:
-    """A method's space before the user's flags: {name: spec}, and the names that a file the user
-    gave sets (tune_grid.py --grid), which count as set by the user, as flags do."""
-
-    values: dict
-    given: frozenset = frozenset()
-
-
-@dataclass(frozen=True)
-class Method:
-    """What distinguishes tune_grid, tune_random and tune_bayes. `args` is the parsed command line."""
-
-    script: str
-    description: str
-    allow_range: bool                                   # takes lo:hi ranges, not only lists
-    space: Callable[[Namespace | None], Space]          # None: the defaults, for --help
-    add_flags: Callable[[ArgumentParser], None]
-    count: Callable[[Namespace, tuple, HParams], tuple]  # (trainings it will run, trainings asked for or None)
-    identity: Callable[[Namespace], dict]               # the settings that define the search (resume)
-    search: Callable[[Problem, Namespace], SearchOutput]
-    describe: Callable[[Namespace], dict] = lambda args: {"scoring": scoring.describe(args.score)}
-    check: Callable[[Namespace, Space, tuple, HParams], None] = lambda args, space, dims, base: None
-    check_data: Callable[[Namespace, common.Split, common.Split], None] = lambda args, train, validation: None
-    cv: Callable[[Namespace], int | None] = lambda args: None  # K folds instead of the validation split
-    rung: Callable[[Namespace], str | None] = lambda args: None  # the hyperparameter a halving rung sets
-    figures: tuple = ()  # names of the figures its search may draw, besides val_accuracy.png
 
 
 @dataclass(frozen=True)
@@ -89,8 +62,6 @@ def prepare(argv, method):
     args = parser_for(method).parse_args(argv)
     cli.check_run_args(args)
     settings = SearchSettings.from_args(args)
-    if method.cv(args) and settings.score != scoring.DEFAULT:
-        raise UsageError("--score ranks trials on the validation split; with --cv each fold's accuracy is the score")
     overrides = {n: getattr(args, n) for n in HPARAM_NAMES if getattr(args, n) is not None}
     space = method.space(args)  # reads a --grid file: once
     dims, fixed = build_space(trials_run_to_the_end(space.values, overrides), overrides, method.allow_range,
@@ -149,22 +120,21 @@ FINAL_DATA_SHOWN = {
 def manifest(setup, method, beans):
     """What makes two runs the same search: resuming is allowed only when this matches exactly.
     Settings that change how, not what, trials train (--n-jobs, --trial-timeout, --scheduler)
-    are not part of it."""
+    are not part of it; nor are the fixed hyperparameters at HParams' defaults, so that a field
+    added with a default that keeps today's results leaves every folder resumable."""
     data = str(beans.data_dir.resolve()) if beans.data_dir else beans.source
-    return {"format": store.FORMAT, "script": method.script, "space": {d.name: d.spec() for d in setup.dims},
-            "fixed": setup.base.to_dict(), "data": data, "image_size": beans.image_size,
+    return {"format": outfolder.FORMAT, "script": method.script, "space": {d.name: d.spec() for d in setup.dims},
+            "fixed": {k: v for k, v in setup.base.to_dict().items() if v != getattr(HParams(), k)}, "data": data, "image_size": beans.image_size,
             "limit": beans.limit, "seed": setup.args.seed, "method": method.identity(setup.args),
             # a folder's classes and file names: its images changed, the search is another one
-            **({"images": images} if (images := beans.fingerprint()) else {}),
-            "score": setup.settings.score}
+            **({"images": images} if (images := beans.fingerprint()) else {})}
 
 
 def open_execution(settings, stack):
     """Execution (where trials run) and TensorFlow threads per trial."""
     if settings.scheduler:
-        security = ex.tls_security(settings.tls_ca_file, settings.tls_cert, settings.tls_key)
         timeout = settings.connect_timeout or ex.CONNECT_TIMEOUT
-        client = stack.enter_context(ex.connect(settings.scheduler, timeout, security))
+        client = stack.enter_context(ex.connect(settings.scheduler, timeout))
         n_jobs = settings.n_jobs if settings.n_jobs > 1 else max(sum(client.nthreads().values()), 1)
         return (ex.Execution(n_jobs, client, patience=timeout, follow_cluster=settings.n_jobs == 1),
                 settings.threads_per_trial)
@@ -186,15 +156,15 @@ class State:
 
 
 def open_state(prog, setup, method, beans):
-    """Checks the folder against this search (store.open_search) and reads what it holds."""
+    """Checks the folder against this search (outfolder.open_search) and reads what it holds."""
     settings, out = setup.settings, setup.out
-    resumed = store.open_search(out, manifest(setup, method, beans), settings.overwrite,
+    resumed = outfolder.open_search(out, manifest(setup, method, beans), settings.overwrite,
                                 ("val_accuracy.png", *method.figures))
     trial_store = store.TrialStore(out / store.RESULTS, setup.columns)
-    board = (Board(prog, out / store.BOARD, setup.dims, [setup.rung] if setup.rung else [])
+    board = (tensorboard_log.Board(prog, out / store.BOARD, setup.dims, [setup.rung] if setup.rung else [])
              if setup.args.tensorboard else None)
     state = State(trial_store, trial_store.rows() if resumed else [], board=board)
-    state.finished = store.read_best(out, trial_store) if resumed else None
+    state.finished = outfolder.read_best(out, trial_store) if resumed else None
     if state.finished is not None and settings.retry_failed:
         raise UsageError(f"{out} holds a finished search, whose test score is final: --retry-failed "
                          "applies to an unfinished one (--overwrite starts afresh)")
@@ -206,10 +176,10 @@ def run(argv, method):
     prog = f"{method.script}.py"
     setup = prepare(argv, method)
     args, settings = setup.args, setup.settings
-    beans = common.Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
+    beans = images.Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
     with contextlib.ExitStack() as stack:
         execution, threads = open_execution(settings, stack)
-        stack.enter_context(store.claim(setup.out))  # held until best.json is written
+        stack.enter_context(outfolder.claim(setup.out))  # held until best.json is written
         state = open_state(prog, setup, method, beans)
         if state.finished is not None:
             if state.board:  # a search finished without --tensorboard gets its experiment now
@@ -235,7 +205,7 @@ def start_search(prog, setup, method, beans, execution, threads):
     if setup.asked is not None and setup.total < setup.asked:
         print(f"{prog}: note: the space holds fewer configurations than asked for; running "
               f"{setup.total} trainings, not {setup.asked}", file=sys.stderr)
-    store.write_manifest(setup.out, manifest(setup, method, beans))
+    outfolder.write_manifest(setup.out, manifest(setup, method, beans))
     cli.print_config(f"{prog}: resolved configuration", {
         "data": beans.source, "image size": args.image_size, "seed": args.seed, "out": setup.out,
         **method.describe(args),
@@ -258,7 +228,7 @@ def make_problem(prog, setup, state, data, execution, threads):
     if state.board:  # each training's session as its row is appended
         state.store.on_record = state.board.follow(state.store.on_record)
     evaluator = Evaluator(state.store, setup.base, data,
-                          TrialOptions(setup.args.seed, threads, settings.trial_timeout, score=settings.score),
+                          TrialOptions(setup.args.seed, threads, settings.trial_timeout),
                           execution, retry=settings.retry_failed, prog=prog)
     return Problem(setup.dims, evaluator, setup.base, setup.args.seed, execution.n_jobs,
                    show=lambda found: report.format_trials(found, setup.names, top=settings.top,
@@ -327,30 +297,6 @@ def search(prog, method, problem, setup, trial_store):
             print(report.format_trials(trial_store.trials(), setup.columns, setup.settings.top, rung=setup.rung,
                                        images=len(problem.evaluate.data.validation)))
         raise
-
-
-@dataclass(frozen=True)
-class Board:
-    """--tensorboard: the search as an HParams experiment under `folder` (tensorboard_log)."""
-
-    prog: str
-    folder: Path
-    dims: tuple
-    extra: list
-
-    def sync(self, trial_store):
-        """Writes the experiment and a session for every stored training that has none yet."""
-        tensorboard_log.guarded(self.prog, lambda: tensorboard_log.write_search(
-            self.folder, self.dims, self.extra, trial_store.rows(), trial_store.histories()))
-
-    def follow(self, progress):
-        """An on_record callback: the progress line, then the new training's session."""
-        return lambda number, row, best: (progress(number, row, best), tensorboard_log.guarded(
-            self.prog, lambda: tensorboard_log.write_session(self.folder, number, row, row.get("history"))))
-
-    def curves(self, name, history):
-        """A run of epoch curves (the final model's)."""
-        tensorboard_log.guarded(self.prog, lambda: tensorboard_log.write_curves(self.folder / name, history))
 
 
 def announce_resume(prog, out, total, done, retry):

@@ -23,8 +23,10 @@ import math
 
 import numpy as np
 
-import cli
-from common import UsageError
+from .. import cli
+from ..hparams import UsageError
+from .evaluate import Continue, score
+from .searches import SearchOutput
 
 RESOURCE = "epochs"
 
@@ -107,9 +109,6 @@ def search(problem, candidates, args, epochs):
     their mean score over folds, go on, in scikit-learn's order (its _top_k: ascending score,
     failed candidates first, the last k kept). Continuing (the default), each rung's trainings
     start from the rung below's saved states and save their own for the rung above."""
-    from .evaluate import Continue, score
-    from .searches import SearchOutput
-
     candidates = list(candidates)
     factor = settings(args)[1]
     rungs = schedule(len(candidates), args, epochs)

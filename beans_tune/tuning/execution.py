@@ -9,8 +9,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
-from common import UsageError
-
+from ..hparams import UsageError
 
 CONNECT_TIMEOUT = 30  # seconds to wait for a worker, at start and whenever a cluster has none (--connect-timeout)
 
@@ -151,39 +150,21 @@ def _result(future):
 
 
 # What the workers unpickle: a cluster whose scheduler or workers cannot import it waits forever.
-PROJECT_MODULES = ("common", "tuning.runner", "tuning.store")
+PROJECT_MODULES = ("beans_tune.tuning.runner", "beans_tune.tuning.store")
 
 
-def tls_security(ca_file, cert, key):
-    """distributed.Security for a tls:// cluster: mutual TLS, every side showing a certificate
-    signed by the cluster's own CA; None without --tls-ca-file."""
-    if not ca_file:
-        if cert or key:
-            raise UsageError("--tls-cert and --tls-key go with --tls-ca-file")
-        return None
-    for flag_name, path in (("--tls-ca-file", ca_file), ("--tls-cert", cert), ("--tls-key", key)):
-        if not path:
-            raise UsageError(f"{flag_name} is needed for a TLS cluster (see docs/dask.md)")
-        if not os.path.isfile(path):
-            raise UsageError(f"{flag_name}: file not found: {path}")
-    from distributed.security import Security
-
-    return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
-
-
-def connect(address, timeout=CONNECT_TIMEOUT, security=None):
+def connect(address, timeout=CONNECT_TIMEOUT):
     """A distributed.Client for an existing scheduler with at least one worker, where the
     scheduler and every worker can import the project. Anything else is one line, within
-    about `timeout` seconds, instead of a search that waits forever."""
+    about `timeout` seconds, instead of a search that waits forever. A tls:// cluster's
+    certificates come from Dask's own configuration (distributed.comm.tls.*: docs/dask.md)."""
     try:
         from distributed import Client
     except ImportError:
         raise UsageError("--scheduler needs dask[distributed]: pip install 'dask[distributed]'") from None
-    if security is None and str(address).startswith("tls://"):
-        raise UsageError("--scheduler tls://...: give --tls-ca-file, --tls-cert and --tls-key")
     try:
-        client = Client(address, timeout=timeout, security=security)
-    except (OSError, TimeoutError, ValueError) as err:
+        client = Client(address, timeout=timeout)
+    except (OSError, TimeoutError, TypeError, ValueError) as err:
         reason = (str(err).splitlines() or [""])[0][:200]
         raise UsageError(f"--scheduler: cannot reach a Dask scheduler at {address} "
                          f"({err.__class__.__name__}{': ' + reason if reason else ''})") from None
@@ -209,8 +190,8 @@ def check_cluster(client, timeout):
                 run()
             except Exception as err:  # noqa: BLE001 - whatever the cluster raised, it is the answer
                 raise UsageError(f"--scheduler: the Dask {where} cannot import {module!r} "
-                                 f"({err.__class__.__name__}: {err}); start it in the project folder "
-                                 "with PYTHONPATH=$PWD (see docs/dask.md)") from None
+                                 f"({err.__class__.__name__}: {err}); install the project in its "
+                                 "environment: pip install . (see docs/dask.md)") from None
 
 
 def default_threads(n_jobs):

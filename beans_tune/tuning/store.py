@@ -4,13 +4,11 @@ ranked table, resume, the plots and the final model all read it.
 
 Beside it: `histories.jsonl`, each training's per-epoch curves (one JSON line per trial number,
 appended right after its row; --tensorboard and the BN studies read them); `search.json`, the
-manifest that says which search the folder holds (compared exactly on resume); and a lock that
-keeps a second run out of a folder that a run is using.
+manifest that says which search the folder holds (tuning.manifest).
 """
 
 import contextlib
 import csv
-import fcntl
 import hashlib
 import io
 import json
@@ -20,20 +18,15 @@ import shutil
 import socket
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-import outputs
-from common import UsageError
-
+from .. import checkpoint, outputs
+from ..hparams import UsageError
 from .space import coerce, plain
 
 RESULTS, MANIFEST, BEST, MODEL = "results.csv", "search.json", "best.json", "model.keras"
 HISTORIES, BOARD, STATES = "histories.jsonl", "tensorboard", "checkpoints"
-# search.json's "format": 2 since trainings build their own seeded model (public Keras only), whose
-# numbers differ from format 1's; a folder of another format is refused (open_search), not resumed.
-FORMAT = 2
 
 # A trial's status. "diverged" (the loss became NaN) is a result: that configuration does not
 # train. "failed" (an exception) and "timeout" (--trial-timeout) say nothing about the
@@ -207,8 +200,6 @@ class TrialStore:
     def load_state(self, key):
         """The saved state of training `key`, or None (never saved, removed, or unreadable: a
         file cut short or spoilt by hand, which the training then replaces by starting over)."""
-        import checkpoint
-
         try:
             with open(self._state_file(key), "rb") as handle:
                 return checkpoint.State.from_bytes(handle.read())
@@ -334,133 +325,8 @@ def _parse_rows(text, header, names, trained="epochs"):
     return rows
 
 
-# --------------------------------------------------------------------------------------
-# The folder: one run at a time, and the search it holds
-# --------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def claim(folder):
-    """Holds an exclusive lock on `folder` (flock on the folder itself: no lock file to leave
-    behind) while the block runs. A folder that this call created is removed again if the block
-    fails before anything but the folder exists, so bad input leaves nothing half-written."""
-    with outputs.output_folder(folder) as folder:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(f"{folder} is in use by another run; wait for it to finish or choose "
-                                 "another --out") from None
-            yield folder
-        finally:
-            os.close(fd)  # releases the lock
-
-
-def open_search(folder, manifest, overwrite, figures=()):
-    """Returns True when `folder` holds this very search (resume), False for a fresh start.
-
-    A folder holding another search, or results of an unknown one, is refused; --overwrite
-    clears a previous search's files first (its own files only: `figures` names the figures a
-    search writes; nothing else in the folder is touched)."""
-    folder = Path(folder)
-    # the files a search reads back; curves and figures that cannot be written are a warning
-    # (run.draw_figures, store's histories), unless --overwrite is to remove them
-    for name in (MANIFEST, RESULTS, BEST, MODEL, *((HISTORIES, *figures) if overwrite else ())):
-        if (folder / name).exists() and not (folder / name).is_file():
-            raise UsageError(f"{folder / name} is not a file; move it away or choose another --out")
-    if overwrite and ((folder / MANIFEST).exists() or (folder / RESULTS).exists()):
-        for name in (MANIFEST, RESULTS, HISTORIES, BEST, MODEL, *figures):
-            (folder / name).unlink(missing_ok=True)
-        for name in (BOARD, f".{BOARD}-staging", STATES):  # a previous halving's saved states too
-            shutil.rmtree(folder / name, ignore_errors=True)
-    manifest_path, results_path = folder / MANIFEST, folder / RESULTS
-    if not manifest_path.exists() and not results_path.exists():
-        return False
-    try:
-        held_manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        held_manifest = None
-    wanted = json.loads(json.dumps(manifest))
-    if isinstance(held_manifest, dict) and held_manifest.get("format") != wanted["format"]:
-        raise UsageError(f"{folder} holds a search saved by another version of these scripts (format "
-                         f"{held_manifest.get('format', 1)!r}, this one writes {wanted['format']!r}), whose trainings "
-                         "are not this version's; pass --overwrite to run it afresh, or choose another --out")
-    same = held_manifest == wanted
-    if same and not results_path.exists() and (folder / BEST).exists():
-        raise UsageError(f"{folder} holds this search, finished, but its {RESULTS} is gone; pass --overwrite "
-                         "to run the search afresh")
-    if same:
-        return results_path.exists()
-    held = "a different search" if manifest_path.exists() else "results of an unknown search"
-    hint = _halving_hint(held_manifest, manifest)
-    if isinstance(held_manifest, dict) and {**held_manifest, "images": None} == {**wanted, "images": None}:
-        hint = (f": the images in {manifest.get('data')} changed since it ran (classes, files added, removed or "
-                "renamed)")
-    raise UsageError(f"{folder} holds {held} (other method, space, settings or data){hint}; "
-                     "choose another --out or pass --overwrite")
-
-
-def _halving_hint(held, wanted):
-    """What to add when the folder's halving search differs from this one only in restarting its rungs."""
-    if not isinstance(held, dict) or not isinstance(held.get("method"), dict):
-        return ""
-    before, now = held["method"].get("halving"), (wanted.get("method") or {}).get("halving")
-    if not before or not now or {**held, "method": None} != json.loads(json.dumps({**wanted, "method": None})):
-        return ""
-    if list(before) == list(now)[:2] and len(before) == 2:
-        return ": its halving restarted its rungs, add --restart-rungs to resume it"
-    if list(now) == list(before)[:2] and len(now) == 2:
-        return ": its halving continued its rungs, leave out --restart-rungs to resume it"
-    return ""
-
-
-def write_manifest(folder, manifest):
-    outputs.write_json(Path(folder) / MANIFEST, manifest)
-
-
 def latest_by_key(rows):
     """{trial key: row} of typed rows, the last row of each key winning."""
     return {trial_key(r["params"], r["fold"]): r for r in rows}
 
 
-def _count(value, least=0):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def _number_or(value, *also):
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)) or any(value is a for a in also)
-
-
-# what a finished search's reprint reads from best.json (format_best, run.show_finished)
-BEST_FIELDS = {"val_accuracy": _number_or, "test_accuracy": _number_or,
-               "final_val_accuracy": lambda v: _number_or(v, None), "final_epochs": _count,
-               "hparams": lambda v: isinstance(v, dict), "final_status": lambda v: isinstance(v, str),
-               "final_data": lambda v: isinstance(v, str), "validation_images": lambda v: _count(v, 1),
-               "test_images": lambda v: _count(v, 1), "trials": _count, "trainings": _count}
-
-
-def read_best(folder, trial_store=None):
-    """best.json of a finished search, or None. Content that is not a search's summary, or a
-    results.csv that no longer holds every training (fold, repeat) and trial best.json counted
-    (`trial_store`), is one UsageError: the search cannot call itself finished on results it has
-    lost."""
-    path = Path(folder) / BEST
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise UsageError(f"{path} is not readable JSON; pass --overwrite to run the search afresh") from None
-    if not isinstance(summary, dict) or not (
-            all(k in summary and ok(summary[k]) for k, ok in BEST_FIELDS.items())):
-        raise UsageError(f"{path} is not a finished search's summary; pass --overwrite to run the search afresh")
-    if trial_store is not None:
-        rows = trial_store.rows()
-        # trainings: every fold and repeat
-        for what, counted, held in (("trainings", summary["trainings"], len(latest_by_key(rows))),
-                                    ("trials", summary["trials"], len(trials_of(rows)))):
-            if held < counted:
-                raise UsageError(f"{trial_store.path} holds {held} of the {counted} {what} {path.name} counts: "
-                                 "results were lost; pass --overwrite to run the search afresh")
-    return summary

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import cli
-
+from .. import cli
 from . import runner
 from .execution import Execution, Killed
 from .space import plain
@@ -43,7 +42,7 @@ class Evaluator:
     once more. `train` is what trains one job where it runs (tests replace it)."""
 
     store: object                       # tuning.store.TrialStore
-    base: object                        # common.HParams
+    base: object                        # hparams.HParams
     data: runner.Data
     options: runner.TrialOptions = runner.TrialOptions()
     execution: Execution = field(default_factory=Execution)

@@ -9,13 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cli import flag, parse_value
-from common import HPARAM_NAMES, HParams, UsageError, hparam_type
-
-# How each hyperparameter is sampled in random and Bayesian search.
-LOG_SCALE = {"learning_rate", "decay", "epsilon", "units"}  # spans decades: sample its log
-ONE_MINUS_LOG = {"momentum", "beta_1", "beta_2", "bn_momentum"}  # 0.9 vs 0.999: sample log(1 - b)
-POWERS_OF_TWO = {"batch_size"}
+from ..hparams import (
+    HPARAM_NAMES,
+    HParams,
+    UsageError,
+    flag,
+    hparam_type,
+    parse_value,
+    scale,
+)
 
 # What every trial gets unless a flag says otherwise: the BN model (the course project: add BN,
 # then tune it; --batch-norm false tunes the baseline), trained as the accuracy recipe trains,
@@ -42,12 +44,13 @@ DEFAULT_RANGES = {
 }
 
 
-def untuned_training_flags(names=("augment", "schedule", "bn_momentum")):
-    """Flags that hold these hyperparameters at the training scripts' defaults (HParams) in a search,
-    and rank by the best epoch as searches did before --score: for the studies and benches that
-    measure under the training they were written for, whatever the searches' defaults."""
-    values = {name: getattr(HParams(), name) for name in names}
-    return [*(x for name, value in values.items() for x in (flag(name), str(value).lower())), "--score", "best-epoch"]
+@dataclass(frozen=True)
+class Space:
+    """A method's space before the user's flags: {name: spec}, and the names that a file the user
+    gave sets (tune_grid.py --grid), which count as set by the user, as flags do."""
+
+    values: dict
+    given: frozenset = frozenset()
 
 
 def fmt(value):
@@ -85,13 +88,8 @@ class Dim:
 
     @property
     def scale(self):
-        if self.name in LOG_SCALE:
-            return "log"
-        if self.name in ONE_MINUS_LOG:
-            return "1-log"
-        if self.name in POWERS_OF_TWO:
-            return "pow2"
-        return "linear"
+        """How a range is sampled: the field's scale (hparams.SCALES)."""
+        return scale(self.name)
 
     @property
     def is_int(self):
@@ -220,9 +218,9 @@ def parse_dim(name, text, allow_range=True):
         low, high = (parse_value(name, p.strip()) for p in parts)
         if not low < high:
             raise UsageError(f"{flag(name)}: low must be below high, got {text!r}")
-        if name in LOG_SCALE and (low <= 0 or low * high == 0):  # a product that underflows: skopt's own check
+        if scale(name) == "log" and (low <= 0 or low * high == 0):  # a product that underflows: skopt's own check
             raise UsageError(f"{flag(name)}: a log-uniform range needs bounds > 0, got {text!r}")
-        if name in POWERS_OF_TWO and not powers_of_two(low, high):
+        if scale(name) == "pow2" and not powers_of_two(low, high):
             raise UsageError(f"{flag(name)}: no power of two in {text!r}")
         for bound in (low, high):
             _check_value(name, bound)

@@ -7,9 +7,7 @@ model.keras, then best.json last: its presence marks a finished search, whose te
 import dataclasses
 from dataclasses import dataclass
 
-import common
-import outputs
-
+from .. import images, outputs, training
 from .space import fmt, plain
 
 AUTO, TRAIN_AND_VALIDATION = "auto", "train+validation"
@@ -50,7 +48,7 @@ class FinalBudget:
 @dataclass(frozen=True)
 class Final:
     """The final model: the hyperparameters it trained with, the data it trained on, its
-    training (common.TrainResult) and the test split's one reading."""
+    training (training.TrainResult) and the test split's one reading."""
 
     hp: object
     data: str
@@ -74,17 +72,17 @@ def train_final(beans, base, best, final, seed, warn=None, names=None):
         print(chosen + f"retraining on the train and validation splits ({len(beans.train) + len(beans.validation)} "
               f"images) for all {outputs.epoch_count(hp.epochs)}, the last one's weights kept: no split is left to stop "
               f"on or pick an epoch by (the trial had {trial_budget})", flush=True)
-        trained = common.train(hp, common.join_splits(beans.train, beans.validation), None, seed=seed, log=log,
+        trained = training.train(hp, images.join_splits(beans.train, beans.validation), None, seed=seed, log=log,
                                keep_best=False)
     else:
         longer = f"{outputs.epoch_count(hp.epochs)}, patience {hp.patience}"
         print(chosen + "retraining on the train split"
               + (f" for up to {longer} (the trial had {trial_budget})" if longer != trial_budget else ""), flush=True)
-        trained = common.train(hp, beans.train, beans.validation, seed=seed, log=log)
+        trained = training.train(hp, beans.train, beans.validation, seed=seed, log=log)
     if trained.status != "ok" and warn is not None:
         warn(f"the final model's training ended as {trained.status!r} after {outputs.epoch_count(trained.epochs)} "
              "(see final_status in best.json)")
-    return Final(hp, data, trained, common.evaluate(trained.model, beans.test))  # the test split's one reading
+    return Final(hp, data, trained, training.evaluate(trained.model, beans.test))  # the test split's one reading
 
 
 def summary(final, best, search, beans):

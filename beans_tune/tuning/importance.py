@@ -17,25 +17,19 @@ values are correlated (random samples by chance, Bayesian ones by design), one h
 share can borrow from another's. With successive halving, the first rung's trials are read: all
 candidates, at one budget.
 
-    python -m tuning.importance runs/tune_random-...       # the table of a finished search folder
+A finished search prints the table again when its command is run again; experiments/importance.py
+prints it for several folders, pooled.
 """
 
-import argparse
-import dataclasses
-import json
 import math
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-import outputs
-from common import UsageError
-
+from .. import outputs
 from . import store
 from .report import standard_error
-from .space import Dim, fmt, plain
+from .space import fmt, plain
 
 GROUPS = 3  # a range sampled at more values is cut into thirds
 FEW = 10    # below this many trials, the shares are rough
@@ -103,7 +97,7 @@ def effects(trials, dims, images=None, rung=None):
     lowest rung), largest share first; hyperparameters that took one value are left out.
     `images`: how many validation images one score is measured on (its noise)."""
     scored = [t for t in trials if t.status == store.OK and math.isfinite(t.val_accuracy)]
-    scored = [t for t in _first_rung(trials, rung) if t.status == store.OK and math.isfinite(t.val_accuracy)]
+    scored = [t for t in first_rung(trials, rung) if t.status == store.OK and math.isfinite(t.val_accuracy)]
     if len(scored) < 3:
         return []
     scores = np.array([t.val_accuracy for t in scored])
@@ -171,86 +165,15 @@ def format_effects(found, trials_read, images=None, left_out=0):
 def report(trials, dims, images=None, rung=None):
     """format_effects of `trials`: what a search prints after its ranked table."""
     found = effects(trials, dims, images, rung)
-    trials = _first_rung(trials, rung)
+    trials = first_rung(trials, rung)
     read = [t for t in trials if t.status == store.OK and math.isfinite(t.val_accuracy)]
     cv = any(t.kind == "cv" for t in read)  # the noise is the folds', not one split's images
     return format_effects(found, len(read), None if cv else images, left_out=len(trials) - len(read))
 
 
-def dims_of(space):
-    """The searched dimensions from a search.json's "space"."""
-    return [Dim(name, choices=tuple(spec["choices"])) if "choices" in spec else
-            Dim(name, low=spec["low"], high=spec["high"]) for name, spec in space.items()]
-
-
-def read_search(folder):
-    """(trials, dims, validation images, rung) of a search folder; UsageError when unreadable."""
-    try:
-        manifest = json.loads((folder / store.MANIFEST).read_text())
-        held = store.stored(folder / store.RESULTS)
-        best = folder / store.BEST
-        images = json.loads(best.read_text()).get("validation_images") if best.exists() else None
-        dims = dims_of(manifest["space"])
-        found = held.trials()
-        missing = [d.name for d in dims if d.name not in held.names]
-        if missing:
-            raise ValueError(f"{store.RESULTS} has no column for {', '.join(missing)}")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        why = f"{err.__class__.__name__}: {err}" if isinstance(err, (KeyError, TypeError, AttributeError)) else err
-        raise UsageError(f"cannot read a search in {folder}: {why}") from None
-    halving = manifest.get("method", {}).get("halving") if isinstance(manifest.get("method"), dict) else None
-    return found, dims, images, "epochs" if halving else None
-
-
-def centred(searches):
-    """The scored trials of several searches as one set, each search's scores moved by the
-    difference between its mean and the mean of all: searches of one space on other splits
-    pooled, each split's own level taken out, each score's noise kept."""
-    scored = [[t for t in found if t.status == store.OK and math.isfinite(t.val_accuracy)] for found in searches]
-    means = [float(np.mean([t.val_accuracy for t in group])) for group in scored if group]
-    overall = float(np.mean(means)) if means else 0.0
-    return [dataclasses.replace(t, val_accuracy=t.val_accuracy - float(np.mean([u.val_accuracy for u in group])) + overall)
-            for group in scored for t in group]
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tuning.importance",
-                                     description="Which hyperparameters matter in a search folder's trials.")
-    parser.add_argument("folders", nargs="+", type=Path, help="search output folders (results.csv, search.json)")
-    parser.add_argument("--pool", action="store_true",
-                        help="one table over all the folders (the same space, e.g. one command on several "
-                             "resplits), each folder's scores centred on its own mean")
-    args = parser.parse_args(argv)
-    try:
-        if args.pool and len({f.resolve() for f in args.folders}) < len(args.folders):
-            raise UsageError("--pool got a folder twice; each search counts once")
-        searches = [read_search(folder) for folder in args.folders]
-        spaces = [[(d.name, d.spec()) for d in dims] for _, dims, _, _ in searches]
-        if args.pool and any(space != spaces[0] for space in spaces):
-            raise UsageError("--pool takes searches of one space; these folders searched different ones")
-    except UsageError as err:
-        print(f"importance: {err}", file=sys.stderr)
-        return 2
-    if args.pool:
-        trials = centred([_first_rung(found, rung) for found, _, _, rung in searches])
-        images = min((s[2] for s in searches if s[2]), default=None)
-        empty = sum(not any(t.status == store.OK for t in found) for found, _, _, _ in searches)
-        print(f"{len(searches) - empty} searches pooled, each centred on its own mean"
-              + (f" ({empty} with no scored trial left out)" if empty else "") + ":")
-        print(report(trials, searches[0][1], images) or "nothing to say: too few trials")
-        return 0
-    for folder, (found, dims, images, rung) in zip(args.folders, searches):
-        print(f"{folder}:")
-        print(report(found, dims, images, rung) or "nothing to say: too few trials")
-    return 0
-
-
-def _first_rung(trials, rung):
+def first_rung(trials, rung):
     if not rung:
         return trials
     budgets = [t.params[rung] for t in trials]
     return [t for t in trials if t.params[rung] == min(budgets)] if budgets else []
 
-
-if __name__ == "__main__":
-    sys.exit(main())

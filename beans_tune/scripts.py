@@ -1,16 +1,15 @@
-"""The flow that train_baseline.py and train_bn.py share: flags, one model (or the baseline and
-the BN model with --compare), one reading of the test split, outputs and the table.
+"""The five commands' entry points (the top-level scripts and the console scripts call them), and
+the flow the two training commands share: flags, one model (or the baseline and the BN model with
+--compare), one reading of the test split, outputs and the table.
 
-    python train_bn.py --data-dir ../shared/beans --compare
+    python train_bn.py --data-dir ../shared/beans --compare      # or: beans-train-bn ...
 """
 
 import dataclasses
 from pathlib import Path
 
-import cli
-import common
-import outputs
-import tensorboard_log
+from . import cli, images, outputs, tensorboard_log, training
+from .tuning import methods, run
 
 
 def training_parser(prog, description, compare=False):
@@ -40,7 +39,7 @@ def run_training(argv, script, batch_norm):
     compare = getattr(args, "compare", False)
     runs = {"baseline": dataclasses.replace(hp, batch_norm=False), "bn": hp} if compare else {
         "bn" if batch_norm else "baseline": hp}
-    beans = common.Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
+    beans = images.Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
     out = Path(args.out) if args.out else cli.default_out(script)
     with outputs.output_folder(out):  # refused now, not after the training it would lose
         train_and_report(args, script, hp, runs, beans, out, compare)
@@ -57,12 +56,12 @@ def train_and_report(args, script, hp, runs, beans, out, compare):
     results = {}
     for name, run_hp in runs.items():
         print(f"\n[{name}] training (batch_norm={run_hp.batch_norm})", flush=True)
-        results[name] = common.train(run_hp, train_split, val_split, seed=args.seed,
+        results[name] = training.train(run_hp, train_split, val_split, seed=args.seed,
                                      log=lambda line: print(line, flush=True))
     test = beans.test  # read once, after all training, by the final models
     rows = []
     for name, result in results.items():
-        result.test_accuracy = common.evaluate(result.model, test)
+        result.test_accuracy = training.evaluate(result.model, test)
         folder = out / name if compare else out
         outputs.write_json(folder / "metrics.json", {
             "script": script, "model": name, "hparams": runs[name].to_dict(),
@@ -83,5 +82,34 @@ def train_and_report(args, script, hp, runs, beans, out, compare):
     print()
     print(outputs.format_table(["model", "val_accuracy ± se", "test_accuracy ± se", "epochs", "train_s"], rows))
     print(f"(± one standard error over the {len(val_split)} validation and {len(test)} test images; a seed moves a "
-          "training too: bench/seeds.py, bench/resplit.py)")
+          "training too: experiments/seeds.py, experiments/resplit.py)")
     print(f"\nwrote {out}/")
+
+
+def train_baseline(argv=None):
+    """train_baseline.py: the CNN without BatchNormalization."""
+    return cli.run_cli(lambda a: run_training(a, "train_baseline", batch_norm=False), argv, "train_baseline.py")
+
+
+def train_bn(argv=None):
+    """train_bn.py: the CNN with BatchNormalization; --compare trains the baseline beside it."""
+    return cli.run_cli(lambda a: run_training(a, "train_bn", batch_norm=True), argv, "train_bn.py")
+
+
+def tune_grid(argv=None):
+    """tune_grid.py: grid search."""
+    return tune(methods.Grid(), argv)
+
+
+def tune_random(argv=None):
+    """tune_random.py: random search."""
+    return tune(methods.Random(), argv)
+
+
+def tune_bayes(argv=None):
+    """tune_bayes.py: Bayesian optimization."""
+    return tune(methods.Bayes(), argv)
+
+
+def tune(method, argv):
+    return cli.run_cli(lambda a: run.run(a, method), argv, f"{method.script}.py")
