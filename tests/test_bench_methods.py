@@ -1,19 +1,31 @@
-"""bench/methods.py: every method gets the same epoch budget over the same space, the curves and
-the table come from each search's results.csv, and an interrupted bench resumes. Trainings are
-instant (the `scored` fixture), so this checks the bench's bookkeeping, not its figures."""
+"""experiments/methods.py: every method gets the same epoch budget over the same space, the curves
+and the table come from each search's results.csv, and an interrupted bench resumes. Trainings
+are instant (the `scored` fixture), so this checks the bench's bookkeeping, not its figures.
+experiments/seeds.py: a command over seeds, resumed."""
 
 import csv
 import importlib.util
 import json
 import math
+import sys
 
 import pytest
 
 from conftest import ROOT
 
-spec = importlib.util.spec_from_file_location("bench_methods", ROOT / "bench" / "methods.py")
-methods = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(methods)
+
+def load(name):
+    """experiments/<name>.py, loaded from its file; registered under its name, as methods.py's
+    `import shared` finds experiments/shared.py when it runs as a script."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+load("shared")
+methods = load("methods")
 
 
 def test_halving_gets_the_most_candidates_its_budget_pays_for():
@@ -79,9 +91,7 @@ def test_every_method_spends_the_same_budget_and_a_rerun_trains_nothing(data_dir
     assert (out / "methods.txt").read_text() == table
 
 
-seeds_spec = importlib.util.spec_from_file_location("bench_seeds", ROOT / "bench" / "seeds.py")
-seeds = importlib.util.module_from_spec(seeds_spec)
-seeds_spec.loader.exec_module(seeds)
+seeds = load("seeds")
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "5"], ["--methods", "grid,annealing"], ["--data-dir", "nowhere"],
@@ -135,30 +145,23 @@ def test_seeds_refuses_what_it_cannot_run(tmp_path, command):
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.slow
-def test_with_two_jobs_each_search_runs_in_a_fresh_process_of_its_own(data_dir, tmp_path, monkeypatch):
+def test_with_two_jobs_each_search_is_its_script_run_as_a_program_with_half_the_cores(tmp_path):
+    """--jobs N runs each search as `python <script>.py FLAGS --threads-per-trial T` in a fresh
+    process, T the cores shared out between the N searches; the flags are the script's own
+    (parsed here as the script parses them; nothing runs)."""
+    import argparse
     import os
 
-    # the subprocesses' trials are instant too (the scored fixture's training, installed at start-up
-    # by a sitecustomize): this checks where searches run, not what they find
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        f"import sys\nsys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
-        "import common, conftest\ncommon.train = conftest.instant_train(common, [])\n")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in [str(site), os.environ.get("PYTHONPATH")] if p))
-    out = tmp_path / "bench"
-    methods.main(["--data-dir", str(data_dir), "--image-size", "8", "--seeds", "2", "--epochs", "1",
-                  "--methods", "random", "--jobs", "2", "--out", str(out)])
-    workers = []
-    for seed in (0, 1):
-        with open(out / f"random-seed{seed}" / "results.csv") as handle:
-            rows = list(csv.DictReader(handle))
-        assert len(rows) == methods.TRIALS and all(r["status"] == "ok" for r in rows)
-        assert all(float(r["val_accuracy"]) == pytest.approx(int(r["layers"]) / 10 + int(r["units"]) / 1000 + 1e-4)
-                   for r in rows), "the subprocesses' trials were the instant ones"
-        workers.append({r["worker"].split(":")[-1] for r in rows})
-        threads = max(1, (os.cpu_count() or 1) // 2)  # the cores shared out between the two searches
-        assert f"({threads} threads each)" in (out / f"random-seed{seed}.log").read_text()
-    assert all(len(w) == 1 for w in workers) and workers[0] != workers[1]
-    assert str(os.getpid()) not in workers[0] | workers[1]
+    from beans_tune.tuning import methods as searches
+    from beans_tune.tuning.run import prepare
+
+    args = argparse.Namespace(image_size=8, epochs=9, data_dir=None)
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    for method, kind in [("grid", searches.Grid), ("random", searches.Random), ("bayes", searches.Bayes),
+                         ("halving", searches.Random), ("halving-restart", searches.Random)]:
+        script, argv = methods.method_argv(method, args, 1, tmp_path / method)
+        command = methods.search_command(script, argv, jobs=2)
+        assert command[:2] == [sys.executable, str(ROOT / f"{script}.py")] and (ROOT / f"{script}.py").is_file()
+        assert command[-2:] == ["--threads-per-trial", str(threads)]
+        setup = prepare(command[2:], kind())
+        assert (setup.settings.threads_per_trial, setup.args.seed, setup.out) == (threads, 1, tmp_path / method)

@@ -1,11 +1,11 @@
-"""bench/glance.py: the README's results figure reads bench/resplit.py's CSVs, merges them by
+"""experiments/glance.py: the README's results figure reads experiments/resplit.py's CSVs, merges them by
 resplit, keeps the canonical split out of the medians and refuses two readings of one resplit."""
 
 import importlib.util
 
 from conftest import ROOT
 
-spec = importlib.util.spec_from_file_location("bench_glance", ROOT / "bench" / "glance.py")
+spec = importlib.util.spec_from_file_location("glance", ROOT / "experiments" / "glance.py")
 glance = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(glance)
 

@@ -1,14 +1,23 @@
 """Which hyperparameters matter (tuning.importance): shares of the scores' spread, read against
-chance and noise, and printed after a search's ranked table."""
+chance and noise, and printed after a search's ranked table; experiments/importance.py reads it
+from search folders."""
+
+import importlib.util
 
 import numpy as np
 import pytest
 
 import tune_grid
 import tune_random
-from tuning import importance
-from tuning.space import Dim
-from tuning.store import OK, Trial
+from beans_tune.tuning import importance
+from beans_tune.tuning.space import Dim
+from beans_tune.tuning.store import Trial
+from conftest import ROOT
+
+# the folder command (experiments/importance.py), loaded from its file
+spec = importlib.util.spec_from_file_location("importance_folders", ROOT / "experiments" / "importance.py")
+folders = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(folders)
 
 LR = Dim("learning_rate", low=1e-4, high=1e-1)
 LAYERS = Dim("layers", choices=(2, 3, 4))
@@ -113,10 +122,10 @@ def test_a_search_prints_the_table_after_its_ranking(data_dir, tmp_path, capsys,
     assert "holds this search, finished" in again and after.splitlines()[3] in again
 
     # the folder command prints the same table for a finished search, and refuses a folder without one
-    assert importance.main([str(out)]) == 0
+    assert folders.main([str(out)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0] == f"{out}:" and table[4] == after.splitlines()[3]
-    assert importance.main([str(tmp_path / "nothing")]) == 2
+    assert folders.main([str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("importance: cannot read a search in") and len(err.strip().splitlines()) == 1
 
@@ -147,19 +156,19 @@ def test_pooling_takes_out_each_searchs_level(data_dir, tmp_path, capsys, scored
                           for r in rows[1:]]
     (tmp_path / "b" / "results.csv").write_text("\n".join(lifted) + "\n")
     capsys.readouterr()
-    assert importance.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert folders.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "2 searches pooled, each centred on its own mean:"
     assert "(12 trials" in printed[1] and printed[4].split()[:4] == ["layers", "3", "values", "0.95"]
     # without centring the 0.3 between the searches would swamp every share
-    found = importance.effects(importance.read_search(tmp_path / "a")[0] + importance.read_search(tmp_path / "b")[0],
-                               importance.read_search(tmp_path / "a")[1])
+    found = importance.effects(folders.read_search(tmp_path / "a")[0] + folders.read_search(tmp_path / "b")[0],
+                               folders.read_search(tmp_path / "a")[1])
     assert found[0].share < 0.5
 
     manifest = json.loads((tmp_path / "b" / "search.json").read_text())
     manifest["space"]["layers"] = {"choices": [1, 2]}
     (tmp_path / "b" / "search.json").write_text(json.dumps(manifest))
-    assert importance.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert folders.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "searched different ones" in capsys.readouterr().err
 
 
@@ -200,14 +209,14 @@ def test_malformed_folders_end_in_one_line(data_dir, tmp_path, capsys, scored):
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2,3", "--units", "4",
                            "--learning-rate", "0.001", "--batch-size", "16", "--image-size", "8", "--epochs", "1"]) == 0
     capsys.readouterr()
-    assert importance.main(["--pool", str(out), str(out)]) == 2
+    assert folders.main(["--pool", str(out), str(out)]) == 2
     assert "a folder twice" in capsys.readouterr().err
     good = (out / "search.json").read_text()
     for name, text in (("search.json", "[1, 2]"), ("search.json", good.replace('"layers"', '"units_x"')),
                        ("best.json", "[]")):
         original = (out / name).read_text()
         (out / name).write_text(text)
-        assert importance.main([str(out)]) == 2
+        assert folders.main([str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("importance: cannot read a search in"), err
         (out / name).write_text(original)

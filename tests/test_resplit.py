@@ -1,26 +1,23 @@
-"""bench/resplit.py and bench/selection.py: resplits keep the canonical sizes and class balance,
-are the same for the same number, are links; runs resume, pair up, and refuse bad input before
-anything trains; the selection bench picks by each score as a search would."""
+"""experiments/resplit.py: resplits keep the canonical sizes and class balance, are the same for
+the same number, are links; runs resume, pair up, and refuse bad input before anything trains."""
 
 import csv
 import importlib.util
 import json
-import math
+import signal
+import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
+from beans_tune.hparams import UsageError
 from conftest import ROOT, make_image_folder
 
-sys.path.insert(0, str(ROOT / "bench"))
-spec = importlib.util.spec_from_file_location("bench_resplit", ROOT / "bench" / "resplit.py")
+RESPLIT = ROOT / "experiments" / "resplit.py"
+spec = importlib.util.spec_from_file_location("resplit", RESPLIT)
 resplit = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(resplit)
-spec = importlib.util.spec_from_file_location("bench_selection", ROOT / "bench" / "selection.py")
-selection = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(selection)
 
 TINY = ["--image-size", "8", "--epochs", "1", "--units", "4", "--layers", "1"]
 
@@ -68,12 +65,13 @@ def test_a_resplit_is_the_same_in_another_process(uneven, hash_seed):
     # what a resplit holds must not follow anything that differs between processes (Python's
     # hash() of a string does, with PYTHONHASHSEED): a resumed bench would mix two splits
     import os
-    import subprocess
 
     here = json.dumps(resplit.resplit(resplit.labelled_images(uneven), 2), default=str)
-    code = ("import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
-            "import resplit; print(json.dumps(resplit.resplit(resplit.labelled_images(Path(sys.argv[2])), 2), default=str))")
-    there = subprocess.run([sys.executable, "-c", code, str(ROOT / "bench"), str(uneven)], capture_output=True,
+    code = ("import importlib.util, json, sys; from pathlib import Path; "
+            "spec = importlib.util.spec_from_file_location('resplit', sys.argv[1]); "
+            "resplit = importlib.util.module_from_spec(spec); spec.loader.exec_module(resplit); "
+            "print(json.dumps(resplit.resplit(resplit.labelled_images(Path(sys.argv[2])), 2), default=str))")
+    there = subprocess.run([sys.executable, "-c", code, str(RESPLIT), str(uneven)], capture_output=True,
                            text=True, check=True, env={**os.environ, "PYTHONHASHSEED": hash_seed}, cwd=ROOT).stdout
     assert json.loads(there) == json.loads(here)
 
@@ -88,7 +86,7 @@ def test_resplit_folders_are_links_made_once(uneven, tmp_path):
     stamp = (folder / resplit.LISTING).stat().st_mtime_ns
     resplit.make_resplit(folder, images, 1, uneven)
     assert (folder / resplit.LISTING).stat().st_mtime_ns == stamp, "made once"
-    with pytest.raises(resplit.common.UsageError, match="other images"):
+    with pytest.raises(UsageError, match="other images"):
         resplit.make_resplit(folder, images, 2, uneven)
 
 
@@ -102,7 +100,7 @@ def test_a_resplit_folder_missing_an_image_is_refused_and_two_benches_make_one_f
     assert made == [folder] * 4
     assert len([p for p in folder.rglob("*") if p.is_symlink()]) == sum(len(m) for m in images.values())
     next(p for p in folder.rglob("*") if p.is_symlink()).unlink()
-    with pytest.raises(resplit.common.UsageError, match="lacks"):
+    with pytest.raises(UsageError, match="lacks"):
         resplit.make_resplit(folder, images, 1, uneven)
 
 
@@ -151,15 +149,14 @@ def test_an_interrupted_run_keeps_its_wall_time(data_dir, tmp_path, monkeypatch,
     assert "run the same command again to resume" in capsys.readouterr().err
 
 
-def test_the_run_hears_ctrl_c_even_where_the_bench_ignores_it(tmp_path, monkeypatch):
+def test_the_run_hears_ctrl_c_even_where_the_bench_ignores_it(tmp_path):
     (tmp_path / "probe.py").write_text("import signal, sys\n"
                                        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
-    monkeypatch.setattr(resplit, "ROOT", tmp_path)
-    previous = resplit.signal.signal(resplit.signal.SIGINT, resplit.signal.SIG_IGN)  # as under `nohup ... &`
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under `nohup ... &`
     try:
-        code, _ = resplit.run_one("probe", [], tmp_path, 1, tmp_path / "out", tmp_path / "log")
+        code, _ = resplit.run_one(tmp_path / "probe.py", [], tmp_path, 1, tmp_path / "out", tmp_path / "log")
     finally:
-        resplit.signal.signal(resplit.signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous)
     assert code == 0 and (tmp_path / "log").read_text().splitlines()[-1] == "True"
 
 
@@ -182,7 +179,7 @@ class Child:
         self.events.append(("kill", None))
 
 
-TIMEOUT = resplit.subprocess.TimeoutExpired("run", 5)
+TIMEOUT = subprocess.TimeoutExpired("run", 5)
 
 
 @pytest.mark.parametrize("interrupts, signalled, killed", [
@@ -193,12 +190,11 @@ TIMEOUT = resplit.subprocess.TimeoutExpired("run", 5)
     # the same second Ctrl-C after the bench sent its own
     ([KeyboardInterrupt, TIMEOUT, KeyboardInterrupt], True, True),
 ])
-def test_ctrl_c_lets_the_run_save_and_a_second_one_kills_it(tmp_path, monkeypatch, interrupts, signalled, killed):
+def test_ctrl_c_lets_the_run_save_and_a_second_one_kills_it(interrupts, signalled, killed):
     child = Child(interrupts)
-    monkeypatch.setattr(resplit.subprocess, "Popen", lambda *a, **k: child)
     with pytest.raises(KeyboardInterrupt):
-        resplit.run_one("train_bn", [], tmp_path, 1, tmp_path / "out", tmp_path / "log")
-    assert (("signal", resplit.signal.SIGINT) in child.events) == signalled
+        resplit.wait_for(child)
+    assert (("signal", signal.SIGINT) in child.events) == signalled
     assert (("kill", None) in child.events) == killed
     assert child.events[-1] == (("wait", None) if killed else ("wait", 120))  # it has stopped
 
@@ -275,85 +271,3 @@ def test_the_sign_test_and_the_interval_of_paired_differences():
     assert "median +0.0200, range [+0.0100, +0.0300]" in line and "75% confidence" in line
     assert "3 untied pairs can give no less than 0.250" in line
     assert "2 untied pairs can give no less than 0.500" in resplit.paired_line([0.02, 0.0, 0.03])  # a tie counts not
-
-
-# --------------------------------------------------------------------------------------
-# bench/selection.py
-# --------------------------------------------------------------------------------------
-
-
-def history(val_accuracy, val_loss=None):
-    return {"val_accuracy": list(val_accuracy), "val_loss": list(val_loss or [1 - v for v in val_accuracy])}
-
-
-def records_for(histories, tests):
-    """One resplit, configurations x seeds."""
-    return [{"resplit": 1, "config": c, "fold": "validation", "seed": s, "history": histories[c][s],
-             "test_accuracy": tests[c][s]} for c in range(len(histories)) for s in range(len(histories[c]))]
-
-
-def test_each_score_picks_what_it_ranks_first_and_is_read_against_the_oracle():
-    # config 0 peaks once (a lucky epoch) and tests badly; config 1 is steady and tests well
-    lucky = history([0.5, 0.95, 0.6, 0.6, 0.6, 0.6, 0.6])
-    steady = history([0.5, 0.8, 0.85, 0.85, 0.86, 0.85, 0.86])
-    records = records_for([[lucky, lucky], [steady, steady]], [[0.6, 0.62], [0.85, 0.9]])
-    events, truth = selection.evaluate_picks(records, [{}, {}], [0, 1], cv=None)
-    assert [e[2] for e in events["best epoch"]] == [0, 0]
-    assert [e[2] for e in events["last 5"]] == [1, 1]
-    assert [e[2] for e in events["last epoch"]] == [1, 1]
-    assert events["oracle"][0][2] == 1 and events["oracle"][0][4] == pytest.approx(0.875)
-    assert events["any"][0][4] == pytest.approx((0.61 + 0.875) / 2)
-    same, other = events["last 5"][0][3], events["last 5"][0][4]
-    assert (same, other) == (0.85, 0.9), "the winning trial's seed, and the other seed"
-    assert [e[2] for e in events["2 seeds, last 5"]] == [1]
-    text = selection.table(events, truth, [0, 1], None)
-    assert "best epoch" in text and "lost vs oracle" in text
-
-
-def test_a_tie_goes_to_the_first_configuration_and_nan_never_wins():
-    assert selection.pick([0.9, 0.9, 0.8]) == 0
-    assert selection.pick([math.nan, 0.5]) == 1
-    assert selection.pick([math.nan, math.nan]) is None
-
-
-def test_a_resplit_where_no_configuration_scores_makes_no_pick():
-    dead = history([math.nan] * 6)
-    records = records_for([[dead, dead], [dead, dead]], [[0.3, 0.3], [0.3, 0.3]])
-    events, _ = selection.evaluate_picks(records, [{}, {}], [0, 1], cv=None)
-    assert "best epoch" not in events and events["any"][0][4] == pytest.approx(0.3)
-
-
-def test_the_loss_scores_prefer_a_lower_loss():
-    low, high = history([0.8] * 6, [0.2] * 6), history([0.8] * 6, [0.9] * 6)
-    assert selection.SCORES["min loss"](low) > selection.SCORES["min loss"](high)
-    assert selection.SCORES["last 5 loss"](low) > selection.SCORES["last 5 loss"](high)
-
-
-def test_configurations_are_drawn_from_the_random_searchs_ranges_on_its_scales():
-    configs = selection.configurations(200, seed=0)
-    assert configs == selection.configurations(200, seed=0)
-    rates = np.log10([c["learning_rate"] for c in configs])
-    assert 3e-4 <= 10 ** rates.min() and 10 ** rates.max() <= 1e-2
-    assert abs(np.median(rates) - np.log10(np.sqrt(3e-4 * 1e-2))) < 0.15, "log-uniform"
-    assert {c["batch_size"] for c in configs} == {16, 32, 64}
-    assert {c["layers"] for c in configs} == {2, 3, 4}
-
-
-@pytest.mark.slow
-def test_the_selection_bench_trains_every_configuration_seed_and_fold_once(data_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(selection, "TRIAL_DEFAULTS", {**selection.TRIAL_DEFAULTS, "augment": False})  # faster
-    out = tmp_path / "sel"
-    argv = ["--data-dir", str(data_dir), "--resplits", "1", "--configs", "2", "--seeds", "2", "--cv", "2",
-            "--epochs", "1", "--image-size", "8", "--out", str(out)]
-    assert selection.main(argv) == 0
-    records = [json.loads(line) for line in (out / "trainings.jsonl").read_text().splitlines()]
-    assert sorted((r["config"], r["fold"], r["seed"]) for r in records) == sorted(
-        [(c, "validation", s) for c in (0, 1) for s in (0, 1)] + [(c, f"cv{f}", 0) for c in (0, 1) for f in (1, 2)])
-    assert all(r["resplit"] == 1 for r in records), "never the canonical split"
-    assert all(len(r["history"]["val_accuracy"]) == 1 for r in records)
-    assert "2-fold" in (out / "selection.txt").read_text()
-    capsys.readouterr()
-    assert selection.main(argv) == 0
-    assert len((out / "trainings.jsonl").read_text().splitlines()) == len(records), "a rerun trains nothing"
-    assert selection.main([*argv[:-2], "--first", "0", "--out", str(out)]) == 2
-    assert "--first" in capsys.readouterr().err

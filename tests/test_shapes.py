@@ -1,15 +1,16 @@
-"""bench/shapes.py: the generated folder the docs use to try one's own data."""
+"""experiments/shapes.py: the generated folder the docs use to try one's own data."""
 
-import sys
-from pathlib import Path
+import importlib.util
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from conftest import ROOT
 
-import shapes  # noqa: E402
+spec = importlib.util.spec_from_file_location("shapes", ROOT / "experiments" / "shapes.py")
+shapes = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(shapes)
 
 
 def test_k_classes_in_train_only_each_its_own_hue(tmp_path):

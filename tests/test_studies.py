@@ -1,18 +1,32 @@
-"""studies/: the BN study's bookkeeping on instant trainings with known curves (its figures on
-the real data are measured by running it, not here)."""
+"""experiments/bn_*.py: the BN study's bookkeeping on instant trainings with known curves (its
+figures on the real data are measured by running it, not here)."""
 
 import importlib.util
 import json
+import sys
 
 import pytest
 
-import common
+import beans_tune.cnn
+import beans_tune.hparams
+import beans_tune.images
+import beans_tune.training
+from beans_tune.tuning.outfolder import LOCK
 from conftest import ROOT, is_trial
-from studies import shared
 
-spec = importlib.util.spec_from_file_location("bn_learning_rate", ROOT / "studies" / "bn_learning_rate.py")
-study = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(study)
+
+def load(name):
+    """experiments/<name>.py, loaded from its file; registered under its name, as the studies'
+    `import shared` finds experiments/shared.py when a study runs as a script."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+shared = load("shared")
+study = load("bn_learning_rate")
 
 
 def test_the_widest_interval_is_the_longest_run_of_rates_reaching_the_threshold():
@@ -26,21 +40,22 @@ def test_the_widest_interval_is_the_longest_run_of_rates_reaching_the_threshold(
 def known_curves(monkeypatch):
     """Instant trainings: BN reaches 0.9 at epoch 2 for rates up to 0.1; the baseline reaches
     0.9 at epoch 3 at 1e-3 only and diverges at 1; seed 1 scores 0.02 lower everywhere."""
-    real = common.train
+    real = beans_tune.training.train
 
     def train(hp, *args, seed=0, **kwargs):
         if not is_trial(kwargs):  # the grid search's final model
             return real(hp.__class__(**{**hp.to_dict(), "epochs": 1}), *args, seed=seed, **kwargs)
         if not hp.batch_norm and hp.learning_rate >= 1:
-            return common.TrainResult(None, {"val_accuracy": [0.3], "loss": [float("nan")]}, float("nan"), 1, 0.0,
-                                      status="nan")
+            return beans_tune.training.TrainResult(None, {"val_accuracy": [0.3], "loss": [float("nan")]},
+                                                   float("nan"), 1, 0.0, status="nan")
         good = hp.learning_rate <= 0.1 if hp.batch_norm else hp.learning_rate == 1e-3
         top = (0.9 if good else 0.5) - seed * 0.02
         reach = 2 if hp.batch_norm else 3
         curve = [0.4 + (top - 0.4) * min(epoch, reach) / reach for epoch in range(1, hp.epochs + 1)]
-        return common.TrainResult(None, {"val_accuracy": curve, "loss": [1.0] * hp.epochs}, max(curve), hp.epochs, 0.0)
+        return beans_tune.training.TrainResult(None, {"val_accuracy": curve, "loss": [1.0] * hp.epochs}, max(curve),
+                                               hp.epochs, 0.0)
 
-    monkeypatch.setattr(common, "train", train)
+    monkeypatch.setattr(beans_tune.training, "train", train)
 
 
 def test_the_learning_rate_study_reports_intervals_and_epochs_to_the_threshold(data_dir, tmp_path, known_curves,
@@ -62,17 +77,15 @@ def test_the_learning_rate_study_reports_intervals_and_epochs_to_the_threshold(d
     assert (out / "convergence.png").stat().st_size > 0 and (out / "grid" / "val_accuracy.png").exists()
 
 
-inference_spec = importlib.util.spec_from_file_location("bn_inference", ROOT / "studies" / "bn_inference.py")
-inference = importlib.util.module_from_spec(inference_spec)
-inference_spec.loader.exec_module(inference)
+inference = load("bn_inference")
 
 
 def test_batch_statistics_leave_the_moving_averages_as_they_were(data_dir):
     import numpy as np
 
-    beans = common.Beans(data_dir, image_size=8)
-    hp = common.HParams(batch_norm=True, layers=1, units=4, epochs=1, batch_size=4)
-    model = common.train(hp, beans.train, beans.validation, log=None).model
+    beans = beans_tune.images.Beans(data_dir, image_size=8)
+    hp = beans_tune.hparams.HParams(batch_norm=True, layers=1, units=4, epochs=1, batch_size=4)
+    model = beans_tune.training.train(hp, beans.train, beans.validation, log=None).model
     before = [w.copy() for w in model.get_weights()]
     accuracy = inference.batch_stat_accuracy(model, beans.validation, 3, seed=0)
     assert 0 <= accuracy <= 1
@@ -83,8 +96,8 @@ def test_moving_averages_equal_to_the_data_statistics_have_no_error(data_dir):
     import keras
     import numpy as np
 
-    beans = common.Beans(data_dir, image_size=8)
-    model = common.build_model(common.HParams(batch_norm=True, layers=2, units=4), image_size=8)
+    beans = beans_tune.images.Beans(data_dir, image_size=8)
+    model = beans_tune.cnn.build_model(beans_tune.hparams.HParams(batch_norm=True, layers=2, units=4), image_size=8)
     assert inference.moving_average_error(model, beans.train)[0] > 0.01  # fresh: moving mean 0, variance 1
     for layer in [x for x in model.layers if isinstance(x, keras.layers.BatchNormalization)]:  # in order
         values = keras.Model(model.inputs, layer.input).predict(beans.train.x, verbose=0)
@@ -96,13 +109,11 @@ def test_moving_averages_equal_to_the_data_statistics_have_no_error(data_dir):
     assert np.isfinite(mean_error)
 
 
-batch_spec = importlib.util.spec_from_file_location("bn_batch_size", ROOT / "studies" / "bn_batch_size.py")
-batch_study = importlib.util.module_from_spec(batch_spec)
-batch_spec.loader.exec_module(batch_study)
+batch_study = load("bn_batch_size")
 
 
 def test_the_gap_is_read_at_the_epoch_of_best_validation_accuracy(data_dir, tmp_path, monkeypatch, capsys):
-    real = common.train
+    real = beans_tune.training.train
 
     def train(hp, *args, seed=0, **kwargs):  # BN's gap grows with the batch; the baseline's is 0.2
         if not is_trial(kwargs):
@@ -110,9 +121,9 @@ def test_the_gap_is_read_at_the_epoch_of_best_validation_accuracy(data_dir, tmp_
         val = [0.5, 0.8, 0.7]  # best at epoch 2
         gap = hp.batch_size / 100 if hp.batch_norm else 0.2
         train_acc = [0.6, 0.8 + gap + seed / 100, 0.99]
-        return common.TrainResult(None, {"val_accuracy": val, "accuracy": train_acc}, 0.8, 3, 0.0)
+        return beans_tune.training.TrainResult(None, {"val_accuracy": val, "accuracy": train_acc}, 0.8, 3, 0.0)
 
-    monkeypatch.setattr(common, "train", train)
+    monkeypatch.setattr(beans_tune.training, "train", train)
     out = tmp_path / "study"
     assert batch_study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "3", "--seeds", "2",
                              "--batch-sizes", "4,16", "--out", str(out)]) == 0
@@ -125,16 +136,14 @@ def test_the_gap_is_read_at_the_epoch_of_best_validation_accuracy(data_dir, tmp_
     assert (out / "gap.png").stat().st_size > 0
 
 
-landscape_spec = importlib.util.spec_from_file_location("bn_landscape", ROOT / "studies" / "bn_landscape.py")
-landscape = importlib.util.module_from_spec(landscape_spec)
-landscape_spec.loader.exec_module(landscape)
+landscape = load("bn_landscape")
 
 
 def test_stepping_along_the_gradient_puts_the_weights_back_and_measures_the_loss_range(data_dir):
     import numpy as np
 
-    beans = common.Beans(data_dir, image_size=8)
-    model = common.build_model(common.HParams(batch_norm=True, layers=1, units=4), image_size=8)
+    beans = beans_tune.images.Beans(data_dir, image_size=8)
+    model = beans_tune.cnn.build_model(beans_tune.hparams.HParams(batch_norm=True, layers=1, units=4), image_size=8)
     before = [w.copy() for w in model.get_weights()]
     x, y = beans.train.x[:6], beans.train.y[:6]
     spread, change = landscape.probe(model, x, y, (0.01, 1.0))
@@ -188,7 +197,8 @@ def test_a_folder_holding_another_study_is_refused(name, data_dir, tmp_path, cap
     before = (tmp_path / "out" / "records.jsonl").read_text()
     code, err = one_line_refusal(STUDIES[name], ["--data-dir", str(data_dir), "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and f"holds the study '{other}', not '{name}'" in err
-    assert (tmp_path / "out" / "records.jsonl").read_text() == before and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["records.jsonl"]
+    assert (tmp_path / "out" / "records.jsonl").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != LOCK) == ["records.jsonl"]
 
 
 def test_a_cell_is_the_median_and_range_of_what_was_measured():
@@ -238,7 +248,7 @@ def test_the_inference_study_resumes_and_refuses_other_settings(data_dir, tmp_pa
 
 def test_a_folder_with_only_the_header_takes_other_settings_and_a_locked_or_foreign_file_is_refused(
         data_dir, tmp_path, monkeypatch, capsys):
-    from tuning.store import claim
+    from beans_tune.tuning.outfolder import claim
 
     monkeypatch.setattr(inference, "measure", lambda beans, momentum, seed, epochs, batch_sizes: {
         "momentum": momentum, "seed": seed, "moving": 0.5, "best_moving": 0.6, "swing": None,
@@ -258,15 +268,15 @@ def test_a_folder_with_only_the_header_takes_other_settings_and_a_locked_or_fore
         assert code == 2 and err.endswith(f"{out / 'records.jsonl'} is not a study's records file; use another --out")
 
 
-def test_a_failed_training_is_left_out_of_the_means_and_said(data_dir, tmp_path, known_curves, capsys):
-    instant = common.train
+def test_a_failed_training_is_left_out_of_the_means_and_said(data_dir, tmp_path, known_curves, monkeypatch, capsys):
+    instant = beans_tune.training.train
 
     def train(hp, *args, seed=0, **kwargs):
         if hp.batch_norm and hp.learning_rate == 1e-3 and seed == 1 and is_trial(kwargs):
             raise RuntimeError("out of memory")
         return instant(hp, *args, seed=seed, **kwargs)
 
-    common.train = train  # known_curves' monkeypatch puts the real one back
+    monkeypatch.setattr(beans_tune.training, "train", train)
     out = tmp_path / "study"
     assert study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "4", "--seeds", "2",
                        "--rates", "1e-3,1e-2", "--out", str(out)]) == 0
@@ -300,15 +310,15 @@ def test_the_landscape_study_resumes_and_reads_each_epoch_and_column(data_dir, t
     assert rows["2"][:3] == ["20.500", "[20.000,", "21.000]"] and rows["2"][9:] == ["200.500", "[200.000,", "201.000]"]
 
 
-def test_a_model_whose_every_training_failed_has_no_result(data_dir, tmp_path, known_curves, capsys):
-    instant = common.train
+def test_a_model_whose_every_training_failed_has_no_result(data_dir, tmp_path, known_curves, monkeypatch, capsys):
+    instant = beans_tune.training.train
 
     def train(hp, *args, seed=0, **kwargs):
         if hp.batch_norm and is_trial(kwargs):
             raise RuntimeError("out of memory")
         return instant(hp, *args, seed=seed, **kwargs)
 
-    common.train = train
+    monkeypatch.setattr(beans_tune.training, "train", train)
     assert study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "4", "--seeds", "1",
                        "--rates", "1e-3,1e-2", "--out", str(tmp_path / "study")]) == 0
     printed = capsys.readouterr().out
@@ -319,17 +329,17 @@ def test_a_model_whose_every_training_failed_has_no_result(data_dir, tmp_path, k
 @pytest.mark.slow
 def test_the_batch_study_names_what_it_left_out_and_a_refused_grid_leaves_no_records(data_dir, tmp_path, monkeypatch,
                                                                                      capsys):
-    real = common.train
+    real = beans_tune.training.train
 
     def train(hp, *args, seed=0, **kwargs):
         if not is_trial(kwargs):
             return real(hp.__class__(**{**hp.to_dict(), "epochs": 1}), *args, seed=seed, **kwargs)
         if hp.batch_norm and hp.batch_size == 16:
-            return common.TrainResult(None, {"val_accuracy": [0.3], "loss": [float("nan")]}, float("nan"), 1, 0.0,
-                                      status="nan")
-        return common.TrainResult(None, {"val_accuracy": [0.5, 0.8], "accuracy": [0.6, 0.9]}, 0.8, 2, 0.0)
+            return beans_tune.training.TrainResult(None, {"val_accuracy": [0.3], "loss": [float("nan")]},
+                                                   float("nan"), 1, 0.0, status="nan")
+        return beans_tune.training.TrainResult(None, {"val_accuracy": [0.5, 0.8], "accuracy": [0.6, 0.9]}, 0.8, 2, 0.0)
 
-    monkeypatch.setattr(common, "train", train)
+    monkeypatch.setattr(beans_tune.training, "train", train)
     out = tmp_path / "study"
     assert batch_study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "2", "--seeds", "1",
                              "--batch-sizes", "4,16", "--out", str(out)]) == 0

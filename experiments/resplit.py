@@ -8,8 +8,8 @@ chosen. A resplit pools train + validation + test (1,295 images on beans) and de
 with the canonical sizes and class balance (1,034 / 133 / 128); each run reads its resplit's test
 images once, by its final model, as every script does.
 
-    python bench/resplit.py --data-dir ../shared/beans --resplits 5 --out runs/resplit-bn -- train_bn.py
-    python bench/resplit.py --data-dir ../shared/beans --resplits 5 --out runs/resplit-grid \\
+    python experiments/resplit.py --data-dir ../shared/beans --resplits 5 --out runs/resplit-bn -- train_bn.py
+    python experiments/resplit.py --data-dir ../shared/beans --resplits 5 --out runs/resplit-grid \\
         --vs train_bn.py -- tune_grid.py
 
 Resplit 0 is the canonical split itself; resplit k >= 1 orders each class's images by the SHA-256
@@ -38,15 +38,18 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from filelock import FileLock
 
-import cli  # noqa: E402
-import common  # noqa: E402
-import outputs  # noqa: E402
-from tuning import report  # noqa: E402
+from beans_tune import cli, outputs, scripts
+from beans_tune.folders import check_folder
+from beans_tune.hparams import UsageError
+from beans_tune.images import DATA_ENV, resolve_data_dir
+from beans_tune.tuning import methods, report
+from beans_tune.tuning.run import prepare
 
+ROOT = Path(__file__).resolve().parents[1]  # where the top-level scripts are: each run is one, as a program
 SCRIPTS = ("train_baseline", "train_bn", "tune_grid", "tune_random", "tune_bayes")
+SEARCHES = {"tune_grid": methods.Grid, "tune_random": methods.Random, "tune_bayes": methods.Bayes}
 SET_HERE = ("--data-dir", "--seed", "--out")  # each run's, chosen by this bench
 LISTING = "resplit.json"
 
@@ -59,7 +62,7 @@ LISTING = "resplit.json"
 def labelled_images(root):
     """{split: [(key, class, path)]} of a folder laid out split/class/file; the key
     "split/class/file" names an image wherever the folder lies."""
-    found = common.check_folder(root)
+    found = check_folder(root)
     return {split: [(f"{split}/{p.parent.name}/{p.name}", p.parent.name, p) for p in files]
             for split, files in found.items()}
 
@@ -84,15 +87,12 @@ def resplit(images, k):
 
 def make_resplit(folder, images, k, source):
     """OUT/splits/resplit-k: split/class/<original split>-<file> links to the images. Made once,
-    under a lock (bench/selection.py's shards share an --out and its splits), built beside and renamed into place; a folder
-    already there must hold the same images, every one of them linked."""
-    import fcntl
-
+    under a lock (two benches started on one --out share its splits), built beside and renamed
+    into place; a folder already there must hold the same images, every one of them linked."""
     listing = {"source": str(source), "resplit": k,
                "splits": {split: [key for key, _, _ in members] for split, members in resplit(images, k).items()}}
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(folder.parent / ".lock"):
         if folder.exists():
             _check_resplit(folder, listing)
             return folder
@@ -116,15 +116,15 @@ def _check_resplit(folder, listing):
     try:
         held = json.loads((folder / LISTING).read_text())
     except (OSError, ValueError):
-        raise common.UsageError(f"{folder} exists but is no resplit made by this bench; choose another --out") from None
+        raise UsageError(f"{folder} exists but is no resplit made by this bench; choose another --out") from None
     if held != listing:
-        raise common.UsageError(f"{folder} holds resplit {k} of other images; choose another --out")
+        raise UsageError(f"{folder} holds resplit {k} of other images; choose another --out")
     for split, keys in listing["splits"].items():
         for key in keys:
             original, name, file = key.split("/")
             if not (folder / split / name / f"{original}-{file}").is_file():
-                raise common.UsageError(f"{folder} lacks {split}/{name}/{original}-{file} (or its image); move the "
-                                        "folder away to make the resplit again")
+                raise UsageError(f"{folder} lacks {split}/{name}/{original}-{file} (or its image); move the "
+                                 "folder away to make the resplit again")
 
 
 # --------------------------------------------------------------------------------------
@@ -137,31 +137,27 @@ def check_command(command, what):
     UsageError on a bad one. Returns (script, its flags)."""
     script = Path(command[0]).stem if command else None
     if script not in SCRIPTS or (command and not command[0].endswith(".py")):
-        raise common.UsageError(f"{what}: give one of {', '.join(s + '.py' for s in SCRIPTS)}, "
-                                f"got {' '.join(command) or 'nothing'}")
+        raise UsageError(f"{what}: give one of {', '.join(s + '.py' for s in SCRIPTS)}, "
+                         f"got {' '.join(command) or 'nothing'}")
     flags = command[1:]
     taken = [a.split("=")[0] for a in flags if a.split("=")[0] in SET_HERE]
     if taken:
-        raise common.UsageError(f"{what}: {', '.join(dict.fromkeys(taken))} is set for each resplit by this "
-                                "bench; leave it out")
+        raise UsageError(f"{what}: {', '.join(dict.fromkeys(taken))} is set for each resplit by this "
+                         "bench; leave it out")
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            if script.startswith("tune_"):
-                from tuning.run import prepare
-
-                prepare([*flags, "--data-dir", "."], __import__(script).METHOD)
+            if script in SEARCHES:
+                prepare([*flags, "--data-dir", "."], SEARCHES[script]())
             else:
-                import train_script
-
-                train_script.parse([*flags, "--data-dir", "."], script, batch_norm=script == "train_bn")
-    except common.UsageError as err:
-        raise common.UsageError(f"{what}: {script}.py: {err}") from None
+                scripts.parse([*flags, "--data-dir", "."], script, batch_norm=script == "train_bn")
+    except UsageError as err:
+        raise UsageError(f"{what}: {script}.py: {err}") from None
     except SystemExit as stop:
         said = stderr.getvalue().strip().splitlines()
         if stop.code:
-            raise common.UsageError(f"{what}: {said[-1] if said else f'{script}.py refused its flags'}") from None
-        raise common.UsageError(f"{what}: {script}.py would only print its help") from None
+            raise UsageError(f"{what}: {said[-1] if said else f'{script}.py refused its flags'}") from None
+        raise UsageError(f"{what}: {script}.py would only print its help") from None
     return script, flags
 
 
@@ -180,10 +176,10 @@ def read_result(folder, script):
     return {"val_accuracy": found["val_accuracy"], "test_accuracy": found["test_accuracy"]}
 
 
-def run_one(script, flags, data, seed, out, log_path):
-    """Runs the command in a fresh process; returns its exit code and wall seconds."""
-    argv = [sys.executable, str(ROOT / f"{script}.py"), *flags, "--data-dir", str(data), "--seed", str(seed),
-            "--out", str(out)]
+def run_one(script_path, flags, data, seed, out, log_path):
+    """Runs the script (ROOT / "<script>.py") with its flags in a fresh process; returns its exit
+    code and wall seconds."""
+    argv = [sys.executable, str(script_path), *flags, "--data-dir", str(data), "--seed", str(seed), "--out", str(out)]
     start = time.perf_counter()
     with open(log_path, "a") as log:
         log.write(f"$ {shlex.join(argv[1:])}\n")
@@ -192,16 +188,23 @@ def run_one(script, flags, data, seed, out, log_path):
         # ignores SIGINT, its children would inherit that and ignore the one stop() sends them
         child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        try:
-            code = child.wait()
-        except KeyboardInterrupt:  # the run saves what it finished and stops
-            try:
-                stop(child)
-            except KeyboardInterrupt:  # a second Ctrl-C: the run stops now, as after a kill -9
-                child.kill()
-                child.wait()
-            raise
+        code = wait_for(child)
     return code, time.perf_counter() - start
+
+
+def wait_for(child):
+    """The run's exit code. On Ctrl-C (or a kill of this bench) the run saves what it finished
+    and stops (stop()); a second Ctrl-C kills it at once, as a kill -9 would; the interrupt is
+    raised again once the run has ended."""
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        try:
+            stop(child)
+        except KeyboardInterrupt:
+            child.kill()
+            child.wait()
+        raise
 
 
 def stop(child):
@@ -352,7 +355,7 @@ def parse(argv):
                                 usage="%(prog)s --data-dir DIR [--resplits K] [--first N] [--out OUT] "
                                       "[--vs 'SCRIPT.py FLAGS'] -- SCRIPT.py [FLAGS]")
     parser.add_argument("--data-dir", default=None,
-                        help=f"the labelled images, laid out train|validation|test/<class>/* (default: ${common.DATA_ENV})")
+                        help=f"the labelled images, laid out train|validation|test/<class>/* (default: ${DATA_ENV})")
     parser.add_argument("--resplits", type=cli.number(int, 1, 100), default=3, metavar="K",
                         help="how many resplits (default: 3, range [1, 100]); the sign test of K paired "
                              "differences (the canonical split, --first 0, and ties left out) cannot go below "
@@ -368,37 +371,37 @@ def parse(argv):
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if empty := cli.empty_folder_flag(args):
-        raise common.UsageError(empty)
-    data = common.resolve_data_dir(args.data_dir)
+        raise UsageError(empty)
+    data = resolve_data_dir(args.data_dir)
     if data is None:
-        raise common.UsageError(f"give --data-dir DIR (or set {common.DATA_ENV}): the folder whose labelled "
-                                "images are dealt out again")
+        raise UsageError(f"give --data-dir DIR (or set {DATA_ENV}): the folder whose labelled "
+                         "images are dealt out again")
     commands = {"main": check_command(command, "the command")}
     if args.vs is not None:
         try:
             vs = shlex.split(args.vs)
         except ValueError as err:
-            raise common.UsageError(f"--vs: {err}") from None
+            raise UsageError(f"--vs: {err}") from None
         commands["vs"] = check_command(vs, "--vs")
     digest = hashlib.sha256(json.dumps([command, args.vs]).encode()).hexdigest()[:8]
     out = Path(args.out or f"runs/resplit-{commands['main'][0]}-{digest}").absolute()  # runs start elsewhere
     if out.exists() and not out.is_dir():
-        raise common.UsageError(f"--out must be a folder, {out} is a file")
+        raise UsageError(f"--out must be a folder, {out} is a file")
     if data.resolve() in (out.resolve(), *out.resolve().parents):
-        raise common.UsageError(f"--out {out} lies in the data folder {data}; choose a folder outside it")
+        raise UsageError(f"--out {out} lies in the data folder {data}; choose a folder outside it")
     for label, (script, flags) in commands.items():
         if (out / label).exists() and not (out / label).is_dir():
-            raise common.UsageError(f"--out: {out / label} is a file, where this bench keeps its runs")
+            raise UsageError(f"--out: {out / label} is a file, where this bench keeps its runs")
         recorded = out / label / "command.json"
         if recorded.exists():
             try:
                 held = json.loads(recorded.read_text())
             except (OSError, ValueError):
-                raise common.UsageError(f"--out: {recorded} is not this bench's record of a command; choose "
-                                        "another --out") from None
+                raise UsageError(f"--out: {recorded} is not this bench's record of a command; choose "
+                                 "another --out") from None
             if held != [f"{script}.py", *flags]:
                 shown = shlex.join(held) if isinstance(held, list) and all(isinstance(a, str) for a in held) else held
-                raise common.UsageError(f"--out: {out / label} holds the runs of another command: {shown}")
+                raise UsageError(f"--out: {out / label} holds the runs of another command: {shown}")
     return args, data, commands, out
 
 
@@ -424,7 +427,8 @@ def run(argv):
                 if found is None:
                     start = time.perf_counter()
                     try:
-                        code, seconds = run_one(script, flags, folder, k, run_dir, out / label / f"resplit-{k}.log")
+                        code, seconds = run_one(ROOT / f"{script}.py", flags, folder, k, run_dir,
+                                                out / label / f"resplit-{k}.log")
                     except KeyboardInterrupt:  # the wall column sums every invocation, this one too
                         record_wall(wall_path, time.perf_counter() - start, 130)
                         raise

@@ -3,7 +3,7 @@ classes of coloured shapes (disc, square, horizontal bar, vertical bar, cross, r
 random place and size on a noisy background, in a colour drawn around its class's hue, written
 as DIR/train/<shape>/*.png only, so that validation/ and test/ are carved from train/.
 
-    python bench/shapes.py runs/shapes5 --classes 5
+    python experiments/shapes.py runs/shapes5 --classes 5
     python train_bn.py --data-dir runs/shapes5 --image-size 32 --epochs 5
 """
 

@@ -1,24 +1,26 @@
-"""Check (not a test; it needs PyPI): does `pip install -r requirements.txt` find a TensorFlow
-wheel on each platform the README promises?
+"""Check (not a test; it needs PyPI): does installing the package find a TensorFlow wheel on
+each platform the README promises?
 
 pip evaluates a requirement's environment marker against the machine it runs on, even under
-`pip download --platform`, so this script evaluates requirements.txt's markers itself for each
-target (packaging.markers, the library pip uses), then asks pip for the selected TensorFlow
-requirement as a binary wheel for that platform:
+`pip download --platform`, so this script evaluates the markers of pyproject.toml's
+[project].dependencies itself for each target (packaging.markers, the library pip uses), then
+asks pip for the selected TensorFlow requirement as a binary wheel for that platform
+(tests/test_requirements.py checks the markers offline):
 
-    python bench/wheels.py                        # the newest release each line allows
-    python bench/wheels.py --version 2.21.0       # one release
+    python experiments/wheels.py                        # the newest release each line allows
+    python experiments/wheels.py --version 2.21.0       # one release
 """
 
 import argparse
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
 
-REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 PYTHON = "3.11"
 # name: (the marker environment pip would see there, pip's --platform tags for its wheels)
 PLATFORMS = {
@@ -31,10 +33,9 @@ PLATFORMS = {
 }
 
 
-def requirements(path=REQUIREMENTS):
-    """Every requirement line of a requirements file, comments left out."""
-    lines = (line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines())
-    return [Requirement(line) for line in lines if line]
+def requirements(path=PYPROJECT):
+    """The package's own requirements, [project].dependencies of a pyproject.toml."""
+    return [Requirement(line) for line in tomllib.loads(Path(path).read_text())["project"]["dependencies"]]
 
 
 def selected(reqs, environment, names=("tensorflow", "tensorflow-cpu")):
@@ -61,9 +62,9 @@ def download(req, tags, version=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", help="a TensorFlow release, e.g. 2.21.0 (default: the newest allowed)")
-    parser.add_argument("--requirements", type=Path, default=REQUIREMENTS, help="default: the project's")
+    parser.add_argument("--pyproject", type=Path, default=PYPROJECT, help="default: the project's")
     args = parser.parse_args(argv)
-    reqs = requirements(args.requirements)
+    reqs = requirements(args.pyproject)
     failed = 0
     for name, (environment, tags) in PLATFORMS.items():
         chosen = selected(reqs, environment)

@@ -1,19 +1,19 @@
 """The README's results-at-a-glance figure: each command's test accuracy, one point per resplit.
 
-Reads the resplits.csv files bench/resplit.py writes and draws, for each command, its test
+Reads the resplits.csv files experiments/resplit.py writes and draws, for each command, its test
 accuracy on every resplit as a point numbered by its resplit, with the median of each group of
 resplits marked and written beside it: the fresh resplits (--fresh-from and up: read by nothing
 before they were run, the check), the resplits below them (read while the defaults were chosen)
 and the canonical split (resplit 0, read many times: in no median). No TensorFlow; seconds.
 
-    python bench/glance.py --out docs/figures/glance.png \\
+    python experiments/glance.py --out docs/figures/glance.png \\
         train_bn.py=runs/resplit-bn/resplits.csv train_bn.py=runs/resplit-bayes/resplits.csv:vs \\
         tune_grid.py=runs/resplit-grid/resplits.csv tune_grid.py=runs/resplit-grid-6/resplits.csv \\
         tune_random.py=runs/resplit-random/resplits.csv tune_bayes.py=runs/resplit-bayes/resplits.csv \\
         --note "train_baseline.py=not run on resplits"
 
 Each positional spec is LABEL=CSV (the command's own columns) or LABEL=CSV:vs (the columns of the
-command given to bench/resplit.py --vs); several specs with one label are merged by resplit, and
+command given to experiments/resplit.py --vs); several specs with one label are merged by resplit, and
 one resplit read twice must give the same accuracy. Rows run top to bottom in the order of
 --order, else in the order their labels first appear (notes last). The medians are printed too.
 """
@@ -23,11 +23,8 @@ import csv
 import math
 import statistics
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import outputs  # noqa: E402
+from beans_tune import outputs
 
 
 def read_spec(spec):
@@ -41,7 +38,7 @@ def read_spec(spec):
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         if column not in (reader.fieldnames or []) or "resplit" not in reader.fieldnames:
-            raise ValueError(f"{path}: no resplit or {column} column (is it bench/resplit.py's resplits.csv?)")
+            raise ValueError(f"{path}: no resplit or {column} column (is it experiments/resplit.py's resplits.csv?)")
         found = {}
         for row in reader:
             value = row[column].strip()
@@ -171,7 +168,7 @@ def figure(rows, notes, order, fresh_from, title):
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs", nargs="+", metavar="LABEL=CSV[:vs]",
-                        help="a command's label and a resplits.csv of bench/resplit.py (:vs: its --vs columns)")
+                        help="a command's label and a resplits.csv of experiments/resplit.py (:vs: its --vs columns)")
     parser.add_argument("--out", required=True, help="the figure to write (PNG)")
     parser.add_argument("--note", action="append", default=[], metavar="LABEL=TEXT",
                         help="a row with no resplit results, or a line under a row (repeatable)")

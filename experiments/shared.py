@@ -1,5 +1,7 @@
-"""What the studies share: the median [min, max] cell, a figure's frame, writing the results,
-and reading back a grid search they ran."""
+"""What the experiments share: the flags that train a search's trials as the training scripts
+train, and for the BN studies (experiments/bn_*.py) the median [min, max] cell, a figure's frame,
+writing the results, and reading back a grid search they ran. An experiment imports it as
+`shared`: run as `python experiments/X.py`, Python finds it beside the experiment."""
 
 import argparse
 import contextlib
@@ -7,13 +9,23 @@ import json
 import statistics
 from pathlib import Path
 
-import cli
-import common
-import outputs
-from tuning.store import RESULTS, claim, stored
-
+from beans_tune import cli, outputs
+from beans_tune.folders import check_folder
+from beans_tune.hparams import HParams, UsageError
+from beans_tune.images import resolve_data_dir
+from beans_tune.scripts import tune_grid
+from beans_tune.tuning.outfolder import LOCK, claim
+from beans_tune.tuning.store import RESULTS, stored
 
 TFDS_TRAIN_IMAGES = 1034
+
+
+def untuned_training_flags(names=("augment", "schedule", "bn_momentum")):
+    """Flags that hold these hyperparameters at the training scripts' defaults (HParams) in a
+    search: the studies and benches measure under the training they were written for, whatever
+    the searches' own defaults (beans_tune.tuning.space.TRIAL_DEFAULTS)."""
+    defaults = HParams()
+    return [x for name in names for x in (cli.flag(name), str(getattr(defaults, name)).lower())]
 
 
 def median_range(values):
@@ -84,7 +96,7 @@ class Records:
                 self.done.append(json.loads(line))
             except json.JSONDecodeError:  # a line cut by hand: that training runs again
                 break
-        others = any(p.name != self.path.name for p in self.folder.iterdir())
+        others = any(p.name not in (self.path.name, LOCK) for p in self.folder.iterdir())  # the lock: claim's
         if held != self.settings and (self.done or others):
             changed = sorted(k for k in set(held) | set(self.settings) if held.get(k) != self.settings.get(k))
             raise ValueError(f"{self.folder} holds this study measured with other settings ("
@@ -119,13 +131,11 @@ def run_grid(made, args, study, settings, grid_argv):
     locked folder; records.jsonl (the study and its settings) is kept once the search took the
     folder; a resumed, unfinished search trains its failed trainings again. Returns OUT/grid; an
     interrupted or refused search ends the study with its exit code."""
-    import tune_grid
-
     settings = {"image_size": args.image_size, "epochs": args.epochs, "seeds": args.seeds, **settings}
     with study_folder(made, args, study, settings) as done:
         grid = Path(args.out) / "grid"
         unfinished = [] if (grid / "best.json").exists() else ["--retry-failed"]  # a failed training runs again
-        code = tune_grid.main([*grid_argv(args, grid), *unfinished])
+        code = tune_grid([*grid_argv(args, grid), *unfinished])
         if code != 2:  # the search took the folder (finished, or interrupted: 130)
             done.keep()
     if code:
@@ -168,14 +178,14 @@ def parser(prog, doc, epochs, out):
 
 def data_source(data_dir):
     """What the data is, for the records' settings: the resolved folder, or TFDS."""
-    chosen = common.resolve_data_dir(data_dir)
+    chosen = resolve_data_dir(data_dir)
     return str(chosen.resolve()) if chosen else "tfds.load('beans')"
 
 
 def train_images(data_dir):
     """How many training images the data has (the folder's, else TFDS beans' 1,034)."""
-    chosen = common.resolve_data_dir(data_dir)
-    return len(common.check_folder(chosen, splits=("train",))["train"]) if chosen else TFDS_TRAIN_IMAGES
+    chosen = resolve_data_dir(data_dir)
+    return len(check_folder(chosen, splits=("train",))["train"]) if chosen else TFDS_TRAIN_IMAGES
 
 
 @contextlib.contextmanager
@@ -192,9 +202,9 @@ def study_folder(made, args, study, settings=None, fits=None):
         made.error(empty)
     if args.data_dir and not Path(args.data_dir).is_dir():
         made.error(f"--data-dir: {args.data_dir} is not a folder")
-    chosen = common.resolve_data_dir(args.data_dir)
+    chosen = resolve_data_dir(args.data_dir)
     if chosen:
-        common.check_folder(chosen)  # a UsageError: one line through cli.run_cli
+        check_folder(chosen)  # a UsageError: one line through cli.run_cli
     if fits and (problem := fits(train_images(args.data_dir))):
         made.error(problem)
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -204,5 +214,5 @@ def study_folder(made, args, study, settings=None, fits=None):
         try:
             records = Records(folder, {"study": study, "data": data_source(args.data_dir), **measured})
         except (ValueError, OSError) as error:
-            raise common.UsageError(f"--out: {error}") from None
+            raise UsageError(f"--out: {error}") from None
         yield records

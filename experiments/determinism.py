@@ -8,7 +8,7 @@ and so their rounding). Prints, per setting, the first epoch's training loss to 
 whether every epoch's loss matches the first run's exactly, the largest difference from the
 reference run, the best validation accuracy and the seconds per epoch.
 
-    python bench/determinism.py --data-dir ../shared/beans
+    python experiments/determinism.py --data-dir ../shared/beans
 """
 
 import argparse
@@ -17,29 +17,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import cli  # noqa: E402
-import outputs  # noqa: E402
+from beans_tune import cli, outputs
 
 # One training in a fresh process: op determinism and thread pools are set before TensorFlow
 # runs anything, which only a new process guarantees.
 CHILD = """
-import json, sys, time
-sys.path.insert(0, {root!r})
+import json, time
 import tensorflow as tf
 if {threads}:
     tf.config.threading.set_intra_op_parallelism_threads({threads})
     tf.config.threading.set_inter_op_parallelism_threads({threads})
 if {deterministic}:
     tf.config.experimental.enable_op_determinism()
-import common
-beans = common.Beans({data_dir!r}, image_size={image_size})
-train, validation = beans.train, beans.validation
-hp = common.HParams(batch_norm=True, epochs={epochs}, patience={epochs})
+from beans_tune.hparams import HParams
+from beans_tune.images import Beans
+from beans_tune.training import train
+beans = Beans({data_dir!r}, image_size={image_size})
+hp = HParams(batch_norm=True, epochs={epochs}, patience={epochs})
 start = time.perf_counter()
-result = common.train(hp, train, validation, seed=0, log=None)
+result = train(hp, beans.train, beans.validation, seed=0, log=None)
 print(json.dumps({{"loss": [float(v) for v in result.history["loss"]],
                    "val_accuracy": [float(v) for v in result.history["val_accuracy"]],
                    "seconds": time.perf_counter() - start}}))
@@ -47,7 +43,7 @@ print(json.dumps({{"loss": [float(v) for v in result.history["loss"]],
 
 
 def train_once(args, deterministic, threads):
-    code = CHILD.format(root=str(ROOT), threads=threads, deterministic=deterministic, data_dir=args.data_dir,
+    code = CHILD.format(threads=threads, deterministic=deterministic, data_dir=args.data_dir,
                         image_size=args.image_size, epochs=args.epochs)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if done.returncode:

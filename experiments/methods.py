@@ -11,10 +11,10 @@ best-so-far validation accuracy against epochs spent and against training second
 the trainings' fit times in the search's process), one line per method (median) with a min-max
 band over seeds.
 
-    python bench/methods.py --data-dir ../shared/beans                              # 32x32, 3 seeds
-    python bench/methods.py --data-dir ../shared/beans --image-size 64 --epochs 3   # 64x64, ~1 hour
+    python experiments/methods.py --data-dir ../shared/beans                              # 32x32, 3 seeds
+    python experiments/methods.py --data-dir ../shared/beans --image-size 64 --epochs 3   # 64x64, ~1 hour
 
-Every search runs through its own script (tune_grid.py, tune_random.py, tune_bayes.py) into
+Every search runs through its own command (tune_grid.py, tune_random.py, tune_bayes.py) into
 OUT/<method>-seed<N>/, so an interrupted bench resumes where it stopped: finished searches are
 read back, not run again. Each script's own output goes to OUT/<method>-seed<N>.log.
 
@@ -23,7 +23,7 @@ TensorFlow threads (a search's trials at 32x32 are too small to keep two threads
 long-lived process slowed down search after search: halving took 332, 435 and 559 s for its
 three seeds when every search ran in the bench's own process, over an earlier, wider space).
 Wall times are then measured under that sharing, except for whatever runs last, alone. --jobs 1
-runs every search in this process.
+runs every search in this process (the command's beans_tune.scripts function).
 """
 
 import argparse
@@ -39,14 +39,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from beans_tune import cli, outputs, scripts
+from beans_tune.tuning.space import DEFAULT_RANGES
 
-import cli  # noqa: E402
-import outputs  # noqa: E402
-import tune_bayes  # noqa: E402
-import tune_grid  # noqa: E402
-import tune_random  # noqa: E402
-from tuning.space import DEFAULT_RANGES, untuned_training_flags  # noqa: E402
+import shared  # experiments/shared.py, found beside the experiment it runs
+
+ROOT = Path(__file__).resolve().parents[1]  # where the top-level scripts are, run as programs by --jobs N > 1
 
 # The space every method searches: the searches' default ranges (tuning.space.DEFAULT_RANGES) for
 # four of their five hyperparameters, on the scales the searches sample them; batch size is fixed
@@ -95,26 +93,26 @@ def halving_candidates(total, epochs, factor=3, restart=True):
 
 
 def method_argv(method, args, seed, out):
-    """(script module, argv) of one method's search. Every trial trains `epochs` epochs (patience
+    """(script name, argv) of one method's search. Every trial trains `epochs` epochs (patience
     = epochs: no early stopping), and so does every method's final model."""
     trials = TRIALS
     ranges = {name: f"{low:g}:{high:g}" for name, (low, high, _) in SPACE.items()}
-    common = ["--image-size", str(args.image_size), "--seed", str(seed), "--out", str(out),
-              "--epochs", str(args.epochs), "--patience", str(args.epochs), "--final-epochs", str(args.epochs),
-              *[x for k, v in FIXED.items() for x in (cli.flag(k), str(v))], *untuned_training_flags(),
-              *(["--data-dir", args.data_dir] if args.data_dir else [])]
+    every = ["--image-size", str(args.image_size), "--seed", str(seed), "--out", str(out),
+             "--epochs", str(args.epochs), "--patience", str(args.epochs), "--final-epochs", str(args.epochs),
+             *[x for k, v in FIXED.items() for x in (cli.flag(k), str(v))], *shared.untuned_training_flags(),
+             *(["--data-dir", args.data_dir] if args.data_dir else [])]
     if method == "grid":
         levels = {name: ",".join(f"{v:g}" for v in grid_levels(*spec)) for name, spec in SPACE.items()}
-        return tune_grid, [*common, *[x for k, v in levels.items() for x in (cli.flag(k), v)]]
+        return "tune_grid", [*every, *[x for k, v in levels.items() for x in (cli.flag(k), v)]]
     searched = [x for k, v in ranges.items() for x in (cli.flag(k), v)]
     if method == "random":
-        return tune_random, [*common, *searched, "--n-iter", str(trials)]
+        return "tune_random", [*every, *searched, "--n-iter", str(trials)]
     if method == "bayes":
-        return tune_bayes, [*common, *searched, "--n-calls", str(trials), "--n-initial-points", "5"]
+        return "tune_bayes", [*every, *searched, "--n-calls", str(trials), "--n-initial-points", "5"]
     restart = method == "halving-restart"
     candidates = halving_candidates(budget(args.epochs), args.epochs, restart=restart)
-    return tune_random, [*common, *searched, "--halving", "--n-iter", str(candidates), "--min-epochs", "1",
-                         "--factor", "3", *(["--restart-rungs"] if restart else [])]
+    return "tune_random", [*every, *searched, "--halving", "--n-iter", str(candidates), "--min-epochs", "1",
+                           "--factor", "3", *(["--restart-rungs"] if restart else [])]
 
 
 def read_curve(out):
@@ -147,6 +145,13 @@ def spread(values):
     return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
 
 
+def search_command(script, argv, jobs):
+    """The command line of one search in a fresh process (the top-level script run as a
+    program), with its share of the cores when `jobs` searches run at once."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    return [sys.executable, str(ROOT / f"{script}.py"), *argv, "--threads-per-trial", str(threads)]
+
+
 def run_one(method, args, seed, folder):
     """Runs (or reads back) one method's search; returns its record."""
     out = folder / f"{method}-seed{seed}"
@@ -155,11 +160,10 @@ def run_one(method, args, seed, folder):
     with open(folder / f"{method}-seed{seed}.log", "a") as log:
         if args.jobs == 1:
             with contextlib.redirect_stdout(log):
-                code = script.main(argv)
+                code = getattr(scripts, script)(argv)
         else:  # a fresh process, its share of the cores
-            threads = max(1, (os.cpu_count() or 1) // args.jobs)
-            code = subprocess.run([sys.executable, script.__file__, *argv, "--threads-per-trial", str(threads)],
-                                  stdout=log, stderr=subprocess.STDOUT).returncode
+            code = subprocess.run(search_command(script, argv, args.jobs), stdout=log,
+                                  stderr=subprocess.STDOUT).returncode
     if code:
         raise SystemExit(f"methods.py: {method} seed {seed} ended with exit code {code}; see {out}.log")
     best = json.loads((out / "best.json").read_text())

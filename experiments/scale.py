@@ -7,7 +7,7 @@ the learning rate is searched, every trial runs all its epochs), and their numbe
 throughput figure, not a measure of how unevenly sized trials pack onto workers. Then runs 2 and 10 trials on a
 single worker and prints that worker's peak RSS after each.
 
-    python bench/scale.py --data-dir ../shared/beans [--warm] [--control]
+    python experiments/scale.py --data-dir ../shared/beans [--warm] [--control]
 
 The table splits the ratio in two: what the trials' fit times allow (two trainings side by side
 each slower than one alone: the CPU's share) and the rest (start-up, scheduling, an idle worker
@@ -27,11 +27,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from beans_tune import outputs
+from beans_tune.scripts import tune_random
 
-import outputs  # noqa: E402
-import tune_random  # noqa: E402
-from tuning.space import untuned_training_flags  # noqa: E402
+import shared  # experiments/shared.py, found beside the experiment it runs
+
+SCRIPT = Path(__file__).resolve().parents[1] / "tune_random.py"  # run as a program by --control
 
 
 def read_rows(path):
@@ -60,12 +61,12 @@ def search_argv(data_dir, out, n_iter, epochs, image_size, seed=0):
     return [*(["--data-dir", data_dir] if data_dir else []), "--out", str(out), "--n-iter", str(n_iter), "--epochs",
             str(epochs), "--patience", str(epochs), "--image-size", str(image_size), "--threads-per-trial", "1",
             "--seed", str(seed), "--learning-rate", "1e-4:1e-2", "--layers", "2", "--units", "64", "--batch-size",
-            "32", "--decay", "0", *untuned_training_flags()]
+            "32", "--decay", "0", *shared.untuned_training_flags()]
 
 
 def search(cluster, data_dir, out, n_iter, epochs, image_size, seed=0):
     argv = [*search_argv(data_dir, out, n_iter, epochs, image_size, seed), "--scheduler", cluster.scheduler_address]
-    code = tune_random.main(argv)
+    code = tune_random(argv)
     if code:
         sys.exit(code)
     return json.loads((out / "best.json").read_text())["search_seconds"], read_rows(out / "results.csv")
@@ -75,11 +76,9 @@ def plain_fits(data_dir, tmp, n_iter, epochs, image_size):
     """Without Dask: the same search (its trials' fit seconds) in one process alone, then in two
     processes at once. What two single-threaded trainings cost side by side on this CPU, apart
     from anything a scheduler, client or worker adds."""
-    script = Path(__file__).resolve().parents[1] / "tune_random.py"
-
     def start(name):
         argv = search_argv(data_dir, Path(tmp) / name, n_iter, epochs, image_size)
-        return subprocess.Popen([sys.executable, str(script), *argv, "--final-epochs", "1"],
+        return subprocess.Popen([sys.executable, str(SCRIPT), *argv, "--final-epochs", "1"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def fits(processes):

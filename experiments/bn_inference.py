@@ -13,10 +13,10 @@ an epoch picked by its moving-average validation accuracy would favour the movin
 it also measures how far the moving averages are from the statistics of the whole training set
 under the final weights (|moving mean - mean| / std, and |log(moving variance / variance)|,
 averaged over channels and BN layers), and how much the validation accuracy swings from epoch to
-epoch in the second half of training (what bench/bn_momentum.py measured before it was folded in
-here; docs/accuracy.md's Defaults cite this study for bn_momentum 0.6).
+epoch in the second half of training (what the former bench/bn_momentum.py measured before it
+was folded in here; docs/accuracy.md's Defaults cite this study for bn_momentum 0.6).
 
-    python studies/bn_inference.py --data-dir ../shared/beans
+    python experiments/bn_inference.py --data-dir ../shared/beans
 
 Writes OUT/table.txt, OUT/study.json and OUT/inference.png.
 """
@@ -25,15 +25,14 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from beans_tune import cli, outputs, training
+from beans_tune.hparams import HParams
+from beans_tune.images import Beans
 
-import cli  # noqa: E402
-import common  # noqa: E402
-import outputs  # noqa: E402
-from studies import shared  # noqa: E402
-from studies.shared import median_range  # noqa: E402
+import shared  # experiments/shared.py, found beside the experiment it runs
+from shared import median_range
 
 
 def batch_stat_accuracy(model, split, batch_size, seed):
@@ -77,9 +76,9 @@ def swing(history):
 
 
 def measure(beans, momentum, seed, epochs, batch_sizes):
-    hp = common.HParams(batch_norm=True, bn_momentum=momentum, epochs=epochs, patience=epochs)
-    result = common.train(hp, beans.train, beans.validation, seed=seed, log=None, keep_best=False)
-    record = {"momentum": momentum, "seed": seed, "moving": common.evaluate(result.model, beans.validation),
+    hp = HParams(batch_norm=True, bn_momentum=momentum, epochs=epochs, patience=epochs)
+    result = training.train(hp, beans.train, beans.validation, seed=seed, log=None, keep_best=False)
+    record = {"momentum": momentum, "seed": seed, "moving": training.evaluate(result.model, beans.validation),
               "best_moving": max(result.history["val_accuracy"]), "swing": swing(result.history)}
     for size in batch_sizes:
         record[f"batch{size}"] = batch_stat_accuracy(result.model, beans.validation, size, seed)
@@ -138,7 +137,7 @@ def run(argv):
     args = parser.parse_args(argv)
     with shared.study_folder(parser, args, "bn_inference", {"image_size": args.image_size, "epochs": args.epochs,
                                                             "batch_sizes": args.batch_sizes}) as done:
-        beans = common.Beans(args.data_dir, image_size=args.image_size)
+        beans = Beans(args.data_dir, image_size=args.image_size)
         folder = Path(args.out)
         records = []
         for momentum in args.momenta:

@@ -14,7 +14,7 @@ fixed training batches:
 
 then puts the weights back. Medians over batches and seeds per epoch.
 
-    python studies/bn_landscape.py --data-dir ../shared/beans
+    python experiments/bn_landscape.py --data-dir ../shared/beans
 
 Writes OUT/table.txt, OUT/study.json and OUT/landscape.png.
 """
@@ -23,15 +23,14 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from beans_tune import cli, cnn, outputs, training
+from beans_tune.hparams import HParams
+from beans_tune.images import Beans
 
-import cli  # noqa: E402
-import common  # noqa: E402
-import outputs  # noqa: E402
-from studies import shared  # noqa: E402
-from studies.shared import median_range  # noqa: E402
+import shared  # experiments/shared.py, found beside the experiment it runs
+from shared import median_range
 
 STEPS = (0.01, 0.03, 0.1, 0.3)
 MODELS = {"baseline": False, "bn": True}
@@ -71,11 +70,11 @@ def trajectory(beans, batch_norm, seed, epochs, steps, batches, batch_size=32):
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    hp = common.HParams(batch_norm=batch_norm, epochs=epochs)
-    model = common.build_model(hp, beans.train.x.shape[1], num_classes=len(beans.classes))
-    model.compile(optimizer=common.make_optimizer(hp, 1), loss="sparse_categorical_crossentropy")
+    hp = HParams(batch_norm=batch_norm, epochs=epochs)
+    model = cnn.build_model(hp, beans.train.x.shape[1], num_classes=len(beans.classes))
+    model.compile(optimizer=cnn.make_optimizer(hp, 1), loss="sparse_categorical_crossentropy")
     rows = np.random.default_rng(seed).choice(len(beans.train), size=(batches, batch_size), replace=False)
-    data = common.make_dataset(beans.train, hp.batch_size, seed=seed, training=True)
+    data = training.make_dataset(beans.train, hp.batch_size, seed=seed, training=True)
     points = []
     for epoch in range(1, epochs + 1):
         model.fit(data, epochs=1, verbose=0, shuffle=False)  # make_dataset shuffles
@@ -130,7 +129,7 @@ def run(argv):
     with shared.study_folder(parser, args, "bn_landscape", {"image_size": args.image_size, "epochs": args.epochs,
                                                             "steps": args.steps, "batches": args.batches},
                              fits=fits) as done:
-        beans = common.Beans(args.data_dir, image_size=args.image_size)
+        beans = Beans(args.data_dir, image_size=args.image_size)
         folder = Path(args.out)
         records = []
         for model, batch_norm in MODELS.items():

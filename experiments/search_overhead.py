@@ -1,10 +1,10 @@
 """Benchmark (not a test): what the search machinery costs on top of training.
 
-Runs tune_random.py on the real data and prints the search's wall time / the sum of its
-trials' own fit times (target <= 1.02). The remainder is model building, scoring, scikit-learn's
-bookkeeping and the trial log.
+Runs tune_random.py's search (beans_tune.scripts.tune_random, in this process) on the real data
+and prints the search's wall time / the sum of its trials' own fit times (target <= 1.02). The
+remainder is model building, scoring, scikit-learn's bookkeeping and the trial log.
 
-    python bench/search_overhead.py --data-dir ../shared/beans --n-iter 8
+    python experiments/search_overhead.py --data-dir ../shared/beans --n-iter 8
 """
 
 import argparse
@@ -14,11 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from beans_tune import outputs
+from beans_tune.scripts import tune_random
 
-import outputs  # noqa: E402
-import tune_random  # noqa: E402
-from tuning.space import untuned_training_flags  # noqa: E402
+import shared  # experiments/shared.py, found beside the experiment it runs
 
 
 def read_rows(path):
@@ -38,10 +37,10 @@ def main(argv=None):
         out = Path(tmp) / "run"
         # patience = epochs: every trial trains the same number of epochs, as in the
         # KerasTuner figure quoted in the issue (8 trials x 10 epochs at 64x64)
-        code = tune_random.main([*(["--data-dir", args.data_dir] if args.data_dir else []),
+        code = tune_random([*(["--data-dir", args.data_dir] if args.data_dir else []),
                                  "--n-iter", str(args.n_iter), "--epochs", str(args.epochs),
                                  "--patience", str(args.epochs), "--image-size", str(args.image_size),
-                                 "--out", str(out), *untuned_training_flags()])
+                                 "--out", str(out), *shared.untuned_training_flags()])
         if code:
             sys.exit(code)
         rows = read_rows(out / "results.csv")

@@ -6,7 +6,7 @@ BN-x30) and reached its 72.2% accuracy in 2.1M and 2.7M steps against 31.0M; wit
 model (--batch-norm false,true) at learning rates from 1e-4 to 1, log-spaced, each trained with
 several seeds (--repeats), for a fixed number of epochs (patience = epochs: no early stopping).
 
-    python studies/bn_learning_rate.py --data-dir ../shared/beans
+    python experiments/bn_learning_rate.py --data-dir ../shared/beans
 
 It prints, per learning rate, each model's best validation accuracy (mean [min-max] over seeds),
 the widest learning-rate interval in which each model's mean reaches --threshold, and, at each
@@ -19,15 +19,11 @@ Rerunning resumes: the grid search keeps every finished training.
 
 import statistics
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from beans_tune import cli, outputs
+from beans_tune.tuning.store import DIVERGED, OK
 
-import cli  # noqa: E402
-import outputs  # noqa: E402
-from studies import shared  # noqa: E402
-from tuning.space import untuned_training_flags  # noqa: E402
-from tuning.store import DIVERGED, OK  # noqa: E402
+import shared  # experiments/shared.py, found beside the experiment it runs
 
 RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 MODELS = {False: "baseline", True: "bn"}
@@ -41,7 +37,7 @@ def grid_argv(args, out):
     return ["--batch-norm", "false,true", "--learning-rate", rates, "--repeats", str(args.seeds),
             "--epochs", str(args.epochs), "--patience", str(args.epochs), "--decay", "0", "--layers", "3",
             "--batch-size", "32", "--image-size", str(args.image_size), "--out", str(out),
-            *(["--data-dir", args.data_dir] if args.data_dir else []), *untuned_training_flags()]
+            *(["--data-dir", args.data_dir] if args.data_dir else []), *shared.untuned_training_flags()]
 
 
 def first_epoch_at(history, threshold):

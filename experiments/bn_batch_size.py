@@ -10,7 +10,7 @@ training mode) minus validation accuracy, at the epoch of best validation accura
 batch also means fewer steps per epoch (65 at 16, 5 at 256): the epochs are fixed, the steps
 are not, and the table shows both.
 
-    python studies/bn_batch_size.py --data-dir ../shared/beans
+    python experiments/bn_batch_size.py --data-dir ../shared/beans
 
 Writes OUT/table.txt, OUT/study.json and OUT/gap.png; the grid search's own
 OUT/grid/val_accuracy.png shows validation accuracy per batch size (one line per model).
@@ -20,16 +20,12 @@ import collections
 import math
 import statistics
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from beans_tune import cli, outputs
+from beans_tune.tuning.store import OK
 
-import cli  # noqa: E402
-import outputs  # noqa: E402
-from studies import shared  # noqa: E402
-from studies.shared import median_range  # noqa: E402
-from tuning.space import untuned_training_flags  # noqa: E402
-from tuning.store import OK  # noqa: E402
+import shared  # experiments/shared.py, found beside the experiment it runs
+from shared import median_range
 
 BATCH_SIZES = (16, 32, 64, 128, 256)
 MODELS = {False: "baseline", True: "bn"}
@@ -40,7 +36,8 @@ def grid_argv(args, out):
     return ["--batch-norm", "false,true", "--batch-size", ",".join(str(b) for b in sorted(args.batch_sizes)),
             "--repeats", str(args.seeds), "--learning-rate", "1e-3", "--layers", "3", "--decay", "0",
             "--epochs", str(args.epochs), "--patience", str(args.epochs), "--image-size", str(args.image_size),
-            "--out", str(out), *(["--data-dir", args.data_dir] if args.data_dir else []), *untuned_training_flags()]
+            "--out", str(out), *(["--data-dir", args.data_dir] if args.data_dir else []),
+            *shared.untuned_training_flags()]
 
 
 def gap_at_best(history):

@@ -4,12 +4,12 @@ A single seed's accuracy on beans moves by points (133 validation and 128 test i
 stopping on a noisy validation curve), so docs/accuracy.md states each default command's accuracy as
 the median [min-max] over seeds measured with this script:
 
-    python bench/seeds.py --seeds 3 -- train_bn.py --data-dir ../shared/beans --compare
-    python bench/seeds.py --seeds 3 -- tune_random.py --data-dir ../shared/beans
+    python experiments/seeds.py --seeds 3 -- train_bn.py --data-dir ../shared/beans --compare
+    python experiments/seeds.py --seeds 3 -- tune_random.py --data-dir ../shared/beans
 
-Each seed runs the script (in this process) with `--seed N --out OUT/seedN`; a seed whose
-folder already holds its results is read back, so an interrupted bench resumes. The script's
-own output goes to OUT/seedN.log.
+Each seed runs the script's command (its beans_tune.scripts function, in this process) with
+`--seed N --out OUT/seedN`; a seed whose folder already holds its results is read back, so an
+interrupted bench resumes. The script's own output goes to OUT/seedN.log.
 """
 
 import argparse
@@ -17,16 +17,12 @@ import contextlib
 import hashlib
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from beans_tune import cli, outputs, scripts
 
-import cli  # noqa: E402
-import outputs  # noqa: E402
-
-SCRIPTS = ("train_baseline", "train_bn", "tune_grid", "tune_random", "tune_bayes")
+SCRIPTS = ("train_baseline", "train_bn", "tune_grid", "tune_random", "tune_bayes")  # each a beans_tune.scripts function
 
 
 def expected_models(script, command):
@@ -73,7 +69,7 @@ def main(argv=None):
         parser.error(f"give one of {', '.join(s + '.py' for s in SCRIPTS)} after --")
     if any(arg.split("=")[0] in ("--seed", "--out") for arg in command):
         parser.error("--seed and --out are set per seed by this bench")
-    module = __import__(script)
+    command_main = getattr(scripts, script)
     digest = hashlib.sha256(json.dumps(command).encode()).hexdigest()[:8]
     folder = Path(args.out or f"runs/bench-seeds-{script}-{digest}")
     if folder.exists() and not folder.is_dir():
@@ -94,7 +90,7 @@ def main(argv=None):
         if found is None or set(found) != wanted:  # not run, or cut short: run it (a search resumes)
             start = time.perf_counter()
             with open(folder / f"seed{seed}.log", "w") as log, contextlib.redirect_stdout(log):
-                code = module.main([*command[1:], "--seed", str(seed), "--out", str(out)])
+                code = command_main([*command[1:], "--seed", str(seed), "--out", str(out)])
             if code:
                 raise SystemExit(f"seeds.py: seed {seed} ended with exit code {code}; see {folder}/seed{seed}.log")
             found = results(out)

@@ -1,12 +1,12 @@
 """Benchmark (not a test): is the input pipeline ever the bottleneck, and does memory grow?
 
-1. Epoch time of the default model fed by the project's tf.data pipeline (make_dataset:
+1. Epoch time of the default model fed by the project's tf.data pipeline (training.make_dataset:
    seeded shuffle, batch, prefetch) / epoch time fed from in-memory tensors
    (model.fit(x, y)). Target <= 1.05.
-2. Peak RSS of a process after training 2 vs 10 models one after another (common.train calls
+2. Peak RSS of a process after training 2 vs 10 models one after another (training.train calls
    keras.backend.clear_session() before each). Target ratio <= 1.2.
 
-    python bench/pipeline.py --data-dir ../shared/beans
+    python experiments/pipeline.py --data-dir ../shared/beans
 """
 
 import argparse
@@ -15,13 +15,10 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import common  # noqa: E402
-import outputs  # noqa: E402
+from beans_tune import cnn, outputs, training
+from beans_tune.hparams import HParams
+from beans_tune.images import Beans
 
 
 def epoch_times(hp, beans, feed, epochs, seed=0):
@@ -30,8 +27,8 @@ def epoch_times(hp, beans, feed, epochs, seed=0):
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    model = common.build_model(hp, beans.image_size, num_classes=len(beans.classes))
-    model.compile(optimizer=common.make_optimizer(hp, 1), loss="sparse_categorical_crossentropy",
+    model = cnn.build_model(hp, beans.image_size, num_classes=len(beans.classes))
+    model.compile(optimizer=cnn.make_optimizer(hp, 1), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     times = []
 
@@ -44,8 +41,8 @@ def epoch_times(hp, beans, feed, epochs, seed=0):
 
     train, val = beans.train, beans.validation
     if feed == "tf.data":
-        model.fit(common.make_dataset(train, hp.batch_size, seed=seed, training=True),
-                  validation_data=common.make_dataset(val, hp.batch_size), epochs=epochs, verbose=0,
+        model.fit(training.make_dataset(train, hp.batch_size, seed=seed, training=True),
+                  validation_data=training.make_dataset(val, hp.batch_size), epochs=epochs, verbose=0,
                   shuffle=False, callbacks=[Timer()])
     else:
         model.fit(train.x, train.y, batch_size=hp.batch_size, validation_data=(val.x, val.y),
@@ -55,10 +52,10 @@ def epoch_times(hp, beans, feed, epochs, seed=0):
 
 def child(args):
     """Trains args.child_models models in this process; prints peak RSS in MiB."""
-    beans = common.Beans(args.data_dir, image_size=args.image_size)
-    hp = common.HParams(epochs=args.rss_epochs, patience=args.rss_epochs)
+    beans = Beans(args.data_dir, image_size=args.image_size)
+    hp = HParams(epochs=args.rss_epochs, patience=args.rss_epochs)
     for seed in range(args.child_models):
-        common.train(hp, beans.train, beans.validation, seed=seed, log=None)
+        training.train(hp, beans.train, beans.validation, seed=seed, log=None)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
@@ -74,8 +71,8 @@ def main(argv=None):
     if args.child_models:
         return child(args)
 
-    beans = common.Beans(args.data_dir, image_size=args.image_size)
-    hp = common.HParams()
+    beans = Beans(args.data_dir, image_size=args.image_size)
+    hp = HParams()
     times = {"tf.data": [], "tensors": []}
     for _ in range(args.repeats):  # alternate, so drift in machine load hits both feeds
         for feed in times:
