@@ -45,6 +45,8 @@ def build_model(hp, image_size=64, num_classes=3, seed=None):
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = linear_bn_relu(x, layers.Dense(hp.units, use_bias=not hp.batch_norm, kernel_initializer=init(), name="dense"),
                        "dense")
+    if hp.dropout:
+        x = layers.Dropout(hp.dropout, seed=None if seed is None else seed % (2**31 - 1), name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", kernel_initializer=init(), name="classes")(x)
     name = "cnn_bn" if hp.batch_norm else "cnn"
     return keras.Model(inputs, outputs, name=name)

@@ -55,6 +55,8 @@ class HParams:
                          scale="log")
     layers: int = _hp(3, "conv blocks: 3 halvings take 64x64 inputs to 8x8 feature maps", 1, 8)
     units: int = _hp(64, "hidden units of the dense layer: ample for a few classes", 1, 4096, scale="log")
+    dropout: float = _hp(0.0, "share of the dense layer's outputs dropped at random in training; 0 keeps all", 0, 1,
+                         high_open=True)
     decay: float = _hp(0.0, "learning-rate decay, alpha/(1+decay*epoch); 0 keeps alpha fixed", 0, 100,
                        scale="log")
     schedule: str = _hp("inverse-time", "inverse-time (alpha/(1+decay*epoch)) or cosine (alpha*(1+cos(pi*t/epochs))/2, "

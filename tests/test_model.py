@@ -49,6 +49,23 @@ def test_baseline_has_no_bn_and_keeps_biases():
     assert model.output_shape == (None, 3)
 
 
+def test_dropout_follows_the_dense_relu_in_training_only():
+    """dropout: the one layer it adds sits between the hidden layer's ReLU and the classes, drops
+    in training and not at inference; at its default (0) the model is the one without it."""
+    import numpy as np
+
+    hp = beans_tune.hparams.HParams(layers=1, units=16, dropout=0.5)
+    model = beans_tune.cnn.build_model(hp, image_size=8, seed=0)
+    pairs = {layer.name: prev.name for layer, prev in layer_graph(model)}
+    assert pairs["dropout"] == "dense_relu" and pairs["classes"] == "dropout"
+    assert model.get_layer("dropout").rate == 0.5
+    x = np.random.default_rng(0).random((4, 8, 8, 3)).astype("float32")
+    assert np.array_equal(model(x, training=False), model(x, training=False))
+    assert not np.array_equal(model(x, training=True), model(x, training=False))
+    plain = beans_tune.cnn.build_model(beans_tune.hparams.HParams(layers=1, units=16), image_size=8, seed=0)
+    assert [l.name for l in plain.layers] == [l.name for l in model.layers if l.name != "dropout"]
+
+
 def test_deep_stacks_on_small_images_still_build():
     model = beans_tune.cnn.build_model(beans_tune.hparams.HParams(layers=6, units=4), image_size=8)
     assert model.output_shape == (None, 3)
