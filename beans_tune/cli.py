@@ -14,14 +14,7 @@ import threading
 from dataclasses import fields
 from pathlib import Path
 
-from .hparams import (
-    HPARAM_NAMES,
-    HParams,
-    UsageError,
-    describe_range,
-    flag,
-    parse_value,
-)
+from .hparams import HPARAM_NAMES, HParams, UsageError, describe_range, flag, parse_value
 from .images import DATA_ENV
 
 

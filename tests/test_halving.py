@@ -65,11 +65,7 @@ def test_the_rungs_promote_what_scikit_learns_halving_promotes(grid):
     import numpy as np
     from sklearn.base import BaseEstimator
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
-    from sklearn.model_selection import (
-        HalvingGridSearchCV,
-        HalvingRandomSearchCV,
-        PredefinedSplit,
-    )
+    from sklearn.model_selection import HalvingGridSearchCV, HalvingRandomSearchCV, PredefinedSplit
 
     from beans_tune.tuning import searches
     from beans_tune.tuning.space import parse_dim

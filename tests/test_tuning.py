@@ -449,10 +449,7 @@ def test_estimator_follows_scikit_learn_conventions(data_dir, tmp_path, monkeypa
     from sklearn.base import clone
     from sklearn.metrics import accuracy_score
     from sklearn.model_selection import GridSearchCV
-    from sklearn.utils.estimator_checks import (
-        check_get_params_invariance,
-        check_no_attributes_set_in_init,
-    )
+    from sklearn.utils.estimator_checks import check_get_params_invariance, check_no_attributes_set_in_init
 
     monkeypatch.chdir(tmp_path)
     beans = beans_tune.images.Beans(data_dir, image_size=8)
@@ -635,6 +632,35 @@ def test_the_learning_rates_a_random_search_trains_are_log_uniform(data_dir, tmp
     log_law = stats.uniform(math.log10(low), math.log10(high) - math.log10(low)).cdf
     assert stats.kstest(np.log10(trained), log_law).pvalue > 1e-3
     assert stats.kstest(trained, stats.uniform(low, high - low).cdf).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_range_with_linear_is_sampled_uniformly(data_dir, tmp_path, monkeypatch, capsys, seed):
+    """--learning-rate lo:hi:linear: the lecture's counter-example, uniform draws (most of them in
+    the top decade), said so before the search starts."""
+    from scipy import stats
+
+    trained = trials_learning_rates(monkeypatch)
+    low, high = 1e-4, 1e-1
+    assert tune_random.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--n-iter", "200",
+                             "--seed", str(seed), "--learning-rate", f"{low}:{high}:linear", "--layers", "1",
+                             "--final-epochs", "1", *TINY]) == 0
+    assert "search learning_rate 0.0001:0.1 uniform" in " ".join(capsys.readouterr().out.split())
+    assert len(trained) == 200 and min(trained) >= low and max(trained) <= high
+    assert stats.kstest(trained, stats.uniform(low, high - low).cdf).pvalue > 1e-3
+    log_law = stats.uniform(math.log10(low), math.log10(high) - math.log10(low)).cdf
+    assert stats.kstest(np.log10(trained), log_law).pvalue < 1e-6
+
+
+def test_a_range_names_its_scale_in_help_and_refuses_an_unknown_one(capsys):
+    assert tune_random.main(["--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--learning-rate SPEC default: 3e-4:1e-2; range (0, 10]; a range is sampled log-uniform" in shown
+    assert "--batch-size SPEC default: 16:64; range [1, 1024]; a range is sampled over powers of two" in shown
+    for spec, message in (("1e-4:1e-1:cubic", "unknown scale 'cubic'"), ("1e-4:1e-1:pow2", "unknown scale 'pow2'"),
+                          ("0:1e-1:log", "a log-uniform range needs bounds > 0")):
+        assert tune_random.main(["--learning-rate", spec]) == 2
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("script, flags", [(tune_grid, ["--learning-rate", "1e-3,1e-2"]),

@@ -6,10 +6,11 @@ settings below (one field, one flag), the method's own flags, and one flag per h
 from dataclasses import dataclass, field, fields
 
 from .. import cli
-from ..hparams import HPARAM_NAMES, HParams, UsageError
+from ..hparams import HPARAM_NAMES, HParams, UsageError, describe_range
+from ..hparams import scale as field_scale
 from .execution import CONNECT_TIMEOUT
 from .final import AUTO, FINAL_DATA, TRAIN_AND_VALIDATION
-from .space import FINAL_EPOCHS, TRIAL_DEFAULTS
+from .space import FINAL_EPOCHS, SCALE_WORDS, TRIAL_DEFAULTS
 
 
 def _lower(text):
@@ -89,7 +90,8 @@ def parser_for(method):
     method.add_flags(parser)
     group = parser.add_argument_group(
         "hyperparameters", "each takes one value (fixed), a comma list (choices)"
-        + (", or lo:hi (a range)" if method.allow_range else ""))
+        + (", or lo:hi (a range, sampled on the scale each flag names; lo:hi:linear, lo:hi:log, lo:hi:1-log or "
+           "lo:hi:pow2 chooses another)" if method.allow_range else ""))
     defaults = method.space(None).values
     for name in HPARAM_NAMES:
         shown = defaults.get(name, getattr(HParams(), name))
@@ -97,5 +99,8 @@ def parser_for(method):
             shown = f"{shown} with --schedule inverse-time; 0 with cosine (the default)"
         if name == "patience" and shown == TRIAL_DEFAULTS["epochs"]:
             shown = f"{shown}, the trials' epochs: with cosine one --epochs value sets it too"
-        group.add_argument(cli.flag(name), default=None, metavar="SPEC", help=f"default: {shown}")
+        span, scale = describe_range(name), SCALE_WORDS.get(field_scale(name))
+        more = "".join([f"; range {span}" if span else "", f"; a range is sampled {scale}" if scale and
+                        method.allow_range else ""])
+        group.add_argument(cli.flag(name), default=None, metavar="SPEC", help=f"default: {shown}{more}")
     return parser

@@ -10,17 +10,7 @@ from pathlib import Path
 
 from .. import outputs
 from ..hparams import UsageError
-from .store import (
-    BEST,
-    BOARD,
-    HISTORIES,
-    MANIFEST,
-    MODEL,
-    RESULTS,
-    STATES,
-    latest_by_key,
-    trials_of,
-)
+from .store import BEST, BOARD, HISTORIES, MANIFEST, MODEL, RESULTS, STATES, latest_by_key, trials_of
 
 LOCK = ".lock"
 # search.json's "format": 3 since the manifest holds only the fixed hyperparameters that differ from

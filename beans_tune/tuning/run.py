@@ -18,14 +18,7 @@ from ..hparams import HPARAM_NAMES, HParams, UsageError
 from . import execution as ex
 from . import importance, outfolder, report, store
 from .evaluate import Evaluator
-from .final import (
-    AUTO,
-    TRAIN_AND_VALIDATION,
-    FinalBudget,
-    format_best,
-    summary,
-    train_final,
-)
+from .final import AUTO, TRAIN_AND_VALIDATION, FinalBudget, format_best, summary, train_final
 from .flags import SearchSettings, parser_for
 from .runner import Data, TrialOptions, limit_threads
 from .searches import Problem

@@ -9,15 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hparams import (
-    HPARAM_NAMES,
-    HParams,
-    UsageError,
-    flag,
-    hparam_type,
-    parse_value,
-    scale,
-)
+from ..hparams import HPARAM_NAMES, SCALES, HParams, UsageError, flag, hparam_type, parse_value
+from ..hparams import scale as field_scale
 
 # What every trial gets unless a flag says otherwise: the BN model (the course project: add BN,
 # then tune it; --batch-norm false tunes the baseline), trained as the accuracy recipe trains,
@@ -53,6 +46,10 @@ class Space:
     given: frozenset = frozenset()
 
 
+# how --help and the search's configuration name each scale (hparams.SCALES)
+SCALE_WORDS = {"log": "log-uniform", "1-log": "1-x log-uniform", "pow2": "over powers of two", "linear": "uniform"}
+
+
 def fmt(value):
     """A hyperparameter value as the tables print it (4 significant figures)."""
     if isinstance(value, (bool, np.bool_)):
@@ -75,21 +72,22 @@ def powers_of_two(low, high):
 
 @dataclass(frozen=True)
 class Dim:
-    """One searched hyperparameter: a range (low, high) or a list of choices."""
+    """One searched hyperparameter: a range (low, high) or a list of choices, and the scale a
+    range is sampled on (hparams.SCALES): the field's own unless the flag chose one."""
 
     name: str
     low: float = None
     high: float = None
     choices: tuple = None
+    scale: str = None
+
+    def __post_init__(self):
+        if self.scale is None:
+            object.__setattr__(self, "scale", field_scale(self.name) or "linear")
 
     @property
     def is_range(self):
         return self.choices is None
-
-    @property
-    def scale(self):
-        """How a range is sampled: the field's scale (hparams.SCALES)."""
-        return scale(self.name)
 
     @property
     def is_int(self):
@@ -114,7 +112,7 @@ class Dim:
             return "{" + ", ".join(fmt(v) for v in self.choices) + "}"
         if self.scale == "pow2":
             return "{" + ", ".join(str(v) for v in powers_of_two(self.low, self.high)) + "}"
-        scale = {"log": "log-uniform", "1-log": "1-x log-uniform", "linear": "uniform"}[self.scale]
+        scale = SCALE_WORDS[self.scale]
         return f"{fmt(self.low)}:{fmt(self.high)} {scale}{' int' if self.is_int else ''}"
 
     def scipy(self):
@@ -155,7 +153,7 @@ class Dim:
         if not self.is_range or not values:
             return self
         if self.scale == "pow2":
-            return Dim(self.name, min(values), max(values))
+            return Dim(self.name, min(values), max(values), scale=self.scale)
         forward, back = _TRANSFORMS[self.scale]
         lo, hi = forward(min(values)), forward(max(values))
         if self.scale == "1-log":
@@ -167,7 +165,7 @@ class Dim:
             low, high = math.floor(low), math.ceil(high)
         if low >= high:
             return Dim(self.name, choices=(type(self.low)(low),))
-        return Dim(self.name, low, high)
+        return Dim(self.name, low, high, scale=self.scale)
 
 
 _TRANSFORMS = {
@@ -212,19 +210,25 @@ def parse_dim(name, text, allow_range=True):
             raise UsageError(f"{flag(name)}: a grid takes a comma list of values, not a range ({text!r})")
         if hparam_type(name) in (bool, str):
             raise UsageError(f"{flag(name)}: {name} takes a comma list, not a range")
-        parts = text.split(":")
-        if len(parts) != 2 or not all(p.strip() for p in parts):
-            raise UsageError(f"{flag(name)}: expected lo:hi, got {text!r}")
-        low, high = (parse_value(name, p.strip()) for p in parts)
+        parts = [p.strip() for p in text.split(":")]
+        if len(parts) not in (2, 3) or not all(parts):
+            raise UsageError(f"{flag(name)}: expected lo:hi or lo:hi:scale, got {text!r}")
+        scale = parts[2].lower() if len(parts) == 3 else field_scale(name)
+        allowed = [s for s in SCALES if s != "pow2" or hparam_type(name) is int]
+        if scale not in allowed:
+            raise UsageError(f"{flag(name)}: unknown scale {parts[2]!r} in {text!r} (one of {', '.join(allowed)})")
+        low, high = (parse_value(name, p) for p in parts[:2])
         if not low < high:
             raise UsageError(f"{flag(name)}: low must be below high, got {text!r}")
-        if scale(name) == "log" and (low <= 0 or low * high == 0):  # a product that underflows: skopt's own check
+        if scale == "log" and (low <= 0 or low * high == 0):  # a product that underflows: skopt's own check
             raise UsageError(f"{flag(name)}: a log-uniform range needs bounds > 0, got {text!r}")
-        if scale(name) == "pow2" and not powers_of_two(low, high):
+        if scale == "1-log" and not (0 <= low and high < 1):
+            raise UsageError(f"{flag(name)}: a 1-log range needs 0 <= lo and hi < 1, got {text!r}")
+        if scale == "pow2" and not powers_of_two(low, high):
             raise UsageError(f"{flag(name)}: no power of two in {text!r}")
         for bound in (low, high):
             _check_value(name, bound)
-        return Dim(name, low, high)
+        return Dim(name, low, high, scale=scale)
     items = [t.strip() for t in text.split(",")]
     if not text or any(not t for t in items):
         raise UsageError(f"{flag(name)}: empty value in list {text!r}")
