@@ -96,7 +96,7 @@ def test_space_in_skopt_terms():
     ("learning_rate", "0,1e-3", "learning_rate must be > 0"),
     ("decay", "0:1", "log-uniform range needs bounds > 0"),
     ("learning_rate", "1e-3,,1e-2", "empty value"),
-    ("beta_1", "0.9:1.0", r"beta_1 must be in \[0, 1\)"),
+    ("beta_1", "0.9:1.0", r"1-log range needs 0 <= lo and hi < 1"),
     ("layers", "0,2", "layers must be an integer >= 1"),
     ("batch_size", "33:60", "no power of two"),
     ("optimizer", "adam:sgd", "takes a comma list"),
