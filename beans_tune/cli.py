@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by every script: flags derived from `common.HParams`, the
+"""Command-line plumbing shared by every script: flags derived from `hparams.HParams`, the
 one-line error contract (stderr, exit code 2), and the echo of a resolved configuration.
 
     python train_bn.py --help     # every hyperparameter flag here comes from HParams

@@ -52,6 +52,19 @@ def build_model(hp, image_size=64, num_classes=3, seed=None):
     return keras.Model(inputs, outputs, name=name)
 
 
+
+def for_raw_images(model, image_size):
+    """The trained `model` behind the preprocessing images.py applies, as the saved model: it takes
+    raw RGB images (any size, values 0-255, a batch of one size) and resizes (bilinear, antialiased)
+    and scales them to [0, 1] itself, so a user's photo goes in as it is decoded."""
+    import keras
+    from keras import layers
+
+    raw = keras.Input((None, None, 3), name="raw_image")
+    x = layers.Resizing(image_size, image_size, antialias=True, name="resize")(raw)
+    x = layers.Rescaling(1 / 255, name="scale")(x)
+    return keras.Model(raw, model(x), name=f"{model.name}_raw_images")
+
 def schedule_parameters(hp, steps_per_epoch, horizon=None):
     """The learning-rate schedule `hp` asks for, as (kind, the Keras schedule's arguments), over
     `horizon` epochs (default hp.epochs). The one statement of the rule.

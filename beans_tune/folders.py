@@ -33,7 +33,11 @@ def _check_names(root):
     """TFDS's ImageFolder lists the folder, its split folders and their class folders as UTF-8:
     a name that is not (bytes from another system's encoding) is refused here, by name."""
     def walk(folder, depth):
-        for entry in folder.iterdir():
+        try:
+            entries = list(folder.iterdir())
+        except OSError as err:  # unreadable (permissions), or gone while being read
+            raise UsageError(f"data folder {folder} cannot be read ({err.strerror or type(err).__name__})") from None
+        for entry in entries:
             try:
                 entry.name.encode("utf-8")
             except UnicodeEncodeError:

@@ -8,7 +8,7 @@ the flow the two training commands share: flags, one model (or the baseline and 
 import dataclasses
 from pathlib import Path
 
-from . import cli, images, outputs, tensorboard_log, training
+from . import cli, cnn, images, outputs, tensorboard_log, training
 from .tuning import methods, run
 
 
@@ -71,7 +71,7 @@ def train_and_report(args, script, hp, runs, beans, out, compare):
             "epochs": result.epochs, "train_seconds": round(result.seconds, 2), "status": result.status,
         })
         outputs.write_history_csv(folder / "history.csv", result.history)
-        outputs.save_model(folder / "model.keras", result.model)
+        outputs.save_model(folder / "model.keras", cnn.for_raw_images(result.model, args.image_size))
         rows.append((name, outputs.accuracy_with_se(result.val_accuracy, len(val_split)),
                      outputs.accuracy_with_se(result.test_accuracy, len(test)), result.epochs, f"{result.seconds:.1f}"))
     outputs.save_figure(out / "curves.png", outputs.plot_curves({n: r.history for n, r in results.items()}))

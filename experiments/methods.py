@@ -108,7 +108,7 @@ def method_argv(method, args, seed, out):
     if method == "random":
         return "tune_random", [*every, *searched, "--n-iter", str(trials)]
     if method == "bayes":
-        return "tune_bayes", [*every, *searched, "--n-calls", str(trials), "--n-initial-points", "5"]
+        return "tune_bayes", [*every, *searched, "--n-calls", str(trials), "--n-initial-points", str(min(5, trials))]
     restart = method == "halving-restart"
     candidates = halving_candidates(budget(args.epochs), args.epochs, restart=restart)
     return "tune_random", [*every, *searched, "--halving", "--n-iter", str(candidates), "--min-epochs", "1",

@@ -99,13 +99,19 @@ def scored(monkeypatch):
     return asked
 
 
+def is_estimate(kwargs):
+    """Whether a beans_tune.training.train call is a search's time estimate, the one that brings its
+    own callback (its clock)."""
+    return bool(kwargs.get("callbacks"))
+
+
 def is_trial(kwargs):
     """Whether a beans_tune.training.train call (its keyword arguments) is a search's trial, which logs through
-    a tuning.runner.Heartbeat, or a measurement that logs nothing; not a final model."""
+    a tuning.runner.Heartbeat, or a measurement that logs nothing; not a final model, nor the time estimate."""
     from beans_tune.tuning.runner import Heartbeat
 
     log = kwargs.get("log")
-    return log is None or isinstance(log, Heartbeat)
+    return (log is None or isinstance(log, Heartbeat)) and not is_estimate(kwargs)
 
 
 def instant_train(training, asked):
@@ -113,6 +119,8 @@ def instant_train(training, asked):
     real = training.train
 
     def train(hp, *args, **kwargs):
+        if is_estimate(kwargs):  # no epoch timed: the search says it made no estimate
+            return training.TrainResult(None, {}, float("nan"), 0, 0.0)
         asked.append(hp.epochs)
         score = hp.layers / 10 + hp.units / 1000 + hp.epochs / 1e4
         if is_trial(kwargs):

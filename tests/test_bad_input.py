@@ -84,6 +84,7 @@ def test_hyperparameters_above_their_range_are_refused(data_dir, tmp_path, capsy
     (tune_random, ["--refine", "-1"], "argument --refine: must be in [0, 20]"),
     (tune_bayes, ["--n-calls", "1e9"], "argument --n-calls: must be in [1, 10000]"),
     (tune_bayes, ["--n-initial-points", "0"], "argument --n-initial-points: must be in"),
+    (tune_bayes, ["--n-calls", "3"], "--n-initial-points 4 is above --n-calls 3: every point would be random"),
     (tune_random, ["--units", "inf"], "--units: expected a finite number"),
     (tune_random, ["--layers", "1:inf"], "--layers: expected a finite number"),
     (tune_random, ["--learning-rate", "1e-4:inf"], "--learning-rate: expected a finite number"),

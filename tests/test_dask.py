@@ -143,7 +143,7 @@ def test_a_training_that_kills_its_workers_is_recorded_failed(data_dir, tmp_path
     # every search trains through one path (tuning.evaluate), whose handling of a killer
     # test_search_core.py checks for each case, and test_a_training_blamed_with_a_killer_runs_again_alone
     # the rerun of what Dask blames; here they meet real KilledWorkers, in a Bayesian search
-    script, argv = tune_bayes, ["--layers", "1:3", "--learning-rate", "1e-3", "--n-calls", "3"]
+    script, argv = tune_bayes, ["--layers", "1:3", "--learning-rate", "1e-3", "--n-calls", "3", "--n-initial-points", "2"]
     out = tmp_path / "run"
     with a_cluster_where_two_layers_kill_the_worker(allowed_failures=0) as local:
         code = run_bounded(script.main, ["--data-dir", str(data_dir), "--out", str(out), "--scheduler",

@@ -113,6 +113,18 @@ def test_bad_folders_are_reported_with_the_path(data_dir, damage, message):
     assert message.format(root=data_dir) in str(err.value)
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a folder whatever its permissions")
+@pytest.mark.parametrize("unreadable", ["", "train/healthy"])
+def test_an_unreadable_folder_is_one_usage_line(data_dir, unreadable):
+    folder = data_dir / unreadable
+    folder.chmod(0)
+    try:
+        with pytest.raises(beans_tune.hparams.UsageError, match=f"data folder {folder} cannot be read"):
+            beans_tune.images.Beans(data_dir, image_size=8)
+    finally:
+        folder.chmod(0o755)
+
+
 def test_truncated_jpeg_is_named_when_decoding(data_dir):
     path = next((data_dir / "train" / "healthy").glob("*.jpg"))
     noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)

@@ -19,7 +19,7 @@ import beans_tune.training
 import tune_bayes
 import tune_grid
 import tune_random
-from conftest import instant_train
+from conftest import instant_train, is_estimate
 
 # The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
 # these tests are about the search machinery, which the cheaper baseline model exercises as well.
@@ -39,6 +39,8 @@ def count_trainings(monkeypatch, interrupt_at=None):
     real = beans_tune.training.train
 
     def counting(*args, **kwargs):
+        if is_estimate(kwargs):  # the search's time estimate: not a training of the search
+            return real(*args, **kwargs)
         calls.append(args[0])
         if interrupt_at is not None and len(calls) == interrupt_at:
             raise KeyboardInterrupt
@@ -106,6 +108,8 @@ def test_a_ctrl_c_that_python_dropped_still_stops_the_run(data_dir, tmp_path, mo
     fake, calls, evaluated = instant_train(beans_tune.training, []), [], []
 
     def train(hp, *args, **kwargs):
+        if is_estimate(kwargs):
+            return fake(hp, *args, **kwargs)
         calls.append(hp)
         if len(calls) == dropped_at:
             try:
@@ -136,6 +140,8 @@ def test_a_ctrl_c_that_tensorflow_turned_into_another_error_is_not_stored_as_a_f
     fake, calls = instant_train(beans_tune.training, []), []
 
     def train(hp, *args, **kwargs):
+        if is_estimate(kwargs):
+            return fake(hp, *args, **kwargs)
         calls.append(hp)
         if len(calls) == 2:
             try:
@@ -215,6 +221,17 @@ def test_a_different_search_in_the_same_out_is_refused(data_dir, tmp_path, capsy
     assert tune_random.main(["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "2", "--overwrite",
                              *TINY]) == 0
     assert len(rows(out)) == 2  # --overwrite starts afresh even for the same search
+
+
+def test_search_json_fixes_only_what_differs_from_the_defaults(data_dir, tmp_path, scored):
+    # so a hyperparameter added later with a default that changes nothing (dropout, 0) leaves every
+    # folder written before it resumable: their search.json and this version's agree
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", *TINY]) == 0
+    fixed = json.loads((out / "search.json").read_text())["fixed"]
+    defaults = beans_tune.hparams.HParams().to_dict()
+    assert fixed["units"] == 4 and "dropout" not in fixed
+    assert all(defaults[name] != value for name, value in fixed.items()), fixed
 
 
 @pytest.mark.parametrize("held", [None, 2, 4])  # no "format" (every folder before format 2), older, newer

@@ -41,8 +41,37 @@ def test_bn_script_trains_with_bn(data_dir, tmp_path):
     assert metrics["hparams"]["batch_norm"] is True and metrics["hparams"]["bn_momentum"] == 0.8
     assert (metrics["hparams"]["schedule"], metrics["hparams"]["optimizer"]) == ("cosine", "sgd")
     import keras
-    model = keras.saving.load_model(out / "model.keras")
-    assert any(l.__class__.__name__ == "BatchNormalization" for l in model.layers)
+    network = keras.saving.load_model(out / "model.keras").layers[-1]  # behind the resizing and scaling
+    assert any(l.__class__.__name__ == "BatchNormalization" for l in network.layers)
+
+
+def test_predict_names_a_class_for_each_raw_image_and_refuses_bad_input(data_dir, tmp_path, capsys):
+    import keras
+
+    from beans_tune import predict
+
+    out = tmp_path / "run"
+    assert train_baseline.main(["--data-dir", str(data_dir), "--out", str(out), *FAST]) == 0
+    images = [str(next((data_dir / "test" / c).iterdir())) for c in ("angular_leaf_spot", "bean_rust", "healthy")]
+    capsys.readouterr()
+    assert predict.main([str(out), *images]) == 0  # the folder or its model.keras
+    lines = capsys.readouterr().out.splitlines()[2:]
+    assert [line.split()[0] for line in lines] == images
+    assert {line.split()[1] for line in lines} <= {"angular_leaf_spot", "bean_rust", "healthy"}
+    assert all(1 / 3 <= float(line.split()[2]) <= 1 for line in lines)  # the most probable of 3 classes
+    old = tmp_path / "old"  # a model that takes preprocessed arrays, as saved before raw images
+    old.mkdir()
+    keras.saving.load_model(out / "model.keras").layers[-1].save(old / "model.keras")
+    (old / "metrics.json").write_text((out / "metrics.json").read_text())
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "model.keras").write_bytes((out / "model.keras").read_bytes())
+    for argv, message in [([str(out), str(out / "metrics.json")], "metrics.json: not an image"),
+                          ([str(tmp_path / "none"), images[0]], "none: no such model file"),
+                          ([str(old), images[0]], "takes preprocessed 8x8 images"),
+                          ([str(tmp_path / "bare"), images[0]], "no metrics.json or best.json beside")]:
+        assert predict.main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and len(captured.err.splitlines()) == 1 and message in captured.err
 
 
 @pytest.mark.slow

@@ -17,9 +17,10 @@ import beans_tune.training
 import tune_bayes
 import tune_grid
 import tune_random
+from beans_tune.predict import read_image
 from beans_tune.tuning import runner, searches
 from beans_tune.tuning.space import build_space, parse_dim
-from conftest import instant_train, is_trial, split_folders
+from conftest import instant_train, is_estimate, is_trial, split_folders
 
 # The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
 # these tests are about the search machinery, which the cheaper baseline model exercises as well.
@@ -75,6 +76,20 @@ def test_layers_uniform_and_batch_size_powers_of_two():
     assert sorted(set(layers)) == [1, 2, 3, 4]
     assert np.allclose(np.bincount(layers)[1:] / len(layers), 0.25, atol=0.02)
     assert parse_dim("batch_size", "16:128").scipy() == [16, 32, 64, 128]
+
+
+def test_the_middle_of_a_dimension_is_the_median_of_its_sampling():
+    # what the time estimate trains: half of the draws fall below it, on the dimension's own scale
+    assert parse_dim("learning_rate", "1e-4:1e-2").middle() == pytest.approx(1e-3)
+    assert parse_dim("learning_rate", "1e-4:1e-2:linear").middle() == pytest.approx(0.00505)
+    assert parse_dim("beta_2", "0.9:0.999").middle() == pytest.approx(1 - math.sqrt(0.1 * 0.001))
+    assert parse_dim("units", "16:256").middle() == 64
+    assert parse_dim("batch_size", "16:64").middle() == 32
+    assert parse_dim("layers", "2,3,4").middle() == 3
+    for text in ("1e-4:1e-2", "16:256"):
+        dim = parse_dim("learning_rate" if "e" in text else "units", text)
+        draws = dim.scipy().rvs(size=4000, random_state=np.random.default_rng(0))
+        assert np.mean(draws < dim.middle()) == pytest.approx(0.5, abs=0.03)
 
 
 def test_space_in_skopt_terms():
@@ -241,11 +256,17 @@ def test_two_by_two_grid_runs_four_trials_ranked(data_dir, tmp_path, capsys):
     best = json.loads((out / "best.json").read_text())
     assert best["val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in rows), abs=1e-6)
     assert best["trials"] == best["trainings"] == 4
-    import keras  # the saved model's own predictions on the test split give best.json's test accuracy
+    import keras  # the saved model takes the raw test files and scores them as the search did
 
     test = beans_tune.images.Beans(data_dir, image_size=8).test
-    predicted = np.argmax(keras.models.load_model(out / "model.keras").predict(test.x, verbose=0), axis=1)
-    assert best["test_accuracy"] == pytest.approx(float(np.mean(predicted == test.y)), abs=1e-6)  # float32
+    saved = keras.models.load_model(out / "model.keras")
+    raw = [read_image(f) for f in test.files]
+    assert {image.shape for image in raw} == {(12, 12, 3)}  # the files' own size, values 0-255
+    on_raw = saved.predict(np.stack(raw), verbose=0)
+    on_decoded = saved.layers[-1].predict(test.x, verbose=0)  # the trained network on images.py's arrays
+    np.testing.assert_allclose(on_raw, on_decoded, atol=1e-5)
+    assert best["test_accuracy"] == pytest.approx(float(np.mean(on_decoded.argmax(1) == test.y)), abs=1e-6)
+    assert best["classes"] == list(test.classes)
     assert best["test_images"] == len(test.y)
     assert {p.name for p in out.iterdir()} == {".lock", "search.json", "results.csv", "histories.jsonl", "best.json", "model.keras",
                                               "val_accuracy.png"}
@@ -657,7 +678,7 @@ def test_a_range_names_its_scale_in_help_and_refuses_an_unknown_one(capsys):
     shown = " ".join(capsys.readouterr().out.split())
     assert "--learning-rate SPEC default: 3e-4:1e-2; range (0, 10]; a range is sampled log-uniform" in shown
     assert "--batch-size SPEC default: 16:64; range [1, 1024]; a range is sampled over powers of two" in shown
-    for spec, message in (("1e-4:1e-1:cubic", "unknown scale 'cubic'"), ("1e-4:1e-1:pow2", "unknown scale 'pow2'"),
+    for spec, message in (("1e-4:1e-1:cubic", "unknown scale 'cubic'"), ("1e-4:1e-1:pow2", "pow2 is for integer hyperparameters"),
                           ("0:1e-1:log", "a log-uniform range needs bounds > 0")):
         assert tune_random.main(["--learning-rate", spec]) == 2
         assert message in capsys.readouterr().err
@@ -710,10 +731,12 @@ def test_a_refined_rounds_learning_rates_are_log_uniform_over_its_narrowed_range
                                                             ("train+validation", ["train", "validation"], [])])
 def test_the_final_model_trains_and_stops_on_no_test_image(data_dir, tmp_path, monkeypatch, final_data, trains_on,
                                                            stops_on):
-    finals, instant = [], instant_train(beans_tune.training, [])
+    finals, timed, instant = [], [], instant_train(beans_tune.training, [])
 
     def spy_train(hp, train, val, *args, **kwargs):
-        if not is_trial(kwargs):
+        if is_estimate(kwargs):
+            timed.append(split_folders(train) + split_folders(val))
+        elif not is_trial(kwargs):
             finals.append((split_folders(train), split_folders(val)))
         return instant(hp, train, val, *args, **kwargs)
 
@@ -722,3 +745,21 @@ def test_the_final_model_trains_and_stops_on_no_test_image(data_dir, tmp_path, m
                            "--learning-rate", "1e-3,1e-2", "--final-epochs", "1", "--final-data", final_data,
                            *TINY]) == 0
     assert finals == [(trains_on, stops_on)]
+    assert timed == [["train", "validation"]]  # the time estimate too trains on no test image
+
+
+@pytest.mark.slow
+def test_a_search_states_its_trainings_epochs_and_time_first_and_the_timing_changes_no_score(
+        data_dir, tmp_path, capsys, monkeypatch):
+    import beans_tune.tuning.run
+
+    argv = ["--data-dir", str(data_dir), "--learning-rate", "1e-3,1e-2", "--layers", "1,2", *TINY]
+    assert tune_grid.main([*argv, "--epochs", "2", "--out", str(tmp_path / "timed")]) == 0
+    printed = capsys.readouterr().out
+    estimate = next(line for line in printed.splitlines() if line.startswith("estimate: "))
+    assert estimate.startswith("estimate: 4 trainings of 8 epochs in all, then the final model's 2: about ")
+    assert printed.index("estimate: ") < printed.index("trial 1/4")
+    monkeypatch.setattr(beans_tune.tuning.run, "show_estimate", lambda *args: None)
+    assert tune_grid.main([*argv, "--epochs", "2", "--out", str(tmp_path / "untimed")]) == 0
+    scores = lambda name: [(r["learning_rate"], r["layers"], r["val_accuracy"]) for r in results(tmp_path / name)]  # noqa: E731
+    assert scores("timed") == scores("untimed")  # each training seeds itself: the timing draws nothing from it

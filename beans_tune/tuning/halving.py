@@ -100,6 +100,16 @@ def trainings(candidates, args, epochs):
     return sum(n for _, n in schedule(candidates, args, epochs))
 
 
+def epochs(candidates, args, epochs):
+    """How many epochs the schedule trains (per fold): a continuing configuration trains only the
+    epochs its rung adds to the rung below."""
+    total, below = 0, 0
+    for rung_epochs, n in schedule(candidates, args, epochs):
+        total += n * (rung_epochs - below)
+        below = rung_epochs if continues(args) else 0
+    return total
+
+
 def continues(args):
     return bool(args.halving and not args.restart_rungs)
 

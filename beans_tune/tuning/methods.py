@@ -10,6 +10,7 @@ candidates (tuning.searches, tuning.halving). The driver (tuning.run) does the r
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import cli
 from ..hparams import HPARAM_NAMES, UsageError
@@ -21,6 +22,24 @@ from .space import DEFAULT_RANGES, TRIAL_DEFAULTS, Space
 # model's default (64): they moved the score least in the random searches measured for the docs
 # (docs/accuracy.md); tune_random.py and tune_bayes.py search them.
 DEFAULT_GRID = {**TRIAL_DEFAULTS, "learning_rate": [1e-3, 3e-3], "layers": [3, 4], "batch_size": [16, 32]}
+
+
+class Count(NamedTuple):
+    trainings: int
+    asked: int = None   # trainings asked for, where the space holds fewer
+    epochs: int = 0     # at most: early stopping may cut them short
+
+    @classmethod
+    def of(cls, trainings, dims, base, asked=None):
+        """Trainings of the same epochs each: the searched epochs' middle value, or the fixed one."""
+        epochs = next((d.middle() for d in dims if d.name == "epochs"), base.epochs)
+        return cls(trainings, asked, round(trainings * epochs))
+
+
+def halving_count(candidates, args, base):
+    folds = args.cv or 1
+    return Count(halving.trainings(candidates, args, base.epochs) * folds, None,
+                 halving.epochs(candidates, args, base.epochs) * folds)
 
 
 class Method:
@@ -45,7 +64,8 @@ class Method:
         """Its flags against the data, once decoded."""
 
     def count(self, args, dims, base):
-        """(trainings it will run, trainings asked for where the space holds fewer, or None)."""
+        """A Count: the trainings and epochs it will run, and the trainings asked for where the space
+        holds fewer."""
         raise NotImplementedError
 
     def identity(self, args):
@@ -90,8 +110,8 @@ class Grid(Method):
     def count(self, args, dims, base):
         candidates = math.prod(len(d.choices) for d in dims)
         if args.halving:
-            return halving.trainings(candidates, args, base.epochs) * (args.cv or 1), None
-        return candidates * (args.cv or 1) * args.repeats, None
+            return halving_count(candidates, args, base)
+        return Count.of(candidates * (args.cv or 1) * args.repeats, dims, base)
 
     def check(self, args, space, dims, base):
         halving.check(args, dims, base)
@@ -167,8 +187,9 @@ class Random(Method):
         if all(isinstance(d.scipy(), list) for d in dims):
             candidates = min(args.n_iter, math.prod(len(d.scipy()) for d in dims))
         if args.halving:
-            return halving.trainings(candidates, args, base.epochs) * (args.cv or 1), None
-        return candidates * (args.refine + 1) * (args.cv or 1), args.n_iter * (args.refine + 1) * (args.cv or 1)
+            return halving_count(candidates, args, base)
+        return Count.of(candidates * (args.refine + 1) * (args.cv or 1), dims, base,
+                        asked=args.n_iter * (args.refine + 1) * (args.cv or 1))
 
     def check(self, args, space, dims, base):
         halving.check(args, dims, base)
@@ -208,8 +229,13 @@ class Bayes(Method):
         """--n-calls, or fewer where the space holds fewer distinct points (lists and integers)."""
         return min(args.n_calls, math.prod(len(d.values()) if d.values() is not None else math.inf for d in dims))
 
+    def check(self, args, space, dims, base):
+        if args.n_initial_points > args.n_calls:  # as gp_minimize refuses it: the GP would never propose
+            raise UsageError(f"--n-initial-points {args.n_initial_points} is above --n-calls {args.n_calls}: "
+                             "every point would be random")
+
     def count(self, args, dims, base):
-        return self.n_calls(args, dims), args.n_calls
+        return Count.of(self.n_calls(args, dims), dims, base, asked=args.n_calls)
 
     def identity(self, args):
         return {"n_calls": args.n_calls, "n_initial_points": args.n_initial_points}

@@ -13,10 +13,11 @@ from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import cli, images, outputs, tensorboard_log
+from .. import cli, cnn, images, outputs, tensorboard_log
 from ..hparams import HPARAM_NAMES, HParams, UsageError
 from . import execution as ex
 from . import importance, outfolder, report, store
+from .estimate import estimate
 from .evaluate import Evaluator
 from .final import AUTO, TRAIN_AND_VALIDATION, FinalBudget, format_best, summary, train_final
 from .flags import SearchSettings, parser_for
@@ -38,6 +39,7 @@ class Setup:
     rung: str = None           # successive halving: the hyperparameter each rung sets ("epochs")
     final: FinalBudget = FinalBudget()  # what the final model trains with beyond the best trial's values
     asked: int = None          # trainings asked for, where the space holds fewer
+    epochs: int = 0            # epochs the trainings run at most
 
     @property
     def names(self):
@@ -64,9 +66,9 @@ def prepare(argv, method):
     if not dims:
         raise UsageError("nothing to search: every hyperparameter has a single value")
     out = Path(args.out) if args.out else cli.default_out(method.script)
-    total, asked = method.count(args, dims, base)
-    return Setup(args, settings, tuple(dims), base, total, out, method.rung(args),
-                 final_budget(settings, space, overrides, dims), asked)
+    count = method.count(args, dims, base)
+    return Setup(args, settings, tuple(dims), base, count.trainings, out, method.rung(args),
+                 final_budget(settings, space, overrides, dims), count.asked, count.epochs)
 
 
 def trials_run_to_the_end(space, overrides):
@@ -184,6 +186,7 @@ def run(argv, method):
         train, validation = beans.train, beans.validation  # decoded here, after every check
         method.check_data(args, train, validation)
         start_search(prog, setup, method, beans, execution, threads)
+        show_estimate(setup, state, execution, train, validation)
         if state.board:  # the sessions of trainings stored by a run without --tensorboard
             state.board.sync(state.store)
         problem = make_problem(prog, setup, state, Data.make(train, validation, method.cv(args), args.seed),
@@ -209,6 +212,21 @@ def start_search(prog, setup, method, beans, execution, threads):
         **{f"search {d.name}": d.describe() for d in setup.dims},
         **{k: v for k, v in setup.base.to_dict().items() if k not in setup.names}})
     print("\n".join(beans.describe()), flush=True)
+
+
+def show_estimate(setup, state, execution, train, validation):
+    """The trainings and epochs left and their time, from an epoch timed here (trials in this
+    process only: parallel ones share the cores in ways one timing does not tell)."""
+    if not execution.in_this_process:
+        print(f"estimate: not made for parallel trials; {setup.total} trainings, "
+              f"{outputs.epoch_count(setup.epochs)} in all", flush=True)
+        return
+    left = max(0, setup.total - len(store.latest_by_key(state.done)))
+    final_epochs = setup.final.epochs or setup.base.epochs
+    timed = estimate(setup.dims, setup.base, train, validation, left, round(setup.epochs * left / setup.total),
+                     final_epochs, setup.args.seed)
+    print(f"estimate: {timed.describe() if timed else 'not made: the timed training ended in its first epoch'}",
+          flush=True)
 
 
 def make_problem(prog, setup, state, data, execution, threads):
@@ -247,7 +265,7 @@ def finish(prog, setup, method, beans, state, output, seconds):
     warn = lambda line: print(f"{prog}: warning: {line}", file=sys.stderr, flush=True)  # noqa: E731
     try:
         final = train_final(beans, setup.base, ok[0], setup.final, setup.args.seed, warn, setup.columns)
-        outputs.save_model(out / store.MODEL, final.trained.model)
+        outputs.save_model(out / store.MODEL, cnn.for_raw_images(final.trained.model, beans.image_size))
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted while training the final model; the search's trainings are saved in "
               f"{trial_store.path}. Run the same command again to train the final model (the search is not "

@@ -101,6 +101,18 @@ class Dim:
             return powers_of_two(self.low, self.high)
         return list(range(int(self.low), int(self.high) + 1)) if self.is_int else None
 
+    def middle(self):
+        """The median of what is sampled: the value of this dimension that a time estimate trains."""
+        if self.is_range and self.scale in ("log", "1-log"):
+            flip = self.scale == "1-log"
+            low, high = (1 - self.low, 1 - self.high) if flip else (self.low, self.high)
+            value = math.sqrt(low * high)
+            return (1 - value) if flip else round(value) if self.is_int else value
+        values = self.values()
+        if values is not None:
+            return values[len(values) // 2]
+        return (self.low + self.high) / 2
+
     def spec(self):
         """Exact, JSON-safe description: what identifies this dimension of a search on resume."""
         if not self.is_range:
@@ -216,7 +228,8 @@ def parse_dim(name, text, allow_range=True):
         scale = parts[2].lower() if len(parts) == 3 else field_scale(name)
         allowed = [s for s in SCALES if s != "pow2" or hparam_type(name) is int]
         if scale not in allowed:
-            raise UsageError(f"{flag(name)}: unknown scale {parts[2]!r} in {text!r} (one of {', '.join(allowed)})")
+            what = "pow2 is for integer hyperparameters" if scale in SCALES else f"unknown scale {parts[2]!r}"
+            raise UsageError(f"{flag(name)}: {what}, in {text!r} (one of {', '.join(allowed)})")
         low, high = (parse_value(name, p) for p in parts[:2])
         if not low < high:
             raise UsageError(f"{flag(name)}: low must be below high, got {text!r}")
