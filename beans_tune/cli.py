@@ -62,9 +62,9 @@ def add_hparam_flags(parser, exclude=()):
     for f in fields(HParams):
         if f.name in exclude:
             continue
-        if f.type is bool:
-            group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{f.metadata['help']} (default: {f.default})")
+        if f.type is bool:  # true|false, as the tuning scripts take it (where true,false is a choice)
+            group.add_argument(flag(f.name), default=None, metavar="true|false",
+                               help=f"{f.metadata['help']} (default: {str(f.default).lower()})")
         else:
             span = f", range {describe_range(f.name)}" if describe_range(f.name) else ""
             group.add_argument(flag(f.name), default=None, metavar=f.type.__name__.upper(),
@@ -77,7 +77,7 @@ def hparams_from_args(args, **fixed):
     for name in HPARAM_NAMES:
         raw = getattr(args, name, None)
         if raw is not None:
-            values[name] = raw if isinstance(raw, bool) else parse_value(name, raw)
+            values[name] = parse_value(name, raw)
     values.update(fixed)
     return HParams(**values)
 

@@ -18,7 +18,7 @@ def training_parser(prog, description, compare=False):
     if compare:
         parser.add_argument("--compare", action="store_true",
                             help="also train the baseline (no BN) with the same hyperparameters and seed")
-    cli.add_hparam_flags(parser, exclude=("batch_norm",))
+    cli.add_hparam_flags(parser, exclude=("batch_norm",) if compare else ("batch_norm", "bn_momentum"))
     return parser
 
 

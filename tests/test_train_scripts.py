@@ -36,10 +36,11 @@ def test_bn_script_trains_with_bn(data_dir, tmp_path):
     out = tmp_path / "run"
     # a word with spaces around it is read as the tuning scripts read it
     assert train_bn.main(["--data-dir", str(data_dir), "--out", str(out), "--bn-momentum", "0.8",
-                          "--schedule", " cosine ", "--optimizer", "sgd ", *FAST]) == 0
+                          "--schedule", " cosine ", "--optimizer", "sgd ", "--augment", "TRUE", *FAST]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["hparams"]["batch_norm"] is True and metrics["hparams"]["bn_momentum"] == 0.8
     assert (metrics["hparams"]["schedule"], metrics["hparams"]["optimizer"]) == ("cosine", "sgd")
+    assert metrics["hparams"]["augment"] is True
     import keras
     network = keras.saving.load_model(out / "model.keras").layers[-1]  # behind the resizing and scaling
     assert any(l.__class__.__name__ == "BatchNormalization" for l in network.layers)
@@ -107,6 +108,9 @@ def test_env_variable_is_used_when_no_flag(data_dir, tmp_path, monkeypatch):
     (["--data-dir", "{data}", "--no-such-flag", "1"], "unrecognized arguments: --no-such-flag"),
     (["--data-dir", "{data}", "--image-size", "2"], "argument --image-size: must be in [8, 512], got 2"),
     (["--data-dir", "{data}", "--batch-norm"], "unrecognized arguments: --batch-norm"),
+    (["--data-dir", "{data}", "--bn-momentum", "0.9"], "unrecognized arguments: --bn-momentum"),  # no BN here
+    (["--data-dir", "{data}", "--augment", "maybe"], "--augment: expected bool, got 'maybe'"),
+    (["--data-dir", "{data}", "--augment"], "argument --augment: expected one argument"),  # true|false, as the searches
 ])
 def test_bad_input_is_one_line_and_exit_2(data_dir, tmp_path, capsys, argv, message):
     out = tmp_path / "run"
