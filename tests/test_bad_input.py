@@ -51,7 +51,7 @@ def refused(capsys, code, out, *messages):
 @pytest.mark.parametrize("text", ["inf", "-inf", "nan", "1e400"])
 def test_non_finite_hyperparameters_are_refused(data_dir, tmp_path, capsys, no_training, name, text):
     out = tmp_path / "run"
-    code = train_baseline.main(["--data-dir", str(data_dir), "--out", str(out), f"{cli.flag(name)}={text}"])
+    code = train_bn.main(["--data-dir", str(data_dir), "--out", str(out), f"{cli.flag(name)}={text}"])
     refused(capsys, code, out, cli.flag(name), "finite")
 
 
@@ -59,7 +59,7 @@ def test_non_finite_hyperparameters_are_refused(data_dir, tmp_path, capsys, no_t
 def test_hyperparameters_above_their_range_are_refused(data_dir, tmp_path, capsys, no_training, name):
     high = beans_tune.hparams._FIELDS[name].metadata["high"]
     out = tmp_path / "run"
-    code = train_baseline.main(["--data-dir", str(data_dir), "--out", str(out), cli.flag(name), str(high * 10 + 1)])
+    code = train_bn.main(["--data-dir", str(data_dir), "--out", str(out), cli.flag(name), str(high * 10 + 1)])
     refused(capsys, code, out, name)
 
 
