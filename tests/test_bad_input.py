@@ -19,6 +19,7 @@ import tune_grid
 import tune_random
 from beans_tune import cli
 from beans_tune.tuning.space import Dim, build_space, parse_dim
+from conftest import patch_train
 
 # The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
 # these tests are about the search machinery, which the cheaper baseline model exercises as well.
@@ -32,7 +33,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("trained despite bad input")
 
-    monkeypatch.setattr(beans_tune.training, "train", refuse)
+    patch_train(monkeypatch, refuse)
 
 
 def refused(capsys, code, out, *messages):

@@ -11,7 +11,7 @@ import tune_grid
 import tune_random
 from beans_tune.hparams import HParams
 from beans_tune.tuning import halving
-from conftest import is_estimate
+from conftest import patch_train
 
 TINY = ["--image-size", "8", "--units", "4", "--batch-size", "4", "--decay", "0", "--batch-norm", "false",
         "--augment", "false"]
@@ -203,15 +203,13 @@ def interrupt_at(monkeypatch, call):
     plans, real = [], getattr(beans_tune.training.train, "unwrapped", beans_tune.training.train)  # the `scored` fixture's
 
     def interrupted(hp, *args, **kwargs):
-        if is_estimate(kwargs):
-            return real(hp, *args, **kwargs)
         if len(plans) + 1 == call:
             raise KeyboardInterrupt
         plans.append(kwargs.get("plan"))
         return real(hp, *args, **kwargs)
 
     interrupted.unwrapped = real
-    monkeypatch.setattr(beans_tune.training, "train", interrupted)
+    patch_train(monkeypatch, interrupted)
     return plans
 
 

@@ -11,7 +11,7 @@ import beans_tune.images
 import beans_tune.training
 import train_bn
 import tune_random
-from conftest import make_image_folder
+from conftest import make_image_folder, patch_train
 
 TWO = ("cat", "dog")
 FIVE = ("ash", "birch", "cedar", "elm", "oak")
@@ -188,7 +188,7 @@ def too_few_to_carve(root):
 @pytest.mark.parametrize("script", [train_bn, tune_random])
 def test_bad_folders_end_in_one_line_before_any_training(tmp_path, capsys, monkeypatch, script, damage, argv,
                                                          message):
-    monkeypatch.setattr(beans_tune.training, "train", lambda *a, **k: pytest.fail("trained despite bad input"))
+    patch_train(monkeypatch, lambda *a, **k: pytest.fail("trained despite bad input"))
     root = make_image_folder(tmp_path / "data", per_class=3, classes=TWO)
     damage(root)
     out = tmp_path / "run"

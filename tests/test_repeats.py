@@ -12,7 +12,7 @@ import tune_grid
 from beans_tune.tuning import report
 from beans_tune.tuning.space import parse_dim
 from beans_tune.tuning.store import TrialStore
-from conftest import is_trial
+from conftest import is_trial, patch_train
 
 TINY = ["--image-size", "8", "--units", "4", "--batch-size", "4", "--decay", "0", "--layers", "1"]
 
@@ -35,7 +35,7 @@ def seeded(monkeypatch):
         score = hp.learning_rate * 10 + (0.1 if hp.batch_norm else 0) + seed / 100
         return beans_tune.training.TrainResult(None, {"val_accuracy": [score]}, score, 1, 0.0)
 
-    monkeypatch.setattr(beans_tune.training, "train", train)
+    patch_train(monkeypatch, train)
     return calls
 
 
@@ -67,10 +67,10 @@ def test_an_interrupted_repeated_grid_resumes_the_missing_seeds_only(data_dir, t
             raise KeyboardInterrupt
         return instant(hp, *args, **kwargs)
 
-    monkeypatch.setattr(beans_tune.training, "train", interrupted)
+    patch_train(monkeypatch, interrupted)
     assert tune_grid.main(argv) == 130
     assert len(rows(out)) == 3
-    monkeypatch.setattr(beans_tune.training, "train", instant)
+    patch_train(monkeypatch, instant)
     assert tune_grid.main(argv) == 0
     assert sorted((r["learning_rate"], r["fold"]) for r in rows(out)) == [
         ("0.01", "seed0"), ("0.01", "seed1"), ("0.02", "seed0"), ("0.02", "seed1")]

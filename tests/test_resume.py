@@ -19,7 +19,7 @@ import beans_tune.training
 import tune_bayes
 import tune_grid
 import tune_random
-from conftest import instant_train, is_estimate
+from conftest import instant_train, patch_train
 
 # The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
 # these tests are about the search machinery, which the cheaper baseline model exercises as well.
@@ -39,14 +39,12 @@ def count_trainings(monkeypatch, interrupt_at=None):
     real = beans_tune.training.train
 
     def counting(*args, **kwargs):
-        if is_estimate(kwargs):  # the search's time estimate: not a training of the search
-            return real(*args, **kwargs)
         calls.append(args[0])
         if interrupt_at is not None and len(calls) == interrupt_at:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(beans_tune.training, "train", counting)
+    patch_train(monkeypatch, counting)
     return calls
 
 
@@ -108,8 +106,6 @@ def test_a_ctrl_c_that_python_dropped_still_stops_the_run(data_dir, tmp_path, mo
     fake, calls, evaluated = instant_train(beans_tune.training, []), [], []
 
     def train(hp, *args, **kwargs):
-        if is_estimate(kwargs):
-            return fake(hp, *args, **kwargs)
         calls.append(hp)
         if len(calls) == dropped_at:
             try:
@@ -118,7 +114,7 @@ def test_a_ctrl_c_that_python_dropped_still_stops_the_run(data_dir, tmp_path, mo
                 pass  # ... and the exception is lost, as in a callback
         return fake(hp, *args, **kwargs)
 
-    monkeypatch.setattr(beans_tune.training, "train", train)
+    patch_train(monkeypatch, train)
     monkeypatch.setattr(beans_tune.training, "evaluate", lambda *a, **k: evaluated.append(a) or 0.5)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as a script starts with
     out = tmp_path / "run"
@@ -140,8 +136,6 @@ def test_a_ctrl_c_that_tensorflow_turned_into_another_error_is_not_stored_as_a_f
     fake, calls = instant_train(beans_tune.training, []), []
 
     def train(hp, *args, **kwargs):
-        if is_estimate(kwargs):
-            return fake(hp, *args, **kwargs)
         calls.append(hp)
         if len(calls) == 2:
             try:
@@ -150,7 +144,7 @@ def test_a_ctrl_c_that_tensorflow_turned_into_another_error_is_not_stored_as_a_f
                 raise TypeError("Failed to convert elements of (None,) to Tensor") from None
         return fake(hp, *args, **kwargs)
 
-    monkeypatch.setattr(beans_tune.training, "train", train)
+    patch_train(monkeypatch, train)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     out = tmp_path / "run"
     command = ["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,2e-3,3e-3", "--layers", "1", *TINY]
@@ -167,7 +161,7 @@ def test_resumed_random_search_draws_the_same_candidates(data_dir, tmp_path, mon
     assert tune_random.main([*argv, "--out", str(tmp_path / "whole")]) == 0
     count_trainings(monkeypatch, interrupt_at=2)
     assert tune_random.main([*argv, "--out", str(tmp_path / "cut")]) == 130
-    monkeypatch.setattr(beans_tune.training, "train", instant_train(beans_tune.training, []))  # no more interruptions
+    patch_train(monkeypatch, instant_train(beans_tune.training, []))  # no more interruptions
     assert tune_random.main([*argv, "--out", str(tmp_path / "cut")]) == 0
 
     def candidates(out):
@@ -284,7 +278,7 @@ def test_trial_timeout_stops_a_hanging_trial(data_dir, tmp_path, monkeypatch, ca
             hp = dataclasses.replace(hp, epochs=1000, patience=1000, batch_size=1)  # far past 10 s
         return real(hp, *args, **kwargs)
 
-    monkeypatch.setattr(beans_tune.training, "train", layers_two_never_ends)
+    patch_train(monkeypatch, layers_two_never_ends)
     out = tmp_path / "run"
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1,2", "--learning-rate",
                            "1e-3", "--trial-timeout", "10", *TINY]) == 0  # 10 s: one epoch, even on a busy machine

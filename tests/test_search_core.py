@@ -23,7 +23,7 @@ from beans_tune.tuning import outfolder, runner, searches, store
 from beans_tune.tuning.evaluate import Evaluator
 from beans_tune.tuning.execution import Execution
 from beans_tune.tuning.space import build_space
-from conftest import make_image_folder
+from conftest import make_image_folder, patch_train
 
 # The searches tune the BN model by default (test_the_searches_tune_the_bn_model_by_default);
 # these tests are about the search machinery, which the cheaper baseline model exercises as well.
@@ -49,7 +49,7 @@ def count_trainings(monkeypatch, fail=lambda hp, n: None):
             raise error
         return real(hp, *args, **kwargs)
 
-    monkeypatch.setattr(beans_tune.training, "train", counting)
+    patch_train(monkeypatch, counting)
     return calls
 
 
@@ -188,7 +188,7 @@ def test_cv_folds_are_stratified_and_each_trains_on_the_others(monkeypatch):
         seen.append(np.concatenate([train.x, val.x]).ravel().tolist())
         return beans_tune.training.TrainResult(None, {}, 0.5, 1, 0.0)
 
-    monkeypatch.setattr(beans_tune.training, "train", spy)
+    patch_train(monkeypatch, spy)
     for k in (1, 2, 3):
         train_job(Job({"layers": 1}, f"cv{k}"), beans_tune.hparams.HParams(), data, TrialOptions())
     for k, fitted in zip(range(3), seen):  # the other folds' images, the held-out tenth included
@@ -252,7 +252,7 @@ def test_a_diverged_trial_is_a_result_and_not_retried(data_dir, tmp_path, monkey
             result.status, result.val_accuracy = "nan", float("nan")
         return result
 
-    monkeypatch.setattr(beans_tune.training, "train", layers_two_diverges)
+    patch_train(monkeypatch, layers_two_diverges)
     assert tune_grid.main(argv) == 130
     assert [r["status"] for r in rows(out)] == ["ok", "diverged"]
     monkeypatch.undo()
@@ -336,7 +336,7 @@ def test_threads_per_trial_holds_in_the_main_process(data_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "not applied" not in done.stderr
     seen = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("threads ")]
-    assert seen == [pools] * 3  # 2 trials and the final model
+    assert seen == [pools] * 4  # the time estimate's training, 2 trials and the final model
 
 
 @pytest.mark.slow
@@ -524,7 +524,7 @@ def test_an_estimator_used_outside_a_search_trains_without_a_heartbeat(monkeypat
         logs.append(kwargs.get("log"))
         return beans_tune.training.TrainResult(None, {}, 0.5, hp.epochs, 0.0)
 
-    monkeypatch.setattr(beans_tune.training, "train", spy)
+    patch_train(monkeypatch, spy)
     x, y = np.zeros((30, 8, 8, 3), np.float32), np.arange(30) % 3
     runner.BeansClassifier(epochs=1).fit(x, y)
     runner.BeansClassifier(epochs=1).fit(x, y, options=runner.TrialOptions())
@@ -538,7 +538,7 @@ def test_the_estimator_predicts_among_the_folders_classes(monkeypatch):
         seen.append((train.num_classes, len(val), set(val.y)))
         return beans_tune.training.TrainResult(None, {}, 0.5, hp.epochs, 0.0)
 
-    monkeypatch.setattr(beans_tune.training, "train", spy)
+    patch_train(monkeypatch, spy)
     x, y = np.zeros((20, 8, 8, 3), np.float32), np.arange(20) % 5
     estimator = runner.BeansClassifier(epochs=1).fit(x, y, classes=("ash", "birch", "cedar", "elm", "oak"))
     assert list(estimator.classes_) == [0, 1, 2, 3, 4]

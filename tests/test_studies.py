@@ -12,7 +12,7 @@ import beans_tune.hparams
 import beans_tune.images
 import beans_tune.training
 from beans_tune.tuning.outfolder import LOCK
-from conftest import ROOT, is_trial
+from conftest import ROOT, is_trial, patch_train
 
 
 def load(name):
@@ -55,7 +55,7 @@ def known_curves(monkeypatch):
         return beans_tune.training.TrainResult(None, {"val_accuracy": curve, "loss": [1.0] * hp.epochs}, max(curve),
                                                hp.epochs, 0.0)
 
-    monkeypatch.setattr(beans_tune.training, "train", train)
+    patch_train(monkeypatch, train)
 
 
 def test_the_learning_rate_study_reports_intervals_and_epochs_to_the_threshold(data_dir, tmp_path, known_curves,
@@ -123,7 +123,7 @@ def test_the_gap_is_read_at_the_epoch_of_best_validation_accuracy(data_dir, tmp_
         train_acc = [0.6, 0.8 + gap + seed / 100, 0.99]
         return beans_tune.training.TrainResult(None, {"val_accuracy": val, "accuracy": train_acc}, 0.8, 3, 0.0)
 
-    monkeypatch.setattr(beans_tune.training, "train", train)
+    patch_train(monkeypatch, train)
     out = tmp_path / "study"
     assert batch_study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "3", "--seeds", "2",
                              "--batch-sizes", "4,16", "--out", str(out)]) == 0
@@ -276,7 +276,7 @@ def test_a_failed_training_is_left_out_of_the_means_and_said(data_dir, tmp_path,
             raise RuntimeError("out of memory")
         return instant(hp, *args, seed=seed, **kwargs)
 
-    monkeypatch.setattr(beans_tune.training, "train", train)
+    patch_train(monkeypatch, train)
     out = tmp_path / "study"
     assert study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "4", "--seeds", "2",
                        "--rates", "1e-3,1e-2", "--out", str(out)]) == 0
@@ -318,7 +318,7 @@ def test_a_model_whose_every_training_failed_has_no_result(data_dir, tmp_path, k
             raise RuntimeError("out of memory")
         return instant(hp, *args, seed=seed, **kwargs)
 
-    monkeypatch.setattr(beans_tune.training, "train", train)
+    patch_train(monkeypatch, train)
     assert study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "4", "--seeds", "1",
                        "--rates", "1e-3,1e-2", "--out", str(tmp_path / "study")]) == 0
     printed = capsys.readouterr().out
@@ -339,7 +339,7 @@ def test_the_batch_study_names_what_it_left_out_and_a_refused_grid_leaves_no_rec
                                                    float("nan"), 1, 0.0, status="nan")
         return beans_tune.training.TrainResult(None, {"val_accuracy": [0.5, 0.8], "accuracy": [0.6, 0.9]}, 0.8, 2, 0.0)
 
-    monkeypatch.setattr(beans_tune.training, "train", train)
+    patch_train(monkeypatch, train)
     out = tmp_path / "study"
     assert batch_study.main(["--data-dir", str(data_dir), "--image-size", "8", "--epochs", "2", "--seeds", "1",
                              "--batch-sizes", "4,16", "--out", str(out)]) == 0

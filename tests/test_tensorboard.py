@@ -20,7 +20,7 @@ import beans_tune.training
 import train_bn
 import tune_grid
 import tune_random
-from conftest import is_trial
+from conftest import is_trial, patch_train
 
 TINY = ["--image-size", "8", "--epochs", "2", "--units", "4", "--batch-size", "4", "--decay", "0", "--batch-norm", "false",
         "--augment", "false"]
@@ -96,7 +96,7 @@ def test_a_search_is_an_hparams_experiment_served_by_tensorboard(data_dir, tmp_p
             result.status, result.val_accuracy = "nan", float("nan")
         return result
 
-    monkeypatch.setattr(beans_tune.training, "train", third_diverges)
+    patch_train(monkeypatch, third_diverges)
     assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--learning-rate", "1e-3,3e-3",
                            "--layers", "1,2", "--tensorboard", *TINY]) == 0
     stored = rows(out)
@@ -183,7 +183,7 @@ def test_a_resumed_search_adds_its_new_trials_to_the_same_experiment(data_dir, t
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(beans_tune.training, "train", interrupted)
+    patch_train(monkeypatch, interrupted)
     assert tune_random.main(command) == 130
     board = out / "tensorboard"
     assert sorted(p.name for p in board.iterdir() if p.is_dir()) == ["trial-0001", "trial-0002"]

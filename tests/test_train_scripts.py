@@ -9,7 +9,7 @@ import beans_tune.images
 import beans_tune.training
 import train_baseline
 import train_bn
-from conftest import split_folders
+from conftest import patch_train, split_folders
 
 FAST = ["--image-size", "8", "--epochs", "1", "--layers", "1", "--units", "4", "--batch-size", "4"]
 
@@ -202,7 +202,7 @@ def test_each_model_selects_on_validation_and_reads_the_test_split_once(data_dir
         evaluated.append((model, split_folders(split)))
         return real_evaluate(model, split, *args, **kwargs)
 
-    monkeypatch.setattr(beans_tune.training, "train", spy_train)
+    patch_train(monkeypatch, spy_train)
     monkeypatch.setattr(beans_tune.training, "evaluate", spy_evaluate)
     assert train_bn.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--compare", *FAST]) == 0
     assert [(t, v) for t, v, _ in trained] == [(["train"], ["validation"])] * 2  # early stopping and the kept epoch

@@ -97,7 +97,8 @@ def summary(final, best, search, beans):
         # None when the final model trained on the validation split (its score there means nothing)
         # or did not end well (NaN, which strict JSON has no word for; final_status says why)
         "final_val_accuracy": None if on_validation_too or trained.status != "ok" else trained.val_accuracy,
-        "final_status": trained.status, "test_accuracy": final.test_accuracy,
+        "final_status": trained.status, "final_seconds": round(trained.seconds, 1),
+        "test_accuracy": final.test_accuracy,
         "final_epochs": trained.epochs, "trials": search["trials"], "trainings": search["trainings"],
         "search_seconds": round(search["search_seconds"], 1),
         "fit_seconds": None if search.get("fit_seconds") is None else round(search["fit_seconds"], 1),
