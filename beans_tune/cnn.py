@@ -52,7 +52,6 @@ def build_model(hp, image_size=64, num_classes=3, seed=None):
     return keras.Model(inputs, outputs, name=name)
 
 
-
 def for_raw_images(model, image_size):
     """The trained `model` behind the preprocessing images.py applies, as the saved model: it takes
     raw RGB images (any size, values 0-255, a batch of one size) and resizes (bilinear, antialiased)

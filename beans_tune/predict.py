@@ -6,6 +6,7 @@ metrics.json (training) or best.json (search) written beside it.
 """
 
 import json
+import os
 from pathlib import Path
 
 from . import cli, outputs
@@ -26,9 +27,12 @@ def class_names(model_path):
         summary = model_path.parent / name
         if summary.is_file():
             try:
-                return json.loads(summary.read_text())["classes"]
-            except (OSError, ValueError, KeyError) as err:
-                raise UsageError(f"{summary}: no class names in it ({err})") from None
+                classes = json.loads(summary.read_text())["classes"]
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise UsageError(f"{summary}: no class names in it ({type(err).__name__}: {err})") from None
+            if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
+                raise UsageError(f"{summary}: its classes are not a list of 2 or more names")
+            return classes
     raise UsageError(f"no {' or '.join(SUMMARIES)} beside {model_path} names its classes")
 
 
@@ -51,7 +55,12 @@ def read_image(path):
     import tensorflow as tf
 
     try:
-        image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+        with open(path, "rb") as handle:  # Python's open: any file name the system takes
+            data = handle.read()
+    except OSError as err:
+        raise UsageError(f"{path}: cannot be read ({err.strerror or type(err).__name__})") from None
+    try:
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.OpError, ValueError) as err:
         raise UsageError(f"{path}: not an image ({type(err).__name__})") from None
     return tf.cast(image, tf.float32).numpy()
@@ -62,7 +71,10 @@ def predict(argv):
     model_path = Path(args.model)
     model_path = model_path / "model.keras" if model_path.is_dir() else model_path
     if not model_path.is_file():
-        raise UsageError(f"{model_path}: no such model file")
+        inside = [f"{d.name}/" for d in (model_path.parent.iterdir() if model_path.parent.is_dir() else [])
+                  if (d / "model.keras").is_file()]
+        hint = f" (it holds {' and '.join(sorted(inside))}: name one)" if inside else ""
+        raise UsageError(f"{model_path}: no such model file{hint}")
     classes = class_names(model_path)
     pictures = [read_image(path) for path in args.images]  # every image is checked before the first prediction
     model = load(model_path)
@@ -72,7 +84,8 @@ def predict(argv):
     for path, picture in zip(args.images, pictures):
         probabilities = model.predict(picture[None], verbose=0)[0]
         best = int(probabilities.argmax())
-        rows.append([path, classes[best], f"{probabilities[best]:.4f}"])
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")  # a name in another encoding prints too
+        rows.append([shown, classes[best], f"{probabilities[best]:.4f}"])
     print(outputs.format_table(["image", "class", "probability"], rows))
 
 

@@ -22,7 +22,7 @@ HEADERS = ["method", "best parameters", "val_accuracy", "test_accuracy ± se", "
 
 
 def row(folder):
-    path = Path(folder) / "best.json"
+    path = Path(folder) if Path(folder).name == "best.json" else Path(folder) / "best.json"
     try:
         best = json.loads(path.read_text())
         seconds = best["search_seconds"] + best.get("final_seconds", float("nan"))

@@ -284,3 +284,16 @@ def test_a_bn_models_prediction_for_an_image_does_not_depend_on_its_batch(tmp_pa
     assert_scores_each_image_alone(result.model, image, others)
     result.model.save(tmp_path / "model.keras")
     assert_scores_each_image_alone(keras.models.load_model(tmp_path / "model.keras"), image, others)  # as users get it
+
+
+def test_the_saved_model_resizes_and_scales_raw_images_as_the_data_pipeline_does():
+    import keras
+    import tensorflow as tf
+
+    network = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                                keras.layers.Dense(3, activation="softmax",
+                                                   kernel_initializer=keras.initializers.GlorotUniform(seed=0))])
+    raw = np.random.default_rng(0).integers(0, 256, (2, 12, 12, 3)).astype(np.float32)  # decoded files, 0-255
+    decoded = tf.image.resize(raw, (8, 8), antialias=True).numpy() / 255.0  # as images.py prepares a split
+    saved = beans_tune.cnn.for_raw_images(network, 8)
+    np.testing.assert_allclose(saved.predict(raw, verbose=0), network.predict(decoded, verbose=0), atol=1e-6)

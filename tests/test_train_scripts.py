@@ -211,3 +211,32 @@ def test_each_model_selects_on_validation_and_reads_the_test_split_once(data_dir
     assert [(t, v) for t, v, _ in trained] == [(["train"], ["validation"])] * 2  # early stopping and the kept epoch
     models = [model for _, _, model in trained]
     assert [(id(m), s) for m, s in evaluated] == [(id(m), ["test"]) for m in models]  # once per model, after training
+
+
+def test_predict_names_the_class_of_the_models_output_by_the_saved_class_order(tmp_path, capsys):
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    from beans_tune import cnn, predict
+
+    network = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(),
+                                keras.layers.Dense(3, activation="softmax", kernel_initializer="zeros",
+                                                   bias_initializer=keras.initializers.Constant([0.0, 0.0, 4.0]))])
+    run = tmp_path / "run"
+    run.mkdir()
+    cnn.for_raw_images(network, 8).save(run / "model.keras")  # always the third class
+    (run / "best.json").write_text(json.dumps({"classes": ["oak", "elm", "ash"]}))
+    image = tmp_path / "leaf\udce9.png"  # a file name that is not UTF-8
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(image)
+    assert predict.main([str(run), str(image)]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split() == [f"{tmp_path}/leaf\\xe9.png", "ash", f"{np.exp(4) / (2 + np.exp(4)):.4f}"]
+    for classes in (None, "abc", ["oak"], [1, 2, 3]):
+        (run / "best.json").write_text(json.dumps({"classes": classes}))
+        assert predict.main([str(run), str(image)]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"predict.py: error: {run / 'best.json'}: its classes are "
+                                                        "not a list of 2 or more names"]
+    (tmp_path / "compare" / "bn").mkdir(parents=True)
+    (tmp_path / "compare" / "bn" / "model.keras").write_bytes((run / "model.keras").read_bytes())
+    assert predict.main([str(tmp_path / "compare"), str(image)]) == 2
+    assert "(it holds bn/: name one)" in capsys.readouterr().err

@@ -86,6 +86,7 @@ def test_the_middle_of_a_dimension_is_the_median_of_its_sampling():
     assert parse_dim("units", "16:256").middle() == 64
     assert parse_dim("batch_size", "16:64").middle() == 32
     assert parse_dim("layers", "2,3,4").middle() == 3
+    assert parse_dim("batch_size", "64,16,32").middle() == 32  # a list's middle, in order
     for text in ("1e-4:1e-2", "16:256"):
         dim = parse_dim("learning_rate" if "e" in text else "units", text)
         draws = dim.scipy().rvs(size=4000, random_state=np.random.default_rng(0))
@@ -763,3 +764,18 @@ def test_a_search_states_its_trainings_epochs_and_time_first_and_the_timing_chan
     assert tune_grid.main([*argv, "--epochs", "2", "--out", str(tmp_path / "untimed")]) == 0
     scores = lambda name: [(r["learning_rate"], r["layers"], r["val_accuracy"]) for r in results(tmp_path / name)]  # noqa: E731
     assert scores("timed") == scores("untimed")  # each training seeds itself: the timing draws nothing from it
+
+
+def test_the_epochs_a_search_counts_are_those_its_trainings_run(data_dir, tmp_path, scored):
+    from beans_tune.tuning.methods import Grid, Random
+    from beans_tune.tuning.run import prepare
+
+    one = ["--learning-rate", "1e-3", "--batch-size", "32"]
+    assert prepare(["--layers", "1,2", "--epochs", "5", *one], Grid()).epochs == 2 * 5
+    assert prepare(["--layers", "1,2", "--epochs", "1,2,100", *one], Grid()).epochs == 2 * (1 + 2 + 100)  # each twice
+    assert prepare(["--n-iter", "4", "--epochs", "10:30"], Random()).epochs == 4 * 20  # a range: its middle
+    # searched epochs and patience reach the time estimate as the trials' own (it trains 2 epochs)
+    for script, searched in ((tune_grid, ["--epochs", "1,2"]), (tune_random, ["--patience", "1:3", "--n-iter", "2"])):
+        out = tmp_path / script.__name__
+        assert script.main(["--data-dir", str(data_dir), "--out", str(out), "--layers", "1", "--learning-rate",
+                            "1e-3,1e-2", *TINY, *searched]) == 0

@@ -45,7 +45,7 @@ def estimate(dims, base, train, validation, trainings, epochs, final_epochs, see
     """Times TIMED_EPOCHS epochs of the middle configuration on 1/SAMPLE of each split; None where
     fewer ran."""
     middle = {d.name: d.middle() for d in dims}
-    hp = dataclasses.replace(base, **middle, epochs=TIMED_EPOCHS, patience=TIMED_EPOCHS)
+    hp = dataclasses.replace(base, **{**middle, "epochs": TIMED_EPOCHS, "patience": TIMED_EPOCHS})
     import keras
 
     ends = []

@@ -95,6 +95,7 @@ def parser_for(method):
     defaults = method.space(None).values
     for name in HPARAM_NAMES:
         shown = defaults.get(name, getattr(HParams(), name))
+        shown = str(shown).lower() if isinstance(shown, bool) else shown  # true|false, as it is typed
         if name == "decay" and defaults.get("schedule") == "cosine" and shown != 0:
             shown = f"{shown} with --schedule inverse-time; 0 with cosine (the default)"
         if name == "patience" and shown == TRIAL_DEFAULTS["epochs"]:

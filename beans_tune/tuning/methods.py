@@ -31,8 +31,11 @@ class Count(NamedTuple):
 
     @classmethod
     def of(cls, trainings, dims, base, asked=None):
-        """Trainings of the same epochs each: the searched epochs' middle value, or the fixed one."""
-        epochs = next((d.middle() for d in dims if d.name == "epochs"), base.epochs)
+        """Trainings of the fixed epochs each, or of the searched epochs' mean: a list's (each value
+        trains equally often in a grid), a range's middle."""
+        searched = next((d for d in dims if d.name == "epochs"), None)
+        values = searched.values() if searched else None
+        epochs = (base.epochs if searched is None else sum(values) / len(values) if values else searched.middle())
         return cls(trainings, asked, round(trainings * epochs))
 
 

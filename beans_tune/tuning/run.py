@@ -221,10 +221,13 @@ def show_estimate(setup, state, execution, train, validation):
         print(f"estimate: not made for parallel trials; {setup.total} trainings, "
               f"{outputs.epoch_count(setup.epochs)} in all", flush=True)
         return
-    left = max(0, setup.total - len(store.latest_by_key(state.done)))
-    final_epochs = setup.final.epochs or setup.base.epochs
-    timed = estimate(setup.dims, setup.base, train, validation, left, round(setup.epochs * left / setup.total),
-                     final_epochs, setup.args.seed)
+    done = store.latest_by_key(state.done).values()
+    left = max(0, setup.total - len(done))
+    if not left:
+        return  # only the final model is left to train
+    epochs_left = max(0, setup.epochs - sum(row["epochs"] for row in done))  # halving: the later rungs, longer
+    timed = estimate(setup.dims, setup.base, train, validation, left, epochs_left,
+                     setup.final.epochs or setup.base.epochs, setup.args.seed)
     print(f"estimate: {timed.describe() if timed else 'not made: the timed training ended in its first epoch'}",
           flush=True)
 

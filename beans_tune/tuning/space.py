@@ -110,7 +110,7 @@ class Dim:
             return (1 - value) if flip else round(value) if self.is_int else value
         values = self.values()
         if values is not None:
-            return values[len(values) // 2]
+            return sorted(values)[len(values) // 2]
         return (self.low + self.high) / 2
 
     def spec(self):
