@@ -5,10 +5,13 @@ the flow the two training commands share: flags, one model (or the baseline and 
     python train_bn.py --data-dir ../shared/beans --compare      # or: beans-train-bn ...
 """
 
+import argparse
 import dataclasses
+import statistics
 from pathlib import Path
 
 from . import cli, cnn, images, outputs, tensorboard_log, training
+from .hparams import UsageError
 from .tuning import methods, run
 
 
@@ -18,6 +21,10 @@ def training_parser(prog, description, compare=False):
     if compare:
         parser.add_argument("--compare", action="store_true",
                             help="also train the baseline (no BN) with the same hyperparameters and seed")
+        parser.add_argument("--seeds", type=cli.number(int, 1, 100), default=1, metavar="N",
+                            help="with --compare: both models for each of the seeds SEED to SEED+N-1, then BN's "
+                                 "gain over the baseline per seed and its median [min-max] (default: 1, range "
+                                 "[1, 100]): a seed moves a training by points, the machine too")
     cli.add_hparam_flags(parser, exclude=("batch_norm",) if compare else ("batch_norm", "bn_momentum"))
     return parser
 
@@ -29,6 +36,10 @@ def parse(argv, script, batch_norm):
                                              "BatchNormalization.", compare=batch_norm)
     args = parser.parse_args(argv)
     cli.check_run_args(args)
+    if getattr(args, "seeds", 1) > 1 and not args.compare:
+        raise UsageError("--seeds goes with --compare (it measures BN's gain over the baseline)")
+    if getattr(args, "seeds", 1) > 1 and args.seed + args.seeds - 1 >= 2**32:
+        raise UsageError(f"--seed {args.seed} with --seeds {args.seeds} runs past the last seed, 2**32 - 1")
     return args, cli.hparams_from_args(args, batch_norm=batch_norm)
 
 
@@ -42,7 +53,27 @@ def run_training(argv, script, batch_norm):
     beans = images.Beans(args.data_dir, image_size=args.image_size, limit=args.limit, seed=args.seed)
     out = Path(args.out) if args.out else cli.default_out(script)
     with outputs.output_folder(out):  # refused now, not after the training it would lose
-        train_and_report(args, script, hp, runs, beans, out, compare)
+        if getattr(args, "seeds", 1) == 1:
+            train_and_report(args, script, hp, runs, beans, out, compare)
+            return
+        tests = {}
+        for seed in range(args.seed, args.seed + args.seeds):
+            print(f"\n===== seed {seed} ({seed - args.seed + 1} of {args.seeds})", flush=True)
+            tests[seed] = train_and_report(argparse.Namespace(**{**vars(args), "seed": seed}), script, hp, runs,
+                                           beans, out / f"seed-{seed}", compare)
+        print(f"\n{format_gain(tests, len(beans.test))}")
+
+
+def format_gain(tests, images):
+    """Each seed's test accuracies and BN's gain over the baseline, then the gain's median [min-max]."""
+    gains = {seed: acc["bn"] - acc["baseline"] for seed, acc in tests.items()}
+    rows = [[seed, f"{acc['baseline']:.4f}", f"{acc['bn']:.4f}", f"{gains[seed]:+.4f}"] for seed, acc in tests.items()]
+    ordered = sorted(gains.values())
+    won = sum(g > 0 for g in ordered)
+    return (outputs.format_table(["seed", "baseline test", "bn test", "bn - baseline"], rows) +
+            f"\nBN's gain over the baseline on the test split ({images} images), {len(gains)} seeds: median "
+            f"{statistics.median(ordered):+.4f} [{ordered[0]:+.4f}, {ordered[-1]:+.4f}]; BN higher on {won} of "
+            f"{len(gains)}")
 
 
 def train_and_report(args, script, hp, runs, beans, out, compare):
@@ -84,6 +115,7 @@ def train_and_report(args, script, hp, runs, beans, out, compare):
     print(f"(± one standard error over the {len(val_split)} validation and {len(test)} test images; a seed moves a "
           "training too: experiments/seeds.py, experiments/resplit.py)")
     print(f"\nwrote {out}/")
+    return {name: result.test_accuracy for name, result in results.items()}
 
 
 def train_baseline(argv=None):

@@ -240,3 +240,38 @@ def test_predict_names_the_class_of_the_models_output_by_the_saved_class_order(t
     (tmp_path / "compare" / "bn" / "model.keras").write_bytes((run / "model.keras").read_bytes())
     assert predict.main([str(tmp_path / "compare"), str(image)]) == 2
     assert "(it holds bn/: name one)" in capsys.readouterr().err
+
+
+def test_bns_gain_over_seeds_is_each_seeds_paired_difference_and_their_median():
+    from beans_tune.scripts import format_gain
+
+    text = format_gain({3: {"baseline": 0.75, "bn": 0.875}, 4: {"baseline": 0.8, "bn": 0.775},
+                        5: {"baseline": 0.7, "bn": 0.8}}, 128)
+    assert [line.split()[-1] for line in text.splitlines()[2:5]] == ["+0.1250", "-0.0250", "+0.1000"]
+    assert text.splitlines()[-1] == ("BN's gain over the baseline on the test split (128 images), 3 seeds: median "
+                                     "+0.1000 [-0.0250, +0.1250]; BN higher on 2 of 3")
+
+
+@pytest.mark.slow
+def test_compare_over_seeds_trains_both_models_per_seed_each_in_its_folder(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_bn.main(["--data-dir", str(data_dir), "--out", str(out), "--compare", "--seed", "7", "--seeds", "2",
+                          *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("===== seed ") == 2 and "2 seeds: median " in printed
+    for seed in (7, 8):
+        for model in ("baseline", "bn"):
+            metrics = json.loads((out / f"seed-{seed}" / model / "metrics.json").read_text())
+            assert (metrics["seed"], metrics["hparams"]["batch_norm"]) == (seed, model == "bn")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "2"], "--seeds goes with --compare"),
+    (["--compare", "--seeds", "0"], "argument --seeds: must be in [1, 100]"),
+    (["--compare", "--seeds", "3", "--seed", str(2**32 - 2)], "runs past the last seed"),
+])
+def test_bad_seeds_are_one_line_before_training(data_dir, tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert train_bn.main(["--data-dir", str(data_dir), "--out", str(out), *argv, *FAST]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
