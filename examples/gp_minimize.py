@@ -1,7 +1,6 @@
-"""scikit-optimize's own gp_minimize with Expected Improvement over the training function: a Gaussian
-process models 1 - validation accuracy over the lecture's five hyperparameters and proposes where to
-train next; the best point trains again and reads the test split once (tune_bayes.py: its own loop).
-    python examples/gp_minimize.py ../shared/beans    # 8 trainings of 10 epochs, then the final one"""
+"""skopt's own gp_minimize, Expected Improvement: a Gaussian process models 1 - validation accuracy over the
+lecture's five hyperparameters; the best point trains again and reads the test split once (tune_bayes.py: its
+own loop).   python examples/gp_minimize.py ../shared/beans    # 8 trainings of 10 epochs, then the final one"""
 
 import sys
 
@@ -28,10 +27,11 @@ def main(data_dir=None, image_size=64, epochs=10, n_calls=8):
         return 1 - train(hparams(point), beans.train, beans.validation, seed=0, log=None).val_accuracy
 
     result = gp_minimize(objective, SPACE, acq_func="EI", n_calls=n_calls, n_initial_points=4, random_state=0)
+    shown = lambda point: " ".join(f"{n}={v:.4g}" for n, v in zip(names, point))  # noqa: E731
     for point, value in zip(result.x_iters, result.func_vals):
-        print(f"{dict(zip(names, point))}  validation accuracy {1 - value:.4f}")
+        print(f"{shown(point)}  validation accuracy {1 - value:.4f}")
     final = train(hparams(result.x), beans.train, beans.validation, seed=0, log=None)
-    print(f"best {dict(zip(names, result.x))}: test accuracy {evaluate(final.model, beans.test):.4f}")
+    print(f"best {shown(result.x)}: test accuracy {evaluate(final.model, beans.test):.4f}")
     return result
 
 

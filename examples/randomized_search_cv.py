@@ -26,8 +26,9 @@ def main(data_dir=None, image_size=64, epochs=10, n_iter=4):
                                 cv=PredefinedSplit(fold), random_state=0)
     search.fit(x, y)
     for params, score in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]):
-        print(f"{params}  validation accuracy {score:.4f}")
-    print(f"best {search.best_params_}: test accuracy {search.score(beans.test.x, beans.test.y):.4f}")
+        print(" ".join(f"{k}={v:.4g}" for k, v in params.items()), f" validation accuracy {score:.4f}")
+    best = " ".join(f"{k}={v:.4g}" for k, v in search.best_params_.items())
+    print(f"best {best}: test accuracy {search.score(beans.test.x, beans.test.y):.4f}")
     return search
 
 
