@@ -615,6 +615,19 @@ def test_the_default_searches_train_the_augmented_bn_model_on_a_cosine_schedule(
     assert json.loads((out / "best.json").read_text())["final_data"] == "train+validation"
 
 
+@pytest.mark.parametrize("method", ["Random", "Bayes"])
+def test_random_and_bayes_search_the_lectures_five_by_default_with_a_decay_that_acts(method):
+    """Learning rate, layers, units, decay and batch size, the rate and the decay on a log scale,
+    on the inverse-time schedule (lr / (1 + decay * epoch)), so every trial's decay acts."""
+    from beans_tune.tuning.run import prepare
+
+    setup = prepare([], getattr(beans_tune.tuning.methods, method)())
+    dims = {d.name: d for d in setup.dims}
+    assert set(dims) == {"learning_rate", "layers", "units", "decay", "batch_size"}
+    assert dims["learning_rate"].scale == dims["decay"].scale == "log"
+    assert dims["decay"].low > 0 and setup.base.schedule == "inverse-time"
+
+
 def test_a_grid_file_with_the_cosine_schedule_runs_trials_to_their_end_as_the_flag_does(tmp_path):
     """--epochs 40 with cosine: the trials' patience is 40 whether the schedule comes from the
     default, a flag or a grid file (a list there)."""
