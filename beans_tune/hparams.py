@@ -70,8 +70,8 @@ class HParams:
                            "validation accuracy dips for an epoch or two", 0, 1000)
     batch_norm: bool = _hp(False, "BatchNormalization between each linear layer and its ReLU")
     bn_momentum: float = _hp(0.6, "BN moving-statistics momentum: best of 0.99/0.9/0.8/0.6 for a constant rate "
-                                  "(experiments/bn_inference.py); 0.99 lags at ~33 steps/epoch. The searches' cosine "
-                                  "schedule takes 0.9: at its rates near 0, 0.6's statistics still swing", 0, 1,
+                                  "(experiments/bn_inference.py); 0.99 lags at ~33 steps/epoch. The searches take 0.9: "
+                                  "at the rates near 0 of the grid's cosine schedule, 0.6's statistics still swing", 0, 1,
                              high_open=True, scale="1-log")
     augment: bool = _hp(False, "random flips and small rotations of training images")
 

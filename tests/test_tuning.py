@@ -692,6 +692,11 @@ def test_a_range_names_its_scale_in_help_and_refuses_an_unknown_one(capsys):
     shown = " ".join(capsys.readouterr().out.split())
     assert "--learning-rate SPEC default: 3e-4:1e-2; range (0, 10]; a range is sampled log-uniform" in shown
     assert "--batch-size SPEC default: 16:64; range [1, 1024]; a range is sampled over powers of two" in shown
+    assert "--beta-1 SPEC default: 0.9; range [0, 1); a range is sampled 1-x log-uniform" in shown
+    assert "--decay SPEC default: 1e-3:1e-1; 0 with --schedule cosine;" in shown
+    assert tune_bayes.main(["--help"]) == 0  # skopt has no 1 - x prior: Bayesian search says what it samples
+    assert "--beta-1 SPEC default: 0.9; range [0, 1); a range is sampled uniform (skopt has no 1-x prior)" in " ".join(
+        capsys.readouterr().out.split())
     for spec, message in (("1e-4:1e-1:cubic", "unknown scale 'cubic'"), ("1e-4:1e-1:pow2", "pow2 is for integer hyperparameters"),
                           ("0:1e-1:log", "a log-uniform range needs bounds > 0")):
         assert tune_random.main(["--learning-rate", spec]) == 2

@@ -32,9 +32,10 @@ class Estimate:
     def describe(self):
         shown = " ".join(f"{name}={fmt(value)}" for name, value in self.middle.items())
         return (f"{self.trainings} trainings of {outputs.epoch_count(self.epochs)} in all, then the final model's "
-                f"{self.final_epochs}: about {duration(self.seconds)} on this machine, at most (early stopping "
-                f"ends trainings sooner); an epoch of the space's middle ({shown}) took "
-                f"{self.epoch_seconds:.1f}s here, a training's start {self.start_seconds:.1f}s")
+                f"{self.final_epochs}: about {duration(self.seconds)} on this machine, from an epoch of the "
+                f"space's middle ({shown}), {self.epoch_seconds:.1f}s here, and a training's start, "
+                f"{self.start_seconds:.1f}s (smaller batches, more layers or units take longer; early stopping "
+                f"ends trainings sooner)")
 
 
 def every_nth(split, n):

@@ -10,7 +10,7 @@ from ..hparams import HPARAM_NAMES, HParams, UsageError, describe_range
 from ..hparams import scale as field_scale
 from .execution import CONNECT_TIMEOUT
 from .final import AUTO, FINAL_DATA, TRAIN_AND_VALIDATION
-from .space import FINAL_EPOCHS, SCALE_WORDS, TRIAL_DEFAULTS
+from .space import FINAL_EPOCHS, TRIAL_DEFAULTS
 
 
 def _lower(text):
@@ -96,11 +96,12 @@ def parser_for(method):
     for name in HPARAM_NAMES:
         shown = defaults.get(name, getattr(HParams(), name))
         shown = str(shown).lower() if isinstance(shown, bool) else shown  # true|false, as it is typed
-        if name == "decay" and defaults.get("schedule") == "cosine" and shown != 0:
-            shown = f"{shown} with --schedule inverse-time; 0 with cosine (the default)"
+        if name == "decay" and shown != 0:
+            shown = (f"{shown} with --schedule inverse-time; 0 with cosine (the default)"
+                     if defaults.get("schedule") == "cosine" else f"{shown}; 0 with --schedule cosine")
         if name == "patience" and shown == TRIAL_DEFAULTS["epochs"]:
             shown = f"{shown}, the trials' epochs: with cosine one --epochs value sets it too"
-        span, scale = describe_range(name), SCALE_WORDS.get(field_scale(name))
+        span, scale = describe_range(name), method.scale_words.get(field_scale(name))
         more = "".join([f"; range {span}" if span else "", f"; a range is sampled {scale}" if scale and
                         method.allow_range else ""])
         group.add_argument(cli.flag(name), default=None, metavar="SPEC", help=f"default: {shown}{more}")

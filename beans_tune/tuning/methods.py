@@ -15,7 +15,7 @@ from typing import NamedTuple
 from .. import cli
 from ..hparams import HPARAM_NAMES, UsageError
 from . import halving, searches
-from .space import DEFAULT_RANGES, TRIAL_DEFAULTS, Space
+from .space import DEFAULT_RANGES, SCALE_WORDS, TRIAL_DEFAULTS, Space
 
 # Three hyperparameters x two values around the BN model's defaults: 8 trials of the searches'
 # trial budget (TRIAL_DEFAULTS: 20 augmented epochs on a cosine schedule). Units stay at the BN
@@ -51,6 +51,7 @@ class Method:
 
     script = description = None
     allow_range = True   # takes lo:hi ranges, not only lists
+    scale_words = SCALE_WORDS  # how its --help and configuration name the distribution of each scale
     figures = ()         # names of the figures its search may draw, besides val_accuracy.png
 
     def space(self, args):
@@ -172,8 +173,8 @@ class Random(Method):
 
     def add_flags(self, parser):
         parser.add_argument("--n-iter", type=cli.number(int, 1, 10**4), default=8,
-                            help="sampled configurations per round (default: 8, with the final model 20 minutes "
-                                 "at 64x64 on 2 cores)")
+                            help="sampled configurations per round (default: 8; the search prints its estimated time "
+                                 "before it starts)")
         parser.add_argument("--refine", type=cli.number(int, 0, 20), default=0, metavar="K",
                             help="coarse to fine: K more rounds, each over ranges narrowed to the previous "
                                  "round's best trials (default: 0, range [0, 20])")
@@ -220,11 +221,12 @@ class Bayes(Method):
     script, description = "tune_bayes", ("Bayesian optimization (Gaussian process + Expected Improvement, as "
                                          "skopt.gp_minimize(acq_func='EI')).")
     figures = ("convergence.png", "objective.png")
+    scale_words = {**SCALE_WORDS, "1-log": "uniform (skopt has no 1-x prior)"}  # space.Dim.skopt
 
     def add_flags(self, parser):
         parser.add_argument("--n-calls", type=cli.number(int, 1, 10**4), default=8,
-                            help="points evaluated in all (default: 8, with the final model 24 minutes at "
-                                 "64x64 on 2 cores)")
+                            help="points evaluated in all (default: 8; the search prints its estimated time before "
+                                 "it starts)")
         parser.add_argument("--n-initial-points", type=cli.number(int, 1, 10**4), default=4,
                             help="random points before the GP takes over (default: 4)")
 

@@ -209,7 +209,7 @@ def start_search(prog, setup, method, beans, execution, threads):
         "parallel trials": execution.n_jobs if not threads else f"{execution.n_jobs} ({threads} threads each)",
         **({"trial timeout": f"{settings.trial_timeout:g}s"} if settings.trial_timeout else {}),
         "final model trains on": FINAL_DATA_SHOWN[setup.final.data],
-        **{f"search {d.name}": d.describe() for d in setup.dims},
+        **{f"search {d.name}": d.describe(method.scale_words) for d in setup.dims},
         **{k: v for k, v in setup.base.to_dict().items() if k not in setup.names}})
     print("\n".join(beans.describe()), flush=True)
 

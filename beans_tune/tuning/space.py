@@ -123,12 +123,13 @@ class Dim:
             return {"choices": [plain(v) for v in self.choices]}
         return {"low": self.low, "high": self.high, "scale": self.scale}
 
-    def describe(self):
+    def describe(self, words=SCALE_WORDS):
+        """As the search prints it before it starts: a list, or a range and its distribution."""
         if not self.is_range:
             return "{" + ", ".join(fmt(v) for v in self.choices) + "}"
         if self.scale == "pow2":
             return "{" + ", ".join(str(v) for v in powers_of_two(self.low, self.high)) + "}"
-        scale = SCALE_WORDS[self.scale]
+        scale = words[self.scale]
         return f"{fmt(self.low)}:{fmt(self.high)} {scale}{' int' if self.is_int else ''}"
 
     def scipy(self):
