@@ -14,7 +14,8 @@ and the canonical split (resplit 0, read many times: in no median). No TensorFlo
 
 Each positional spec is LABEL=CSV (the command's own columns) or LABEL=CSV:vs (the columns of the
 command given to experiments/resplit.py --vs); several specs with one label are merged by resplit, and
-one resplit read twice must give the same accuracy. Rows run top to bottom in the order of
+one resplit read twice must give the same accuracy. `--markdown` prints the README's results table
+(tests/test_docs.py regenerates it from the command shown in the README). Rows run top to bottom in the order of
 --order, else in the order their labels first appear (notes last). The medians are printed too.
 """
 
@@ -91,6 +92,22 @@ def summary(rows, fresh_from):
             where = ("canonical split" if name == "canonical"
                      else f"resplit{'s' if len(group) > 1 else ''} {numbers(group)}")
             lines.append(f"{label}: {where}: test {spread(group.values())}")
+    return "\n".join(lines)
+
+
+def markdown(rows, notes, order, fresh_from):
+    """The README's results table: one row per label, the fresh resplits' median [min-max] and
+    each fresh resplit's accuracy, so the pairs can be read across; a note where a row has none."""
+    fresh = sorted({k for accuracies in rows.values() for k in accuracies if k >= fresh_from})
+    lines = ["| command | test accuracy, median [min-max] | " + " | ".join(f"resplit {k}" for k in fresh) + " |",
+             "| --- | --- |" + " --- |" * len(fresh)]
+    for label in order or [*rows, *(n for n in notes if n not in rows)]:
+        group = {k: v for k, v in rows.get(label, {}).items() if k >= fresh_from}
+        if not group:
+            lines.append(f"| `{label}` | {notes.get(label, 'not run')} |" + " |" * len(fresh))
+            continue
+        cells = [f"{group[k]:.4f}" if k in group else "-" for k in fresh]
+        lines.append(f"| `{label}` | {spread(group.values())} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -175,6 +192,8 @@ def parse(argv):
     parser.add_argument("--order", help="comma-separated labels, top to bottom (default: as first given)")
     parser.add_argument("--fresh-from", type=int, default=6,
                         help="the first resplit read by nothing before it was run (default: 6)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the fresh resplits as the README's Markdown table instead of the medians")
     parser.add_argument("--title", default="beans: test accuracy over resplits, median [min-max]")
     return parser.parse_args(argv)
 
@@ -199,7 +218,7 @@ def main(argv=None):
     except (OSError, ValueError) as err:
         print(f"glance.py: error: {err}", file=sys.stderr)
         return 2
-    print(summary(rows, args.fresh_from))
+    print(markdown(rows, notes, order, args.fresh_from) if args.markdown else summary(rows, args.fresh_from))
     outputs.save_figure(args.out, figure(rows, notes, order, args.fresh_from, args.title))
     print(f"wrote {args.out}")
     return 0

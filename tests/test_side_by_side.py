@@ -36,3 +36,15 @@ def test_a_folder_without_a_finished_search_is_one_line(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.splitlines()) == 1
     assert "running/best.json: not a finished search's best.json" in captured.err
+
+
+def test_a_halving_or_refined_search_is_named_so(tmp_path, capsys):
+    halving = best(tmp_path / "halving", "tune_random", {"units": 40}, 0.9, 0.9, 13, 600.0, final_seconds=60.0)
+    (tmp_path / "halving" / "search.json").write_text(json.dumps({"method": {"halving": [1, 3, "continue"],
+                                                                           "refine": 0, "cv": None}}))
+    refined = best(tmp_path / "refined", "tune_random", {"units": 40}, 0.9, 0.9, 16, 600.0, final_seconds=60.0)
+    (tmp_path / "refined" / "search.json").write_text(json.dumps({"method": {"refine": 1, "cv": 5}}))
+    assert side_by_side.main([halving, refined]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("tune_random.py --halving  ")
+    assert lines[3].startswith("tune_random.py --refine 1 --cv 5  ")
