@@ -71,7 +71,8 @@ class HParams:
     batch_norm: bool = _hp(False, "BatchNormalization between each linear layer and its ReLU")
     bn_momentum: float = _hp(0.6, "BN moving-statistics momentum: best of 0.99/0.9/0.8/0.6 for a constant rate "
                                   "(experiments/bn_inference.py); 0.99 lags at ~33 steps/epoch. The searches take 0.9: "
-                                  "at the rates near 0 of the grid's cosine schedule, 0.6's statistics still swing", 0, 1,
+                                  "at the rates near 0 of the grid's cosine schedule, 0.6's statistics still swing; "
+                                  "random and Bayesian search were measured with it", 0, 1,
                              high_open=True, scale="1-log")
     augment: bool = _hp(False, "random flips and small rotations of training images")
 

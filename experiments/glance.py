@@ -97,17 +97,21 @@ def summary(rows, fresh_from):
 
 def markdown(rows, notes, order, fresh_from):
     """The README's results table: one row per label, the fresh resplits' median [min-max] and
-    each fresh resplit's accuracy, so the pairs can be read across; a note where a row has none."""
+    each fresh resplit's accuracy ("-": none), so the pairs can be read across; a label's note
+    beside its median, or in its place where it has no fresh resplit."""
     fresh = sorted({k for accuracies in rows.values() for k in accuracies if k >= fresh_from})
-    lines = ["| command | test accuracy, median [min-max] | " + " | ".join(f"resplit {k}" for k in fresh) + " |",
-             "| --- | --- |" + " --- |" * len(fresh)]
+
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    lines = [line(["command", "test accuracy, median [min-max]", *(f"resplit {k}" for k in fresh)]),
+             line(["---"] * (2 + len(fresh)))]
     for label in order or [*rows, *(n for n in notes if n not in rows)]:
         group = {k: v for k, v in rows.get(label, {}).items() if k >= fresh_from}
-        if not group:
-            lines.append(f"| `{label}` | {notes.get(label, 'not run')} |" + " |" * len(fresh))
-            continue
-        cells = [f"{group[k]:.4f}" if k in group else "-" for k in fresh]
-        lines.append(f"| `{label}` | {spread(group.values())} | " + " | ".join(cells) + " |")
+        summary = spread(group.values()) if group else f"not run on resplits {fresh_from} and up"
+        if label in notes:
+            summary = f"{summary} ({notes[label]})" if group else notes[label]
+        lines.append(line([f"`{label}`", summary, *(f"{group[k]:.4f}" if k in group else "-" for k in fresh)]))
     return "\n".join(lines)
 
 
@@ -215,6 +219,9 @@ def main(argv=None):
             missing = [label for label in [*rows, *notes] if label not in order]
             if missing:
                 raise ValueError(f"--order leaves out {', '.join(missing)}")
+            unknown = [label for label in order if label not in rows and label not in notes]
+            if unknown:
+                raise ValueError(f"--order names {', '.join(unknown)}, which no CSV or --note gives")
     except (OSError, ValueError) as err:
         print(f"glance.py: error: {err}", file=sys.stderr)
         return 2

@@ -28,6 +28,8 @@ def variant(folder):
         method = json.loads((folder / "search.json").read_text()).get("method", {})
     except (OSError, ValueError, AttributeError):
         return ""
+    if not isinstance(method, dict):
+        return ""
     words = [" --halving" if method.get("halving") else "",
              f" --refine {method['refine']}" if method.get("refine") else "",
              f" --cv {method['cv']}" if method.get("cv") else ""]

@@ -50,3 +50,27 @@ def test_bad_specs_are_refused(tmp_path, capsys):
         assert glance.main([spec, "--out", str(tmp_path / "g.png")]) == 2
     assert glance.main([f"x={csv_without_vs}", "--order", "y", "--out", str(tmp_path / "g.png")]) == 2
     assert capsys.readouterr().err.count("glance.py: error:") == 4
+
+
+def test_the_markdown_table_lines_up_each_resplit_and_says_what_did_not_run(tmp_path, capsys):
+    search = write(tmp_path / "a.csv", ["11,11,0.9,0.9375,1,0.9,0.8828,1,0.05",
+                                        "12,12,0.9,0.9375,1,0.9,0.9453,1,-0.01",
+                                        "13,13,0.9,nan,1,0.9,0.8984,1,"])
+    older = write(tmp_path / "b.csv", ["6,6,0.9,0.95,1,,,,"])
+    assert glance.main([f"five={search}", f"cosine={search}:vs", f"grid={older}", "--note", "bayes=running",
+                        "--note", "cosine=the former default", "--fresh-from", "11", "--markdown",
+                        "--order", "grid,five,cosine,bayes", "--out", str(tmp_path / "g.png")]) == 0
+    table = capsys.readouterr().out.split("\nwrote ")[0].splitlines()
+    assert table == [
+        "| command | test accuracy, median [min-max] | resplit 11 | resplit 12 | resplit 13 |",
+        "| --- | --- | --- | --- | --- |",
+        "| `grid` | not run on resplits 11 and up | - | - | - |",   # resplit 6 is not among the fresh ones
+        "| `five` | 0.9375 [0.9375-0.9375] | 0.9375 | 0.9375 | - |",  # resplit 13's NaN: no accuracy
+        "| `cosine` | 0.8984 [0.8828-0.9453] (the former default) | 0.8828 | 0.9453 | 0.8984 |",
+        "| `bayes` | running | - | - | - |"]
+
+
+def test_an_order_naming_no_csv_or_note_is_refused(tmp_path, capsys):
+    search = write(tmp_path / "a.csv", ["11,11,0.9,0.9375,1,,,,"])
+    assert glance.main([f"five={search}", "--order", "five,fiev", "--out", str(tmp_path / "g.png")]) == 2
+    assert "--order names fiev" in capsys.readouterr().err

@@ -269,9 +269,22 @@ def test_ranges_are_compared_exactly_on_resume(data_dir, tmp_path, capsys):
     assert tune_random.main([*argv, "--learning-rate", "1e-4:0.1"]) == 0
     capsys.readouterr()
     assert tune_random.main([*argv, "--learning-rate", "1e-4:0.10004"]) == 2
-    assert "holds a different search" in capsys.readouterr().err
+    assert "holds a different search (its space differ)" in capsys.readouterr().err
     manifest = json.loads((out / "search.json").read_text())
     assert manifest["space"]["learning_rate"] == {"low": 1e-4, "high": 0.1, "scale": "log"}
+
+
+def test_a_folder_of_the_former_cosine_default_says_how_to_resume_it(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--n-iter", "2", "--layers", "1", *TINY]
+    assert tune_random.main([*argv, "--schedule", "cosine"]) == 0
+    before = (out / "results.csv").read_text()
+    capsys.readouterr()
+    assert tune_random.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "add --schedule cosine" in err
+    assert (out / "results.csv").read_text() == before
+    assert tune_random.main([*argv, "--schedule", "cosine"]) == 0  # as it says: it resumes, finished
 
 
 # 7 -------------------------------------------------------------------------------------------

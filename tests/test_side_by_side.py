@@ -44,7 +44,10 @@ def test_a_halving_or_refined_search_is_named_so(tmp_path, capsys):
                                                                            "refine": 0, "cv": None}}))
     refined = best(tmp_path / "refined", "tune_random", {"units": 40}, 0.9, 0.9, 16, 600.0, final_seconds=60.0)
     (tmp_path / "refined" / "search.json").write_text(json.dumps({"method": {"refine": 1, "cv": 5}}))
-    assert side_by_side.main([halving, refined]) == 0
+    odd = best(tmp_path / "odd", "tune_random", {"units": 40}, 0.9, 0.9, 8, 600.0, final_seconds=60.0)
+    (tmp_path / "odd" / "search.json").write_text(json.dumps({"method": "random"}))  # not what a search writes
+    assert side_by_side.main([halving, refined, odd]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].startswith("tune_random.py --halving  ")
     assert lines[3].startswith("tune_random.py --refine 1 --cv 5  ")
+    assert lines[4].startswith("tune_random.py  ")

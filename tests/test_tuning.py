@@ -703,6 +703,16 @@ def test_a_range_names_its_scale_in_help_and_refuses_an_unknown_one(capsys):
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("script, shown", [(tune_random, "0.9:0.99 1-x log-uniform"),
+                                           (tune_bayes, "0.9:0.99 uniform (skopt has no 1-x prior)")])
+def test_the_search_prints_each_dimension_as_its_method_samples_it(data_dir, tmp_path, capsys, scored, script,
+                                                                     shown):
+    assert script.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--beta-1", "0.9:0.99",
+                        "--layers", "1", "--final-epochs", "1", *TINY,
+                        *(["--n-iter", "2"] if script is tune_random else ["--n-calls", "2", "--n-initial-points", "2"])]) == 0
+    assert f"search beta_1 {shown}" in " ".join(capsys.readouterr().out.split())
+
+
 @pytest.mark.parametrize("script, flags", [(tune_grid, ["--learning-rate", "1e-3,1e-2"]),
                                            (tune_random, ["--n-iter", "2"]),
                                            (tune_bayes, ["--n-calls", "3", "--n-initial-points", "2"])])

@@ -79,12 +79,23 @@ def open_search(folder, manifest, overwrite, figures=()):
     if same:
         return results_path.exists()
     held = "a different search" if manifest_path.exists() else "results of an unknown search"
-    hint = _halving_hint(held_manifest, manifest)
+    if isinstance(held_manifest, dict):
+        held += f" (its {', '.join(k for k in sorted({*held_manifest, *wanted}) if held_manifest.get(k) != wanted.get(k))} differ)"
+    hint = _halving_hint(held_manifest, manifest) or _schedule_hint(held_manifest, wanted)
     if isinstance(held_manifest, dict) and {**held_manifest, "images": None} == {**wanted, "images": None}:
         hint = (f": the images in {manifest.get('data')} changed since it ran (classes, files added, removed or "
                 "renamed)")
-    raise UsageError(f"{folder} holds {held} (other method, space, settings or data){hint}; "
-                     "choose another --out or pass --overwrite")
+    raise UsageError(f"{folder} holds {held}{hint}; choose another --out or pass --overwrite")
+
+
+def _schedule_hint(held, wanted):
+    """What to add when the folder's search ran on the cosine schedule that random and Bayesian
+    search took by default before 0.4, and this one does not."""
+    fixed = held.get("fixed") if isinstance(held, dict) else None
+    if (isinstance(fixed, dict) and fixed.get("schedule") == "cosine" and held.get("script") == wanted.get("script")
+            and (wanted.get("fixed") or {}).get("schedule") != "cosine" and "schedule" not in wanted.get("space", {})):
+        return ": it ran on the cosine schedule (random and Bayesian search's default before 0.4); add --schedule cosine"
+    return ""
 
 
 def _halving_hint(held, wanted):
