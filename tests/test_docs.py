@@ -1,8 +1,11 @@
 """The README and docs/*.md: every relative link and image points at a file that exists, every
 #anchor at a heading of its target (GitHub's slugs), no machine's absolute path, and the README
-stays a short user's guide. Plain text only: no TensorFlow, well under a second."""
+stays a short user's guide; its results table is what the command it shows prints from the CSVs.
+No TensorFlow: seconds."""
 
+import importlib.util
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -125,3 +128,35 @@ def test_slugs_as_github_makes_them():
         "history-the-accuracy-recipe-on-the-canonical-split")
     assert slug("Hyperparameters (one frozen dataclass, `beans_tune.hparams.HParams`)") == (
         "hyperparameters-one-frozen-dataclass-beans_tunehparamshparams")
+
+
+def glance_command(text):
+    """The arguments of the `python experiments/glance.py ...` command a page shows in a code block
+    (continued lines joined)."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    found = [line for line in joined.splitlines() if line.startswith("python experiments/glance.py ")]
+    assert found, "the README shows no `python experiments/glance.py ...` command"
+    return shlex.split(found[0])[2:]
+
+
+def markdown_table(text, header):
+    """The lines of the Markdown table of a page that starts with `header`, to its first non-table line."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+def test_the_readmes_results_table_is_what_its_command_prints(tmp_path, monkeypatch, capsys):
+    """The table of accuracies is regenerated from the CSVs it names, never typed."""
+    spec = importlib.util.spec_from_file_location("glance", ROOT / "experiments" / "glance.py")
+    glance = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(glance)
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    argv = glance_command(text)
+    at = argv.index("--out")
+    argv[at + 1] = str(tmp_path / "glance.png")
+    monkeypatch.chdir(ROOT)
+    assert glance.main(argv) == 0
+    table = capsys.readouterr().out.split("\nwrote ")[0].splitlines()
+    assert table[0].startswith("| command |") and markdown_table(text, table[0]) == table
