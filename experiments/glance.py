@@ -15,8 +15,9 @@ and the canonical split (resplit 0, read many times: in no median). No TensorFlo
 Each positional spec is LABEL=CSV (the command's own columns) or LABEL=CSV:vs (the columns of the
 command given to experiments/resplit.py --vs); several specs with one label are merged by resplit, and
 one resplit read twice must give the same accuracy. `--markdown` prints the README's results table
-(tests/test_docs.py regenerates it from the command shown in the README). Rows run top to bottom in the order of
---order, else in the order their labels first appear (notes last). The medians are printed too.
+(tests/test_docs.py regenerates it from the command shown in the README). Rows run top to bottom
+in the order of --order, else in the order their labels first appear (notes last). The medians
+are printed too.
 """
 
 import argparse

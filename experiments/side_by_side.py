@@ -2,9 +2,10 @@
 
     python experiments/side_by_side.py runs/tune_grid-... runs/tune_random-... runs/tune_bayes-...
 
-Columns: the method (with --halving, --refine or --cv where the search had them), its best configuration, that configuration's validation accuracy in the
-search, the final model's test accuracy with its standard error over the test images, the
-trainings the search ran, and its wall time (the search and the final model). One search on one
+Columns: the method (with --halving, --refine or --cv where the search had them), its best
+configuration, that configuration's validation accuracy in the search, the final model's test
+accuracy with its standard error over the test images, the trainings the search ran, and its
+wall time (the search and the final model). One search on one
 split: a difference of less than about two standard errors between two rows is noise (the
 median over resplits is experiments/resplit.py's). No TensorFlow; instant.
 """

@@ -96,9 +96,8 @@ def parser_for(method):
     for name in HPARAM_NAMES:
         shown = defaults.get(name, getattr(HParams(), name))
         shown = str(shown).lower() if isinstance(shown, bool) else shown  # true|false, as it is typed
-        if name == "decay" and shown != 0:
-            shown = (f"{shown} with --schedule inverse-time; 0 with cosine (the default)"
-                     if defaults.get("schedule") == "cosine" else f"{shown}; 0 with --schedule cosine")
+        if name == "decay" and shown != 0:  # random and Bayesian search's range
+            shown = f"{shown}; 0 with --schedule cosine"
         if name == "patience" and shown == TRIAL_DEFAULTS["epochs"]:
             shown = f"{shown}, the trials' epochs: with cosine one --epochs value sets it too"
         span, scale = describe_range(name), method.scale_words.get(field_scale(name))

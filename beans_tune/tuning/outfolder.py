@@ -80,7 +80,8 @@ def open_search(folder, manifest, overwrite, figures=()):
         return results_path.exists()
     held = "a different search" if manifest_path.exists() else "results of an unknown search"
     if isinstance(held_manifest, dict):
-        held += f" (its {', '.join(k for k in sorted({*held_manifest, *wanted}) if held_manifest.get(k) != wanted.get(k))} differ)"
+        differ = [k for k in sorted({*held_manifest, *wanted}) if held_manifest.get(k) != wanted.get(k)]
+        held += f" (its {', '.join(differ)} differ)"
     hint = _halving_hint(held_manifest, manifest) or _schedule_hint(held_manifest, wanted)
     if isinstance(held_manifest, dict) and {**held_manifest, "images": None} == {**wanted, "images": None}:
         hint = (f": the images in {manifest.get('data')} changed since it ran (classes, files added, removed or "
@@ -94,7 +95,8 @@ def _schedule_hint(held, wanted):
     fixed = held.get("fixed") if isinstance(held, dict) else None
     if (isinstance(fixed, dict) and fixed.get("schedule") == "cosine" and held.get("script") == wanted.get("script")
             and (wanted.get("fixed") or {}).get("schedule") != "cosine" and "schedule" not in wanted.get("space", {})):
-        return ": it ran on the cosine schedule (random and Bayesian search's default before 0.4); add --schedule cosine"
+        return (": it ran on the cosine schedule (random and Bayesian search's default before 0.4); "
+                "add --schedule cosine")
     return ""
 
 

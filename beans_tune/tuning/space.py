@@ -19,9 +19,9 @@ from ..hparams import scale as field_scale
 # cut it short of its low rates; random and Bayesian search replace it, DEFAULT_RANGES), BN
 # momentum 0.9 (0.6's moving statistics follow the last two or three batches and still swung at
 # the cosine's rates near 0; random and Bayesian search were measured with it, and kept it).
-# 20 epochs rank configurations (an augmented
-# epoch takes 5-8 s on the 2-core machine: the default grid took 20 min 30 s alone); the
-# model kept trains for FINAL_EPOCHS (tuning.run.final_budget; --final-epochs).
+# 20 epochs rank configurations (an augmented epoch takes 5-8 s on the 2-core machine: the
+# default grid took 20 min 30 s alone); the model kept trains for FINAL_EPOCHS
+# (tuning.run.final_budget; --final-epochs).
 TRIAL_DEFAULTS = {"batch_norm": True, "augment": True, "schedule": "cosine", "bn_momentum": 0.9,
                   "epochs": 20, "patience": 20}
 FINAL_EPOCHS = 60
