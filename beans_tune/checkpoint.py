@@ -57,6 +57,7 @@ class Plan:
     horizon: int = None     # epochs the learning-rate schedule spans (None: hp.epochs)
     keep: bool = False      # return the training's State at its end
     timeout: float = None   # seconds: stop at the first batch past it (status "timeout")
+    prune: object = None    # tuning.pruning.Bar: stop at the end of an epoch below it (status "pruned")
 
 
 def restore(model, state):

@@ -66,7 +66,8 @@ class TrainResult:
     val_accuracy: float     # best epoch's (the weights kept)
     epochs: int             # epochs this call ran (a continued training: after its start)
     seconds: float
-    status: str = "ok"      # "ok", "nan" (loss diverged) or "timeout"
+    status: str = "ok"      # "ok", "nan" (loss diverged), "timeout" or "pruned"
+    message: str = ""       # why it was pruned
     state: object = None    # checkpoint.State at the end, when the plan asked to keep it
 
 
@@ -115,6 +116,22 @@ class TimeLimit:
             self.expired = self.model.stop_training = True
 
 
+class Prune:
+    """Stops training at the end of the first epoch that `bar` (tuning.pruning.Bar) stops: the
+    best validation accuracy so far below the finished trials' median at that epoch."""
+
+    def __init__(self, model, bar):
+        self.model, self.bar, self.best, self.message = model, bar, -math.inf, ""
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = (logs or {}).get("val_accuracy", math.nan)
+        if math.isfinite(score):
+            self.best = max(self.best, score)
+        if self.bar is not None and not self.message and self.bar.stops(epoch + 1, self.best):
+            self.message = self.bar.why(epoch + 1, self.best)
+            self.model.stop_training = True
+
+
 HOOKS = ("on_epoch_begin", "on_epoch_end", "on_train_batch_end", "on_train_end")
 
 
@@ -133,7 +150,8 @@ def train(hp, train_split, val_split, seed=0, log=print, keep_best=True, plan=No
 
     `plan` (checkpoint.Plan): continue a saved State up to hp.epochs, spread the learning-rate
     schedule over more epochs than hp.epochs, return the end State, stop at the first batch past
-    a time limit (status "timeout").
+    a time limit (status "timeout"), stop at the end of an epoch that falls behind the finished
+    trials (status "pruned", tuning.pruning).
     `callbacks`: more Keras callbacks, called after each epoch's log line and before early
     stopping reads the epoch's logs."""
     import keras
@@ -155,10 +173,11 @@ def train(hp, train_split, val_split, seed=0, log=print, keep_best=True, plan=No
         checkpoint.restore(model, start)
         seed = continued_seed(seed, done)
     # the snapshot first: it reads the weights before early stopping puts the best ones back
-    snapshot, limit = checkpoint.Snapshot(model), TimeLimit(model, plan.timeout)
+    snapshot, limit, prune = checkpoint.Snapshot(model), TimeLimit(model, plan.timeout), Prune(model, plan.prune)
     stopper = checkpoint.EarlyStop(model, hp.patience, keep_best, start) if val_split is not None else None
     hooks = [as_callback(snapshot), as_callback(EpochLog(model, hp.epochs, log)), *callbacks,
-             keras.callbacks.TerminateOnNaN(), as_callback(limit), *([as_callback(stopper)] if stopper else [])]
+             keras.callbacks.TerminateOnNaN(), as_callback(limit), as_callback(prune),
+             *([as_callback(stopper)] if stopper else [])]
     earlier = start.history if start is not None else {}
     if start is not None and (start.stopped or done >= hp.epochs):
         history = earlier  # nothing left to train: early stopping ended it, or it is long enough
@@ -176,12 +195,13 @@ def train(hp, train_split, val_split, seed=0, log=print, keep_best=True, plan=No
     losses = history.get("loss", [])
     diverged = any(not math.isfinite(v) for v in losses)
     vals = [v for v in history.get("val_accuracy", []) if math.isfinite(v)]
-    status = "nan" if diverged else "timeout" if limit.expired else "ok"
+    status = "nan" if diverged else "timeout" if limit.expired else "pruned" if prune.message else "ok"
     state = None
     if plan.keep and status == "ok":
         state = snapshot.state(history, stopper) if snapshot.weights is not None else start
-    return TrainResult(model=model, history=history, val_accuracy=max(vals) if vals and status == "ok" else float("nan"),
-                       epochs=len(losses) - done, seconds=seconds, status=status, state=state)
+    scored = vals and status in ("ok", "pruned")  # a pruned training's score so far
+    return TrainResult(model=model, history=history, val_accuracy=max(vals) if scored else float("nan"),
+                       epochs=len(losses) - done, seconds=seconds, status=status, message=prune.message, state=state)
 
 
 def evaluate(model, split, batch_size=64):

@@ -50,6 +50,7 @@ class Evaluator:
     prog: str = "search"
     train: object = runner.train_job
     answers: dict = None                # {trial key: row} the store answers without training
+    pruner: object = None               # tuning.pruning.Pruner (--prune): each training gets its Bar as it starts
 
     def __post_init__(self):
         if self.answers is None:
@@ -64,7 +65,12 @@ class Evaluator:
                      if trial_key(j.params, j.fold) not in self.answers}.values())
         if proceed is not None:
             todo = [self.continuing(job, proceed) for job in todo]
-        for index, result in self.execution.run(self.train, todo, self.base, self.data, self.options):
+        if self.pruner is not None:  # each held to the medians as they stand when it is handed out
+            todo = [*todo]
+            handed = (dataclasses.replace(job, bar=self.pruner.bar(job.fold)) for job in todo)
+        else:
+            handed = todo
+        for index, result in self.execution.run(self.train, handed, self.base, self.data, self.options):
             job = todo[index]
             if isinstance(result, Killed):
                 result = self.killed(job, result)
@@ -74,6 +80,8 @@ class Evaluator:
             if state is not None:  # saved before its row: a row in results.csv means its state is on disk
                 self.store.save_state(trial_key(job.params, job.fold), state)
             self.store.append(result)
+            if self.pruner is not None:
+                self.pruner.add(result, result.get("history"))
             self.answers[trial_key(job.params, job.fold)] = complete(result, self.store.names)
         return [self.answers[trial_key(j.params, j.fold)] for j in jobs]
 

@@ -57,18 +57,21 @@ class Execution:
         (index, Killed) for one that killed its Dask workers when it ran alone. Raises
         ExecutionLost when a local trial process dies, ClusterLost when a cluster has had no
         worker for `patience` seconds or cancelled the trainings. Whatever has not finished when
-        the caller stops (Ctrl-C, an error) is cancelled."""
-        items = list(items)
+        the caller stops (Ctrl-C, an error) is cancelled.
+
+        `items` is read as trainings are handed out, after the results before them were taken:
+        an item made then can depend on them (tuning.pruning's Bar)."""
         if self.client is not None:
             yield from self._on_cluster(fn, items, data)
         elif self.n_jobs == 1:
             for index, item in enumerate(items):
                 yield index, fn(item, *data)
-        elif items:
+        else:
             import joblib
             from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-            parallel = joblib.Parallel(n_jobs=self.n_jobs, return_as="generator_unordered")
+            # one training handed out per free process: each item made as late as it can be
+            parallel = joblib.Parallel(n_jobs=self.n_jobs, return_as="generator_unordered", pre_dispatch="n_jobs")
             try:
                 yield from parallel(joblib.delayed(_indexed)(index, fn, item, *data)
                                     for index, item in enumerate(items))
@@ -82,24 +85,28 @@ class Execution:
         workers died (KilledWorker) runs again alone once the others are done, and only if it
         kills its workers alone is it reported Killed: the death is then its own."""
         held = [self.hold(value) for value in data]
-        suspects = []
-        for index, result in self._window(fn, list(enumerate(items)), held, self.n_jobs):
+        handed, suspects = {}, []
+        queue = ((index, handed.setdefault(index, item)) for index, item in enumerate(items))
+        for index, result in self._window(fn, queue, held, self.n_jobs):
             if isinstance(result, Killed):
                 suspects.append(index)
             else:
                 yield index, result
         for index in suspects:
-            yield from self._window(fn, [(index, items[index])], held, 1)
+            yield from self._window(fn, iter([(index, handed[index])]), held, 1)
 
     def _window(self, fn, queue, held, width):
         from distributed import wait
 
-        futures, alone_since = {}, None
+        futures, alone_since, left = {}, None, True
         try:
-            while queue or futures:
+            while left or futures:
                 wide = max(sum(self.client.nthreads().values()), 1) if self.follow_cluster and width > 1 else width
-                while queue and len(futures) < wide:
-                    index, item = queue.pop(0)
+                while left and len(futures) < wide:
+                    index, item = next(queue, (None, None))
+                    if index is None:
+                        left = False
+                        break
                     futures[self.client.submit(fn, item, *held, pure=False)] = index
                 try:
                     done, _ = wait(list(futures), timeout=1, return_when="FIRST_COMPLETED")

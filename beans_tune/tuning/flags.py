@@ -10,6 +10,7 @@ from ..hparams import HPARAM_NAMES, HParams, UsageError, describe_range
 from ..hparams import scale as field_scale
 from .execution import CONNECT_TIMEOUT
 from .final import AUTO, FINAL_DATA, TRAIN_AND_VALIDATION
+from .pruning import STARTUP_TRIALS, WARMUP_EPOCHS
 from .space import FINAL_EPOCHS, TRIAL_DEFAULTS
 
 
@@ -57,6 +58,11 @@ class SearchSettings:
               "validation images too, all its epochs, the last kept (the search ranks configurations as without "
               "it); or auto (default): train+validation for a cosine schedule run to its end, train otherwise; "
               "any case", _lower, choices=FINAL_DATA)
+    prune: bool = _setting(
+        False, f"stop a trial that falls behind: after its epoch {WARMUP_EPOCHS}, at the end of any epoch where its "
+               "best validation accuracy is below the median of the finished trials' at that epoch, once "
+               f"{STARTUP_TRIALS} have finished (Optuna's MedianPruner rule); stored as 'pruned' with its score "
+               "so far")
     overwrite: bool = _setting(False, "start afresh, whatever the --out folder holds")
 
     def __post_init__(self):

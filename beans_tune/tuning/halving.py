@@ -76,6 +76,8 @@ def check(args, dims, base):
         if args.min_epochs is not None or args.factor is not None or args.restart_rungs:
             raise UsageError("--min-epochs, --factor and --restart-rungs go with --halving")
         return
+    if args.prune:
+        raise UsageError("--prune and --halving each stop trainings early, by their own rule: choose one")
     if any(d.name == RESOURCE for d in dims):
         raise UsageError("--halving sets the epochs of each rung: give --epochs one value (the top rung's)")
     if args.min_epochs and args.min_epochs > base.epochs:

@@ -137,7 +137,7 @@ def f_test(scores, index, groups):
     return float(stats.f_oneway(*members).pvalue)
 
 
-def format_effects(found, trials_read, images=None, left_out=0):
+def format_effects(found, trials_read, images=None, left_out=0, pruned=0):
     """The table and its cautions; '' when nothing can be said (fewer than 3 scored trials, or
     no hyperparameter took two values)."""
     if not found:
@@ -147,7 +147,9 @@ def format_effects(found, trials_read, images=None, left_out=0):
              f"{e.spread:.4f}", f"{e.noise:.4f}" if math.isfinite(e.noise) else "-", e.reading] for e in found]
     table = outputs.format_table(["hyperparameter", "groups", "share", "chance", "p", "best group", "spread",
                                   "2 se", "reading"], rows)
-    dropped = f"; {left_out} without a score left out" if left_out else ""
+    parts = [f"{pruned} pruned (stopped early: a score so far is no score)" if pruned else "",
+             f"{left_out - pruned} without a score" if left_out > pruned else ""]
+    dropped = f"; {' and '.join(p for p in parts if p)} left out" if left_out else ""
     lines = [f"which hyperparameters matter ({trials_read} trials{dropped}; share: of the scores' variance, "
              "explained by one hyperparameter's groups; p: F test):", table]
     if trials_read < FEW:
@@ -168,7 +170,8 @@ def report(trials, dims, images=None, rung=None):
     trials = first_rung(trials, rung)
     read = [t for t in trials if t.status == store.OK and math.isfinite(t.val_accuracy)]
     cv = any(t.kind == "cv" for t in read)  # the noise is the folds', not one split's images
-    return format_effects(found, len(read), None if cv else images, left_out=len(trials) - len(read))
+    return format_effects(found, len(read), None if cv else images, left_out=len(trials) - len(read),
+                          pruned=sum(t.status == store.PRUNED for t in trials))
 
 
 def first_rung(trials, rung):

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import outputs
 from .space import fmt, plain
-from .store import OK, rank
+from .store import OK, PRUNED, rank
 
 
 def duration(seconds):
@@ -41,7 +41,8 @@ class Progress:
         elapsed = time.time() - self.start
         eta = elapsed / max(number - self.done_before, 1) * max(self.total - number, 0)
         shown = describe({n: row["params"][n] for n in self.names}, row["fold"])
-        score = f"{row['val_accuracy']:.4f}" if row["status"] == OK else row["status"].upper()
+        score = (f"{row['val_accuracy']:.4f}" if row["status"] == OK else
+                 f"PRUNED ({row['message']})" if row["status"] == PRUNED else row["status"].upper())
         print(f"trial {number}/{self.total}  {shown}  val_acc {score}  fit {row['fit_seconds']:.1f}s  "
               f"elapsed {duration(elapsed)}  ETA {duration(eta)}  best {'-' if best is None else f'{best:.4f}'}",
               flush=True)

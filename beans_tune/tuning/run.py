@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import cli, cnn, images, outputs, tensorboard_log
 from ..hparams import HPARAM_NAMES, HParams, UsageError
 from . import execution as ex
-from . import importance, outfolder, report, store
+from . import importance, outfolder, pruning, report, store
 from .estimate import estimate
 from .evaluate import Evaluator
 from .final import AUTO, TRAIN_AND_VALIDATION, FinalBudget, format_best, summary, train_final
@@ -121,6 +121,8 @@ def manifest(setup, method, beans):
     return {"format": outfolder.FORMAT, "script": method.script, "space": {d.name: d.spec() for d in setup.dims},
             "fixed": {k: v for k, v in setup.base.to_dict().items() if v != getattr(HParams(), k)}, "data": data, "image_size": beans.image_size,
             "limit": beans.limit, "seed": setup.args.seed, "method": method.identity(setup.args),
+            # only when on: a folder of a search without it stays resumable
+            **({"prune": [pruning.STARTUP_TRIALS, pruning.WARMUP_EPOCHS]} if setup.settings.prune else {}),
             # a folder's classes and file names: its images changed, the search is another one
             **({"images": images} if (images := beans.fingerprint()) else {})}
 
@@ -208,6 +210,7 @@ def start_search(prog, setup, method, beans, execution, threads):
         "trainings": setup.total, "trials run in": execution.describe(),
         "parallel trials": execution.n_jobs if not threads else f"{execution.n_jobs} ({threads} threads each)",
         **({"trial timeout": f"{settings.trial_timeout:g}s"} if settings.trial_timeout else {}),
+        **({"pruning": pruning.describe()} if settings.prune else {}),
         "final model trains on": FINAL_DATA_SHOWN[setup.final.data],
         **{f"search {d.name}": d.describe(method.scale_words) for d in setup.dims},
         **{k: v for k, v in setup.base.to_dict().items() if k not in setup.names}})
@@ -243,7 +246,8 @@ def make_problem(prog, setup, state, data, execution, threads):
         state.store.on_record = state.board.follow(state.store.on_record)
     evaluator = Evaluator(state.store, setup.base, data,
                           TrialOptions(setup.args.seed, threads, settings.trial_timeout),
-                          execution, retry=settings.retry_failed, prog=prog)
+                          execution, retry=settings.retry_failed, prog=prog,
+                          pruner=pruning.Pruner(done, state.store.histories()) if settings.prune else None)
     return Problem(setup.dims, evaluator, setup.base, setup.args.seed, execution.n_jobs,
                    show=lambda found: report.format_trials(found, setup.names, top=settings.top,
                                                            images=len(data.validation)))

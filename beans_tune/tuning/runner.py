@@ -25,7 +25,7 @@ from .. import checkpoint, cli, images, training
 from ..hparams import HPARAM_NAMES, HParams
 from .report import describe
 from .space import plain
-from .store import DIVERGED, FAILED, OK, TIMEOUT
+from .store import DIVERGED, FAILED, OK, PRUNED, TIMEOUT
 
 
 def limit_threads(threads):
@@ -64,6 +64,7 @@ class Job:
     start: object = None    # checkpoint.State this training continues (continuing halving), or None
     horizon: int = None     # epochs its learning-rate schedule spans (None: its own epochs)
     keep: bool = False      # return its end State with its row (a halving rung below the top)
+    bar: object = None      # tuning.pruning.Bar it is held to (--prune), or None
 
 
 @dataclass
@@ -130,7 +131,7 @@ def train_trial(hp, train, val, options, label="trial", job=None):
     start, cpu = time.perf_counter(), time.process_time()
     try:
         plan = checkpoint.Plan(start=job and job.start, horizon=job and job.horizon, keep=bool(job and job.keep),
-                               timeout=options.timeout)
+                               timeout=options.timeout, prune=job and job.bar)
         result = training.train(hp, train, val, seed=options.seed, log=log, plan=plan)
     except Exception as err:  # noqa: BLE001 - a failed trial is recorded, the search goes on
         cli.check_interrupted()  # a Ctrl-C that surfaced inside TensorFlow as another error: not a result
@@ -144,6 +145,9 @@ def train_trial(hp, train, val, options, label="trial", job=None):
     if result.status == "nan":
         return Outcome(float("nan"), DIVERGED, f"loss became NaN (epoch {epoch})", seconds, cpu,
                        result.epochs, history=result.history)
+    if result.status == "pruned":  # its score so far: below the finished trials' median, not a result to keep
+        return Outcome(result.val_accuracy, PRUNED, result.message, seconds, cpu, result.epochs,
+                       history=result.history)
     return Outcome(result.val_accuracy, OK, "", seconds, cpu, result.epochs, result.model, history=result.history,
                    state=result.state)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import cli, hparams
 from .space import plain
-from .store import OK, rank, trials_of
+from .store import OK, PRUNED, rank, trials_of
 
 BEST_EPOCH = "the best epoch's validation accuracy"  # how a trial on the validation split is scored
 
@@ -131,8 +131,9 @@ def ask_tell(optimizer, evaluate, n_calls, n_points=1):
 
 
 def bayes_search(problem, n_calls, n_initial_points):
-    """GP + EI over the problem's space, minimizing 1 - validation accuracy. A trial without a
-    score costs accuracy 0 (a finite penalty: NaN would break the GP fit).
+    """GP + EI over the problem's space, minimizing 1 - validation accuracy. A pruned trial is
+    told its score so far; a trial without a score costs accuracy 0 (a finite penalty: NaN would
+    break the GP fit).
 
     Every proposal the store can answer is answered from it, not trained: a point the GP
     proposes again, and, on resume, the points of the interrupted run, which the same seed and
@@ -164,7 +165,12 @@ def _every_point(dims):
 
 
 def _objective(status, val_accuracy):
-    return 1.0 - val_accuracy if status == OK else 1.0
+    """1 - validation accuracy; a pruned trial's score so far (below the finished trials' median
+    when it stopped: the GP learns its region is worse, as much as it has been seen to be, where
+    1.0 would claim it never trains); 1.0 for a trial without a score."""
+    if status in (OK, PRUNED) and math.isfinite(val_accuracy):
+        return 1.0 - val_accuracy
+    return 1.0
 
 
 def add_cv_flag(parser):

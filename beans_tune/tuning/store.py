@@ -29,9 +29,11 @@ RESULTS, MANIFEST, BEST, MODEL = "results.csv", "search.json", "best.json", "mod
 HISTORIES, BOARD, STATES = "histories.jsonl", "tensorboard", "checkpoints"
 
 # A trial's status. "diverged" (the loss became NaN) is a result: that configuration does not
-# train. "failed" (an exception) and "timeout" (--trial-timeout) say nothing about the
-# configuration, so --retry-failed trains them again.
-OK, DIVERGED, FAILED, TIMEOUT = "ok", "diverged", "failed", "timeout"
+# train. "pruned" (--prune) is one too: it fell behind the finished trials; its row holds its
+# epochs and its score so far, which rank it below every finished trial. "failed" (an exception)
+# and "timeout" (--trial-timeout) say nothing about the configuration, so --retry-failed trains
+# them again.
+OK, DIVERGED, PRUNED, FAILED, TIMEOUT = "ok", "diverged", "pruned", "failed", "timeout"
 RETRYABLE = (FAILED, TIMEOUT)
 
 
@@ -317,7 +319,7 @@ def _parse_rows(text, header, names, trained="epochs"):
                 row[name] = float(row[name])
             row["params"] = {n: row[n] for n in names}  # text; rows() types them
             row["epochs"] = int(row[trained])
-            if row["status"] not in (OK, DIVERGED, FAILED, TIMEOUT) or None in row.values():
+            if row["status"] not in (OK, DIVERGED, PRUNED, FAILED, TIMEOUT) or None in row.values():
                 raise ValueError
         except (TypeError, ValueError):
             raise ValueError(f"line {number} is not a row of this search") from None

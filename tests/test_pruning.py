@@ -1,0 +1,214 @@
+"""--prune: a trial that falls behind the finished ones stops (Optuna's MedianPruner rule), is
+stored as pruned with its epochs and its score so far, is never trained again on resume, and is
+told to the Bayesian optimizer as the score it reached."""
+
+import csv
+import dataclasses
+import json
+import math
+
+import pytest
+
+import beans_tune.training
+import tune_bayes
+import tune_grid
+import tune_random
+from beans_tune import checkpoint, images
+from beans_tune.hparams import HParams
+from beans_tune.tuning import pruning, searches
+from conftest import is_trial, patch_train
+
+EPOCHS = 8
+# grid order = the order given: four finished trials (layers 6..3), then two that fall behind
+SIX = ["--layers", "6,5,4,3,2,1", "--learning-rate", "1e-3", "--batch-size", "4", "--units", "10",
+       "--image-size", "8", "--epochs", str(EPOCHS), "--decay", "0", "--augment", "false"]
+
+
+def rows(out):
+    with (out / "results.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def rising(hp):
+    """A trial's curve: rising in equal steps to layers / 10 + units / 1000 at its last epoch."""
+    score = hp.layers / 10 + hp.units / 1000
+    return [score * e / hp.epochs for e in range(1, hp.epochs + 1)]
+
+
+def curves(monkeypatch, interrupt_at=None, curve=rising):
+    """beans_tune.training.train with each trial's curve given by `curve(hp)` and the pruning bar
+    applied to it epoch by epoch as training.train applies it; the final model trains for real,
+    1 epoch. Returns the bars each trial was handed (None before the startup trials)."""
+    real = beans_tune.training.train
+    bars = []
+
+    def train(hp, *args, **kwargs):
+        if not is_trial(kwargs):
+            return real(dataclasses.replace(hp, epochs=1), *args, **kwargs)
+        bar = kwargs["plan"].prune
+        bars.append(bar)
+        if interrupt_at is not None and len(bars) == interrupt_at:
+            raise KeyboardInterrupt
+        values = curve(hp)
+        for epoch in range(1, len(values) + 1):
+            best = max(values[:epoch])
+            if bar is not None and bar.stops(epoch, best):
+                return beans_tune.training.TrainResult(None, {"val_accuracy": values[:epoch], "loss": [1.0] * epoch},
+                                                       best, epoch, 0.0, status="pruned", message=bar.why(epoch, best))
+        return beans_tune.training.TrainResult(None, {"val_accuracy": values, "loss": [1.0] * len(values)},
+                                               max(values), len(values), 0.0)
+
+    patch_train(monkeypatch, train)
+    return bars
+
+
+# --- the rule --------------------------------------------------------------------------
+
+
+def test_the_bar_is_the_median_of_finished_trials_at_each_epoch_after_the_warm_up():
+    bar = pruning.Bar(pruning.medians([[0.1, 0.5, 0.5], [0.3, 0.6], [0.2, 0.7, 0.9]]), warmup=1)
+    assert bar.medians == (0.2, 0.6, 0.7)  # epoch 3: the two curves that reach it
+    assert not bar.stops(1, 0.0)           # within the warm-up
+    assert bar.stops(2, 0.59) and not bar.stops(2, 0.6)  # strictly below
+    assert not bar.stops(4, 0.0)           # past every finished curve: nothing to compare with
+    assert pruning.Bar((math.nan, 0.5), warmup=0).stops(1, 0.0) is False
+
+
+def test_the_pruner_holds_each_fold_to_its_own_finished_trials_and_only_finished_ones():
+    ok = lambda fold: {"status": "ok", "fold": fold}  # noqa: E731
+    pruner = pruning.Pruner(startup=2, warmup=0)
+    pruner.add(ok("cv1"), {"val_accuracy": [0.5]})
+    pruner.add({"status": "pruned", "fold": "cv1"}, {"val_accuracy": [0.9]})  # no reference
+    pruner.add({"status": "diverged", "fold": "cv1"}, {"val_accuracy": [0.9]})
+    assert pruner.bar("cv1") is None  # one finished trial of two
+    pruner.add(ok("cv1"), {"val_accuracy": [0.7]})
+    pruner.add(ok("cv2"), {"val_accuracy": [0.1]})
+    assert pruner.bar("cv1").medians == (0.6,) and pruner.bar("cv1").finished == 2
+    assert pruner.bar("cv2") is None
+
+
+def test_a_training_held_to_a_bar_it_cannot_reach_stops_right_after_the_warm_up(tmp_path):
+    from conftest import make_image_folder
+
+    beans = images.Beans(make_image_folder(tmp_path / "beans"), image_size=8)
+    hp = HParams(epochs=6, patience=6, batch_size=4, units=4, layers=1)
+    plan = checkpoint.Plan(prune=pruning.Bar((1.5,) * 6, warmup=2))
+    result = beans_tune.training.train(hp, beans.train, beans.validation, log=None, plan=plan)
+    assert result.status == "pruned" and result.epochs == 3 and len(result.history["val_accuracy"]) == 3
+    assert result.val_accuracy == max(result.history["val_accuracy"])  # its score so far
+    assert result.message.startswith("epoch 3: ") and "< median 1.5000" in result.message
+    free = beans_tune.training.train(hp, beans.train, beans.validation, log=None,
+                                     plan=checkpoint.Plan(prune=pruning.Bar((0.0,) * 6, warmup=2)))
+    assert free.status == "ok" and free.epochs == 6
+
+
+# --- a search with --prune -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script, extra", [(tune_grid, []), (tune_random, ["--n-iter", "6"])])
+def test_trials_behind_the_median_are_stored_pruned_with_their_epochs_and_score(data_dir, tmp_path, monkeypatch,
+                                                                                capsys, script, extra):
+    out = tmp_path / "run"
+    # random search: layers and units drawn, so that no two candidates are the same
+    argv = SIX if script is tune_grid else [{"6,5,4,3,2,1": "1:6", "10": "8:64"}.get(a, a) for a in SIX]
+    bars = curves(monkeypatch)
+    assert script.main(["--data-dir", str(data_dir), "--out", str(out), "--prune", *argv, *extra]) == 0
+    printed = capsys.readouterr().out
+    stored = rows(out)
+    assert len(stored) == 6 and len(bars) == 6
+    assert bars[:pruning.STARTUP_TRIALS] == [None] * pruning.STARTUP_TRIALS  # the startup trials run to the end
+    assert all(r["status"] == "ok" and r["epochs"] == str(EPOCHS) for r in stored[:pruning.STARTUP_TRIALS])
+    final = {id(r): int(r["layers"]) / 10 + int(r.get("units", 10)) / 1000 for r in stored}  # each curve's last
+    startup = sorted(final[id(r)] for r in stored[:pruning.STARTUP_TRIALS])
+    pruned = [r for r in stored if r["status"] == "pruned"]
+    assert pruned, stored
+    for row in pruned:
+        epochs = int(row["epochs"])
+        assert epochs == pruning.WARMUP_EPOCHS + 1  # the first epoch it may stop at
+        assert float(row["val_accuracy"]) == pytest.approx(final[id(row)] * epochs / EPOCHS)  # its score so far
+        assert final[id(row)] < (startup[1] + startup[2]) / 2 and "< median" in row["message"]
+    if script is tune_grid:
+        assert [r["status"] for r in stored] == ["ok"] * 4 + ["pruned"] * 2
+    assert "PRUNED (epoch 5: " in printed  # its progress line
+    assert "pruned: epoch 5" in printed.split("rank ")[1]  # the table
+    assert f"{len(pruned)} pruned (stopped early" in printed  # left out of the importance table
+    best = json.loads((out / "best.json").read_text())
+    winner = max((r for r in stored if r["status"] == "ok"), key=lambda r: final[id(r)])
+    assert best["params"]["layers"] == int(winner["layers"]) and best["hparams"]["units"] == int(winner.get("units", 10))
+    histories = [json.loads(line) for line in (out / "histories.jsonl").read_text().splitlines()]
+    assert [len(h["history"]["val_accuracy"]) for h in histories] == [int(r["epochs"]) for r in stored]
+
+
+def test_without_prune_every_trial_runs_to_the_end(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    bars = curves(monkeypatch)
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), *SIX]) == 0
+    assert bars == [None] * 6 and {r["status"] for r in rows(out)} == {"ok"}
+    assert "prune" not in json.loads((out / "search.json").read_text())  # older folders stay resumable
+
+
+def test_a_killed_pruning_search_resumes_to_the_same_trials_and_does_not_retrain_pruned_ones(data_dir, tmp_path,
+                                                                                          monkeypatch):
+    argv = ["--data-dir", str(data_dir), "--prune", *SIX]
+    curves(monkeypatch)
+    assert tune_grid.main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    curves(monkeypatch, interrupt_at=6)  # after the first pruned trial
+    assert tune_grid.main([*argv, "--out", str(tmp_path / "cut")]) == 130
+    assert [r["status"] for r in rows(tmp_path / "cut")][-1] == "pruned"
+    bars = curves(monkeypatch)
+    assert tune_grid.main([*argv, "--out", str(tmp_path / "cut")]) == 0
+    assert len(bars) == 1  # only the missing trial: the pruned one is an answer
+    assert bars[0] is not None and bars[0].finished == pruning.STARTUP_TRIALS  # the medians read back from disk
+
+    def result(out):
+        return [(r["layers"], r["status"], r["epochs"], r["val_accuracy"]) for r in rows(out)]
+
+    assert result(tmp_path / "cut") == result(tmp_path / "whole")
+
+
+def test_a_search_without_prune_is_not_resumed_with_it(data_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    curves(monkeypatch, interrupt_at=3)
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), *SIX]) == 130
+    capsys.readouterr()
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--prune", *SIX]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "prune" in err
+
+
+def test_prune_with_halving_is_refused_before_any_training(data_dir, tmp_path, monkeypatch, capsys):
+    bars = curves(monkeypatch)
+    out = tmp_path / "run"
+    assert tune_grid.main(["--data-dir", str(data_dir), "--out", str(out), "--prune", "--halving",
+                           "--layers", "1,2", "--epochs", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "tune_grid.py: error: --prune and --halving each stop trainings early, by their own rule: choose one"
+    assert bars == [] and not out.exists()
+
+
+def test_the_bayesian_optimizer_is_told_a_pruned_trials_score_so_far():
+    assert searches._objective("pruned", 0.7) == pytest.approx(0.3)
+    assert searches._objective("ok", 0.9) == pytest.approx(0.1)
+    assert searches._objective("diverged", math.nan) == 1.0 and searches._objective("pruned", math.nan) == 1.0
+
+
+def test_a_bayesian_search_with_prune_tells_the_gp_what_the_store_holds(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    told = []
+    real_tell = searches.ask_tell
+
+    def spying(optimizer, evaluate, n_calls, n_points=1):
+        result = real_tell(optimizer, evaluate, n_calls, n_points)
+        told.extend(optimizer.yi)
+        return result
+
+    monkeypatch.setattr(searches, "ask_tell", spying)
+    # flat curves at 0.1 per decade of learning rate above 1e-5: half the draws fall below the median
+    curves(monkeypatch, curve=lambda hp: [0.1 * math.log10(hp.learning_rate / 1e-5)] * hp.epochs)
+    argv = ["--data-dir", str(data_dir), "--out", str(out), "--prune", "--n-calls", "8", "--n-initial-points", "8",
+            "--learning-rate", "1e-4:1e-1", "--layers", "1", "--units", "10", "--batch-size", "4", "--image-size", "8",
+            "--epochs", str(EPOCHS), "--decay", "0", "--augment", "false"]
+    assert tune_bayes.main(argv) == 0
+    stored = rows(out)
+    assert "pruned" in {r["status"] for r in stored}, stored
+    assert told == pytest.approx([1 - float(r["val_accuracy"]) for r in stored])  # pruned ones as stored
