@@ -120,14 +120,14 @@ class Prune:
     """Stops training at the end of the first epoch that `bar` (tuning.pruning.Bar) stops: the
     best validation accuracy so far below the finished trials' median at that epoch."""
 
-    def __init__(self, model, bar):
-        self.model, self.bar, self.best, self.message = model, bar, -math.inf, ""
+    def __init__(self, model, bar, epochs):
+        self.model, self.bar, self.epochs, self.best, self.message = model, bar, epochs, -math.inf, ""
 
     def on_epoch_end(self, epoch, logs=None):
         score = (logs or {}).get("val_accuracy", math.nan)
         if math.isfinite(score):
             self.best = max(self.best, score)
-        if self.bar is not None and not self.message and self.bar.stops(epoch + 1, self.best):
+        if self.bar is not None and not self.message and self.bar.stops(epoch + 1, self.best, self.epochs):
             self.message = self.bar.why(epoch + 1, self.best)
             self.model.stop_training = True
 
@@ -173,7 +173,7 @@ def train(hp, train_split, val_split, seed=0, log=print, keep_best=True, plan=No
         checkpoint.restore(model, start)
         seed = continued_seed(seed, done)
     # the snapshot first: it reads the weights before early stopping puts the best ones back
-    snapshot, limit, prune = checkpoint.Snapshot(model), TimeLimit(model, plan.timeout), Prune(model, plan.prune)
+    snapshot, limit, prune = checkpoint.Snapshot(model), TimeLimit(model, plan.timeout), Prune(model, plan.prune, hp.epochs)
     stopper = checkpoint.EarlyStop(model, hp.patience, keep_best, start) if val_split is not None else None
     hooks = [as_callback(snapshot), as_callback(EpochLog(model, hp.epochs, log)), *callbacks,
              keras.callbacks.TerminateOnNaN(), as_callback(limit), as_callback(prune),

@@ -52,7 +52,7 @@ def curves(monkeypatch, interrupt_at=None, curve=rising):
         values = curve(hp)
         for epoch in range(1, len(values) + 1):
             best = max(values[:epoch])
-            if bar is not None and bar.stops(epoch, best):
+            if bar is not None and bar.stops(epoch, best, len(values)):
                 return beans_tune.training.TrainResult(None, {"val_accuracy": values[:epoch], "loss": [1.0] * epoch},
                                                        best, epoch, 0.0, status="pruned", message=bar.why(epoch, best))
         return beans_tune.training.TrainResult(None, {"val_accuracy": values, "loss": [1.0] * len(values)},
@@ -68,10 +68,11 @@ def curves(monkeypatch, interrupt_at=None, curve=rising):
 def test_the_bar_is_the_median_of_finished_trials_at_each_epoch_after_the_warm_up():
     bar = pruning.Bar(pruning.medians([[0.1, 0.5, 0.5], [0.3, 0.6], [0.2, 0.7, 0.9]]), warmup=1)
     assert bar.medians == (0.2, 0.6, 0.7)  # epoch 3: the two curves that reach it
-    assert not bar.stops(1, 0.0)           # within the warm-up
-    assert bar.stops(2, 0.59) and not bar.stops(2, 0.6)  # strictly below
-    assert not bar.stops(4, 0.0)           # past every finished curve: nothing to compare with
-    assert pruning.Bar((math.nan, 0.5), warmup=0).stops(1, 0.0) is False
+    assert not bar.stops(1, 0.0, 9)        # within the warm-up
+    assert bar.stops(2, 0.59, 9) and not bar.stops(2, 0.6, 9)  # strictly below
+    assert not bar.stops(2, 0.0, 2)        # its last epoch: stopping saves nothing
+    assert not bar.stops(4, 0.0, 9)        # past every finished curve: nothing to compare with
+    assert pruning.Bar((math.nan, 0.5), warmup=0).stops(1, 0.0, 9) is False
 
 
 def test_the_pruner_holds_each_fold_to_its_own_finished_trials_and_only_finished_ones():
@@ -156,8 +157,8 @@ def test_a_killed_pruning_search_resumes_to_the_same_trials_and_does_not_retrain
     assert tune_grid.main([*argv, "--out", str(tmp_path / "cut")]) == 130
     assert [r["status"] for r in rows(tmp_path / "cut")][-1] == "pruned"
     bars = curves(monkeypatch)
-    assert tune_grid.main([*argv, "--out", str(tmp_path / "cut")]) == 0
-    assert len(bars) == 1  # only the missing trial: the pruned one is an answer
+    assert tune_grid.main([*argv, "--out", str(tmp_path / "cut"), "--retry-failed"]) == 0
+    assert len(bars) == 1  # only the missing trial: the pruned one is an answer, not a failure to retry
     assert bars[0] is not None and bars[0].finished == pruning.STARTUP_TRIALS  # the medians read back from disk
 
     def result(out):

@@ -35,10 +35,11 @@ class Bar:
     warmup: int = WARMUP_EPOCHS
     finished: int = 0    # the finished trials the medians are taken over
 
-    def stops(self, epoch, best):
-        """Whether a training whose best validation accuracy after `epoch` epochs (counted
-        from 1) is `best` stops here."""
-        if epoch <= self.warmup or epoch > len(self.medians):
+    def stops(self, epoch, best, epochs):
+        """Whether a training of `epochs` epochs whose best validation accuracy after `epoch`
+        (counted from 1) is `best` stops here. Never at its last epoch: that saves nothing and
+        would cost it its score."""
+        if epoch <= self.warmup or epoch >= epochs or epoch > len(self.medians):
             return False
         median = self.medians[epoch - 1]
         return math.isfinite(median) and best < median
