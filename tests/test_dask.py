@@ -165,6 +165,7 @@ def test_a_training_blamed_with_a_killer_runs_again_alone(monkeypatch):
     widths = []
 
     def window(self, fn, queue, held, width):
+        queue = list(queue)  # an iterator: read as the window hands trainings out
         widths.append((width, [index for index, _ in queue]))
         for index, item in queue:
             blamed = item == "killer" or (item == "innocent" and width > 1)
@@ -194,6 +195,24 @@ def test_no_more_trainings_run_at_once_than_asked(cluster):
         spans = sorted(result for _, result in Execution(n_jobs=1, client=client).run(span, range(4)))
     assert len(spans) == 4
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))  # one at a time
+
+
+def test_a_cluster_reads_each_training_when_it_hands_it_out(cluster):
+    """--prune's bar is made as a training is handed out: with one at a time, after the result
+    before it was taken (Execution.run reads its items lazily)."""
+    from beans_tune.tuning.execution import Execution
+
+    events = []
+
+    def items():
+        for k in range(3):
+            events.append(f"made {k}")
+            yield k
+
+    with distributed.Client(cluster) as client:
+        for index, _ in Execution(n_jobs=1, client=client).run(abs, items()):
+            events.append(f"took {index}")
+    assert events == ["made 0", "took 0", "made 1", "took 1", "made 2", "took 2"]
 
 
 @pytest.mark.slow
