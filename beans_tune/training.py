@@ -118,7 +118,9 @@ class TimeLimit:
 
 class Prune:
     """Stops training at the end of the first epoch that `bar` (tuning.pruning.Bar) stops: the
-    best validation accuracy so far below the finished trials' median at that epoch."""
+    best validation accuracy so far below the finished trials' median at that epoch. Called
+    last: an epoch that early stopping (or a time limit, or NaN) already ends is not pruned,
+    since pruning would save nothing there and cost the training its result."""
 
     def __init__(self, model, bar, epochs):
         self.model, self.bar, self.epochs, self.best, self.message = model, bar, epochs, -math.inf, ""
@@ -127,7 +129,9 @@ class Prune:
         score = (logs or {}).get("val_accuracy", math.nan)
         if math.isfinite(score):
             self.best = max(self.best, score)
-        if self.bar is not None and not self.message and self.bar.stops(epoch + 1, self.best, self.epochs):
+        if self.model.stop_training or self.bar is None or self.message:
+            return
+        if self.bar.stops(epoch + 1, self.best, self.epochs):
             self.message = self.bar.why(epoch + 1, self.best)
             self.model.stop_training = True
 
@@ -176,8 +180,8 @@ def train(hp, train_split, val_split, seed=0, log=print, keep_best=True, plan=No
     snapshot, limit, prune = checkpoint.Snapshot(model), TimeLimit(model, plan.timeout), Prune(model, plan.prune, hp.epochs)
     stopper = checkpoint.EarlyStop(model, hp.patience, keep_best, start) if val_split is not None else None
     hooks = [as_callback(snapshot), as_callback(EpochLog(model, hp.epochs, log)), *callbacks,
-             keras.callbacks.TerminateOnNaN(), as_callback(limit), as_callback(prune),
-             *([as_callback(stopper)] if stopper else [])]
+             keras.callbacks.TerminateOnNaN(), as_callback(limit), *([as_callback(stopper)] if stopper else []),
+             as_callback(prune)]
     earlier = start.history if start is not None else {}
     if start is not None and (start.stopped or done >= hp.epochs):
         history = earlier  # nothing left to train: early stopping ended it, or it is long enough

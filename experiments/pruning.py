@@ -28,6 +28,8 @@ def curves(folder):
     found = [(row, histories.get(int(row["trial"]), {}).get("val_accuracy")) for row in trials.rows()]
     if any(curve is None for _, curve in found):
         raise UsageError(f"{folder}: a trial has no curve in {store.HISTORIES}")
+    if any(row["status"] == store.PRUNED or row["fold"] != "validation" for row, _ in found):
+        raise UsageError(f"{folder}: replay a search scored on the validation split and run without --prune")
     return found
 
 
@@ -72,9 +74,11 @@ def run(argv):
                 result = replay(found, startup, warmup)
                 trained += sum(epochs for epochs, _, _ in result)
                 full += sum(len(curve) for _, curve in found)
-                best = max(range(len(found)), key=lambda i: max(found[i][1]))
+                scored = [i for i, (row, _) in enumerate(found) if row["status"] == store.OK]
+                best = max(scored, key=lambda i: max(found[i][1]))
                 lost += result[best][2]
-                drops.append(max(found[best][1]) - max(b for _, b, pruned in result if not pruned))
+                kept = [result[i][1] for i in scored if not result[i][2]]
+                drops.append(max(found[best][1]) - max(kept))
             rows.append([startup, warmup, f"{trained}/{full}", f"{1 - trained / full:.0%}",
                          f"{lost}/{len(searches)}", f"{max(drops):.4f}"])
     print(outputs.format_table(["startup trials", "warm-up epochs", "epochs trained", "saved",

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import math
+import statistics
 
 import pytest
 
@@ -66,8 +67,8 @@ def curves(monkeypatch, interrupt_at=None, curve=rising):
 
 
 def test_the_bar_is_the_median_of_finished_trials_at_each_epoch_after_the_warm_up():
-    bar = pruning.Bar(pruning.medians([[0.1, 0.5, 0.5], [0.3, 0.6], [0.2, 0.7, 0.9]]), warmup=1)
-    assert bar.medians == (0.2, 0.6, 0.7)  # epoch 3: the two curves that reach it
+    bar = pruning.Bar(pruning.medians([[0.1, 0.5, 0.5], [0.3, 0.6], [0.8, 0.7, 0.9]]), warmup=1)
+    assert bar.medians == (0.3, 0.6, 0.7)  # the median, not the mean; epoch 3: the two curves that reach it
     assert not bar.stops(1, 0.0, 9)        # within the warm-up
     assert bar.stops(2, 0.59, 9) and not bar.stops(2, 0.6, 9)  # strictly below
     assert not bar.stops(2, 0.0, 2)        # its last epoch: stopping saves nothing
@@ -86,6 +87,33 @@ def test_the_pruner_holds_each_fold_to_its_own_finished_trials_and_only_finished
     pruner.add(ok("cv2"), {"val_accuracy": [0.1]})
     assert pruner.bar("cv1").medians == (0.6,) and pruner.bar("cv1").finished == 2
     assert pruner.bar("cv2") is None
+
+
+class Model:
+    stop_training = False
+
+
+def test_a_training_is_held_by_its_best_so_far_and_never_stopped_at_an_end_it_reached_anyway():
+    bar = pruning.Bar((0.5,) * 10, warmup=1)
+    prune = beans_tune.training.Prune(Model(), bar, epochs=6)
+    for epoch, score in enumerate([0.2, 0.6, 0.1, 0.1, 0.1]):  # its best so far stays 0.6 >= 0.5
+        prune.on_epoch_end(epoch, {"val_accuracy": score})
+    assert not prune.model.stop_training and prune.message == ""
+    late = beans_tune.training.Prune(Model(), bar, epochs=3)
+    for epoch in range(3):
+        late.on_epoch_end(epoch, {"val_accuracy": 0.1})
+        if epoch == 1:
+            assert late.message == "epoch 2: 0.1000 < median 0.5000" and late.model.stop_training
+    last = beans_tune.training.Prune(Model(), pruning.Bar((0.5,) * 10, warmup=2), epochs=3)
+    for epoch in range(3):
+        last.on_epoch_end(epoch, {"val_accuracy": 0.1})
+    assert last.message == ""  # its last epoch: stopping would save nothing
+    stopped = Model()
+    early = beans_tune.training.Prune(stopped, bar, epochs=6)
+    early.on_epoch_end(0, {"val_accuracy": 0.1})
+    stopped.stop_training = True  # early stopping ends the training at epoch 2
+    early.on_epoch_end(1, {"val_accuracy": 0.1})
+    assert early.message == ""  # it ends anyway: a result, not pruned
 
 
 def test_a_training_held_to_a_bar_it_cannot_reach_stops_right_after_the_warm_up(tmp_path):
@@ -120,14 +148,16 @@ def test_trials_behind_the_median_are_stored_pruned_with_their_epochs_and_score(
     assert bars[:pruning.STARTUP_TRIALS] == [None] * pruning.STARTUP_TRIALS  # the startup trials run to the end
     assert all(r["status"] == "ok" and r["epochs"] == str(EPOCHS) for r in stored[:pruning.STARTUP_TRIALS])
     final = {id(r): int(r["layers"]) / 10 + int(r.get("units", 10)) / 1000 for r in stored}  # each curve's last
-    startup = sorted(final[id(r)] for r in stored[:pruning.STARTUP_TRIALS])
     pruned = [r for r in stored if r["status"] == "pruned"]
     assert pruned, stored
     for row in pruned:
         epochs = int(row["epochs"])
         assert epochs == pruning.WARMUP_EPOCHS + 1  # the first epoch it may stop at
         assert float(row["val_accuracy"]) == pytest.approx(final[id(row)] * epochs / EPOCHS)  # its score so far
-        assert final[id(row)] < (startup[1] + startup[2]) / 2 and "< median" in row["message"]
+        before = [final[id(r)] for r in stored[:stored.index(row)] if r["status"] == "ok"]
+        median = statistics.median(before) * epochs / EPOCHS  # the finished curves' median at its epoch
+        assert final[id(row)] < statistics.median(before)
+        assert row["message"] == f"epoch {epochs}: {float(row['val_accuracy']):.4f} < median {median:.4f}"
     if script is tune_grid:
         assert [r["status"] for r in stored] == ["ok"] * 4 + ["pruned"] * 2
     assert "PRUNED (epoch 5: " in printed  # its progress line
@@ -162,7 +192,7 @@ def test_a_killed_pruning_search_resumes_to_the_same_trials_and_does_not_retrain
     assert bars[0] is not None and bars[0].finished == pruning.STARTUP_TRIALS  # the medians read back from disk
 
     def result(out):
-        return [(r["layers"], r["status"], r["epochs"], r["val_accuracy"]) for r in rows(out)]
+        return [(r["layers"], r["status"], r["epochs"], r["val_accuracy"], r["message"]) for r in rows(out)]
 
     assert result(tmp_path / "cut") == result(tmp_path / "whole")
 
@@ -184,6 +214,19 @@ def test_prune_with_halving_is_refused_before_any_training(data_dir, tmp_path, m
                            "--layers", "1,2", "--epochs", "4"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "tune_grid.py: error: --prune and --halving each stop trainings early, by their own rule: choose one"
+    assert bars == [] and not out.exists()
+
+
+@pytest.mark.parametrize("script, more, flag", [(tune_grid, ["--cv", "2"], "--cv"),
+                                                (tune_grid, ["--repeats", "2"], "--repeats"),
+                                                (tune_random, ["--cv", "2", "--n-iter", "2"], "--cv")])
+def test_prune_with_folds_or_repeats_is_refused_before_any_training(data_dir, tmp_path, monkeypatch, capsys, script,
+                                                                    more, flag):
+    bars = curves(monkeypatch)
+    out = tmp_path / "run"
+    assert script.main(["--data-dir", str(data_dir), "--out", str(out), "--prune", "--layers", "1,2", *more]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--prune goes with a search scored on the validation split, not with {flag}" in err
     assert bars == [] and not out.exists()
 
 

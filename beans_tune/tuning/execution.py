@@ -59,8 +59,10 @@ class Execution:
         worker for `patience` seconds or cancelled the trainings. Whatever has not finished when
         the caller stops (Ctrl-C, an error) is cancelled.
 
-        `items` is read as trainings are handed out, after the results before them were taken:
-        an item made then can depend on them (tuning.pruning's Bar)."""
+        `items` is read as trainings are handed out, so that an item can depend on the results
+        before it (tuning.pruning's Bar): in this process and on a cluster, after the results
+        before it were taken; in local processes, by joblib's own thread as a process frees up,
+        which can be before the driver has taken the result that freed it."""
         if self.client is not None:
             yield from self._on_cluster(fn, items, data)
         elif self.n_jobs == 1:
@@ -157,7 +159,7 @@ def _result(future):
 
 
 # What the workers unpickle: a cluster whose scheduler or workers cannot import it waits forever.
-PROJECT_MODULES = ("beans_tune.tuning.runner", "beans_tune.tuning.store")
+PROJECT_MODULES = ("beans_tune.tuning.runner", "beans_tune.tuning.store", "beans_tune.tuning.pruning")
 
 
 def connect(address, timeout=CONNECT_TIMEOUT):

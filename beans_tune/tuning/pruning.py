@@ -8,9 +8,11 @@ reference, as in Optuna. The stopped training is stored as "pruned" with its epo
 score so far (tuning.store); it is never trained again on resume.
 
 The driver (tuning.evaluate) keeps a `Pruner` of the finished curves and hands each training a
-`Bar`, the medians as they stand when it starts: trainings in this process see every trial
-finished before them; parallel ones (--n-jobs, --scheduler) those finished when they were
-dispatched.
+`Bar`, the medians as they stand when it is handed out: in this process, of every trial finished
+before it; in parallel (--n-jobs, --scheduler), of those stored by then, so which trials are
+pruned depends on timing and a rerun need not prune the same ones. Scored on the validation
+split only: with --cv or --repeats a candidate's score is over folds or seeds, and a fold
+stopped early would leave the rest of its candidate's trainings without a score to finish.
 
 Why these numbers: docs/tuning.md, "Pruning". In short, on beans' 133 validation images one
 epoch's score swings by 0.1 and more and the best epoch often comes late; the warm-up and the
@@ -20,6 +22,7 @@ least aggressive rule that kept the winner in all six.
 
 import math
 import statistics
+import threading
 from dataclasses import dataclass
 
 STARTUP_TRIALS = 4   # trials that finish before any is stopped (half the default 8)
@@ -66,7 +69,7 @@ class Pruner:
 
     def __init__(self, rows=(), histories=None, startup=STARTUP_TRIALS, warmup=WARMUP_EPOCHS):
         self.startup, self.warmup = startup, warmup
-        self.curves = {}
+        self.curves, self.lock = {}, threading.Lock()  # joblib hands trainings out from its own thread
         histories = histories or {}
         for row in rows:
             self.add(row, histories.get(int(row.get("trial", 0) or 0), {}))
@@ -75,10 +78,12 @@ class Pruner:
         """Counts a stored training: a finished one ("ok") with its curve."""
         curve = (history or {}).get("val_accuracy")
         if row["status"] == "ok" and curve:
-            self.curves.setdefault(str(row["fold"]), []).append([float(v) for v in curve])
+            with self.lock:
+                self.curves.setdefault(str(row["fold"]), []).append([float(v) for v in curve])
 
     def bar(self, fold):
-        finished = self.curves.get(str(fold), [])
+        with self.lock:
+            finished = list(self.curves.get(str(fold), []))
         if len(finished) < self.startup:
             return None
         return Bar(medians(finished), self.warmup, len(finished))

@@ -63,6 +63,10 @@ def prepare(argv, method):
                               space.given)
     base = HParams(**fixed)
     method.check(args, space, dims, base)
+    several = "--cv" if getattr(args, "cv", None) else "--repeats" if getattr(args, "repeats", 1) > 1 else None
+    if settings.prune and several:
+        raise UsageError(f"--prune goes with a search scored on the validation split, not with {several}: a "
+                         "candidate's score is over all its trainings, and one stopped early leaves it none")
     if not dims:
         raise UsageError("nothing to search: every hyperparameter has a single value")
     out = Path(args.out) if args.out else cli.default_out(method.script)

@@ -3,7 +3,7 @@ appended and never rewritten. It is the one source of every result: the progress
 ranked table, resume, the plots and the final model all read it.
 
 Beside it: `histories.jsonl`, each training's per-epoch curves (one JSON line per trial number,
-appended right after its row; --tensorboard and the BN studies read them); `search.json`, the
+appended right before its row, the last line of a number winning; --tensorboard and the BN studies read them); `search.json`, the
 manifest that says which search the folder holds (tuning.manifest).
 """
 
@@ -119,12 +119,12 @@ class TrialStore:
                 self._count = len(done)
                 self._best = max((r["val_accuracy"] for r in done if r["status"] == OK), default=None)
             number = self._count + 1
+            if row.get("history"):  # first: a row in results.csv means its curve is on disk (--prune reads it back)
+                self._append_history(number, row["history"])
             handle.write(_csv_line([number, *values]).encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
         self._count = number
-        if row.get("history"):
-            self._append_history(number, row["history"])
         if row["status"] == OK:
             self._best = max(self._best if self._best is not None else -math.inf, row["val_accuracy"])
         if self.on_record is not None:
