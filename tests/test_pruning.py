@@ -129,6 +129,9 @@ def test_a_training_held_to_a_bar_it_cannot_reach_stops_right_after_the_warm_up(
     free = beans_tune.training.train(hp, beans.train, beans.validation, log=None,
                                      plan=checkpoint.Plan(prune=pruning.Bar((0.0,) * 6, warmup=2)))
     assert free.status == "ok" and free.epochs == 6
+    last = beans_tune.training.train(hp, beans.train, beans.validation, log=None,
+                                     plan=checkpoint.Plan(prune=pruning.Bar((1.5,) * 6, warmup=5)))
+    assert last.status == "ok" and last.epochs == 6  # below the bar only at its last epoch: kept
 
 
 # --- a search with --prune -------------------------------------------------------------
