@@ -25,7 +25,7 @@ Our searches are not run here: `--ours LABEL=FOLDER` reads a resplit.py run's fo
 with best.json, results.csv, histories.jsonl; resplit-k.wall.json). Each peer run is written to
 OUT/<method>/resplit-k.json when it ends (a killed run starts that one again). The table goes to
 stdout and OUT/peers.txt, the figure (best validation accuracy so far against epochs trained and
-against seconds, median over resplits) to OUT/peers.png.
+against seconds into the search, median over resplits) to OUT/peers.png.
 """
 
 import argparse
@@ -229,7 +229,8 @@ def table(results, numbers):
     head = ["method", "resplits", "test accuracy, median [min-max]", "each resplit", "epochs trained",
             "wall min", "fit min", "overhead min"]
     return (outputs.format_table(head, rows) +
-            f"\nresplits {numbers[0]}-{numbers[-1]}, seed = resplit; wall: search and final model; fit: the search's "
+            f"\n{'resplit ' + str(numbers[0]) if len(numbers) == 1 else f'resplits {numbers[0]}-{numbers[-1]}'}"
+            ", seed = resplit; wall: search and final model; fit: the search's "
             "trainings; overhead: the search's time outside them (proposing, building, bookkeeping); minutes are medians")
 
 
@@ -265,7 +266,7 @@ def figure(results, path):
             ys = [statistics.median(at(run, along, x) for run in runs) for x in xs]
             ax.step(xs, ys, where="post", color=f"C{colour}", label=f"{method} ({len(found)} resplits)")
     axes[0].set_xlabel("epochs trained")
-    axes[1].set_xlabel("seconds of training (fit)")
+    axes[1].set_xlabel("seconds into the search")
     for ax in axes:
         ax.set_ylabel("best validation accuracy so far (median over resplits)")
         ax.grid(alpha=0.3)
