@@ -202,13 +202,6 @@ def read_ours(label, folder, k):
             "wall_seconds": resplit.wall_of(Path(folder) / f"resplit-{k}.wall.json"), "curve": curve}
 
 
-def spread(values, digits=4):
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return "-"
-    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
-
-
 def minutes(seconds):
     return "-" if not math.isfinite(seconds) else f"{seconds / 60:.1f}"
 
@@ -220,9 +213,9 @@ def table(results, numbers):
         if not found:
             continue
         overhead = [r["search_seconds"] - r["fit_seconds"] for r in found]
-        rows.append([method, len(found), spread([r["test_accuracy"] for r in found]),
+        rows.append([method, len(found), resplit.spread([r["test_accuracy"] for r in found]),
                      " ".join(f"{r['test_accuracy']:.4f}" for r in found),
-                     spread([float(r["epochs"]) for r in found], 0),
+                     resplit.spread([float(r["epochs"]) for r in found], 0),
                      minutes(statistics.median(r["wall_seconds"] for r in found)),
                      minutes(statistics.median(r["fit_seconds"] for r in found)),
                      minutes(statistics.median(overhead))])
