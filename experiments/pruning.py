@@ -37,14 +37,14 @@ def replay(found, startup, warmup):
     """[(epochs trained, best so far, pruned?)] of each trial under the rule."""
     pruner, result = pruning.Pruner(startup=startup, warmup=warmup), []
     for row, curve in found:
-        bar, best, stop = pruner.bar(row["fold"]), -1.0, None
+        bar, best, stop = pruner.bar(), -1.0, None
         for epoch, value in enumerate(curve, 1):
             best = max(best, value)
             if bar is not None and bar.stops(epoch, best, len(curve)):
                 stop = epoch
                 break
         if stop is None:
-            pruner.add({"status": row["status"], "fold": row["fold"]}, {"val_accuracy": curve})
+            pruner.add(row, {"val_accuracy": curve})
             result.append((len(curve), max(curve), False))
         else:
             result.append((stop, best, True))

@@ -76,17 +76,14 @@ def test_the_bar_is_the_median_of_finished_trials_at_each_epoch_after_the_warm_u
     assert pruning.Bar((math.nan, 0.5), warmup=0).stops(1, 0.0, 9) is False
 
 
-def test_the_pruner_holds_each_fold_to_its_own_finished_trials_and_only_finished_ones():
-    ok = lambda fold: {"status": "ok", "fold": fold}  # noqa: E731
+def test_the_pruner_holds_trainings_to_finished_trials_only():
     pruner = pruning.Pruner(startup=2, warmup=0)
-    pruner.add(ok("cv1"), {"val_accuracy": [0.5]})
-    pruner.add({"status": "pruned", "fold": "cv1"}, {"val_accuracy": [0.9]})  # no reference
-    pruner.add({"status": "diverged", "fold": "cv1"}, {"val_accuracy": [0.9]})
-    assert pruner.bar("cv1") is None  # one finished trial of two
-    pruner.add(ok("cv1"), {"val_accuracy": [0.7]})
-    pruner.add(ok("cv2"), {"val_accuracy": [0.1]})
-    assert pruner.bar("cv1").medians == (0.6,) and pruner.bar("cv1").finished == 2
-    assert pruner.bar("cv2") is None
+    pruner.add({"status": "ok"}, {"val_accuracy": [0.5]})
+    pruner.add({"status": "pruned"}, {"val_accuracy": [0.9]})  # no reference
+    pruner.add({"status": "diverged"}, {"val_accuracy": [0.9]})
+    assert pruner.bar() is None  # one finished trial of two
+    pruner.add({"status": "ok"}, {"val_accuracy": [0.7]})
+    assert pruner.bar().medians == (0.6,) and pruner.bar().finished == 2
 
 
 class Model:

@@ -67,7 +67,7 @@ class Evaluator:
             todo = [self.continuing(job, proceed) for job in todo]
         if self.pruner is not None:  # each held to the medians as they stand when it is handed out
             todo = [*todo]
-            handed = (dataclasses.replace(job, bar=self.pruner.bar(job.fold)) for job in todo)
+            handed = (dataclasses.replace(job, bar=self.pruner.bar()) for job in todo)
         else:
             handed = todo
         for index, result in self.execution.run(self.train, handed, self.base, self.data, self.options):

@@ -1,7 +1,7 @@
 """Pruning (--prune): a trial that falls behind the finished ones stops, epoch by epoch.
 
 The rule is Optuna's MedianPruner: after `WARMUP_EPOCHS` epochs, and once `STARTUP_TRIALS`
-trials have finished on the same fold, a training stops at the end of an epoch where its best
+trials have finished, a training stops at the end of an epoch where its best
 validation accuracy so far is below the median of the finished trials' validation accuracy at
 that same epoch. Finished means run to its end (status "ok"); a pruned trial's curve is no
 reference, as in Optuna. The stopped training is stored as "pruned" with its epochs and its
@@ -64,12 +64,12 @@ def medians(curves):
 
 
 class Pruner:
-    """The finished trials' curves, per fold (each fold is its own race), as the store holds
-    them; `bar(fold)` what a training starting now is held to, None before STARTUP_TRIALS."""
+    """The finished trials' curves, as the store holds them; `bar()` what a training handed out
+    now is held to, None before STARTUP_TRIALS have finished."""
 
     def __init__(self, rows=(), histories=None, startup=STARTUP_TRIALS, warmup=WARMUP_EPOCHS):
         self.startup, self.warmup = startup, warmup
-        self.curves, self.lock = {}, threading.Lock()  # joblib hands trainings out from its own thread
+        self.curves, self.lock = [], threading.Lock()  # joblib hands trainings out from its own thread
         histories = histories or {}
         for row in rows:
             self.add(row, histories.get(int(row.get("trial", 0) or 0), {}))
@@ -79,11 +79,11 @@ class Pruner:
         curve = (history or {}).get("val_accuracy")
         if row["status"] == "ok" and curve:
             with self.lock:
-                self.curves.setdefault(str(row["fold"]), []).append([float(v) for v in curve])
+                self.curves.append([float(v) for v in curve])
 
-    def bar(self, fold):
+    def bar(self):
         with self.lock:
-            finished = list(self.curves.get(str(fold), []))
+            finished = list(self.curves)
         if len(finished) < self.startup:
             return None
         return Bar(medians(finished), self.warmup, len(finished))
