@@ -27,6 +27,19 @@ COLOURS = ((200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0), (0, 200, 200), 
            (0, 0, 0))
 
 
+def load_experiment(name):
+    """experiments/<name>.py, loaded from its file and registered under its name, as an
+    experiment's `import shared` (or `import resplit`) finds its neighbour when it runs as a script."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_image_folder(root, per_class=4, size=12, seed=0, splits=("train", "validation", "test"), classes=CLASSES):
     """Writes per_class images (an int, or {class: count}) per class and split; each class has
     its own mean colour (up to 8 classes), so a model can learn something. In train, the first

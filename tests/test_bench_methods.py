@@ -4,28 +4,17 @@ are instant (the `scored` fixture), so this checks the bench's bookkeeping, not 
 experiments/seeds.py: a command over seeds, resumed."""
 
 import csv
-import importlib.util
 import json
 import math
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_experiment
 
 
-def load(name):
-    """experiments/<name>.py, loaded from its file; registered under its name, as methods.py's
-    `import shared` finds experiments/shared.py when it runs as a script."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-load("shared")
-methods = load("methods")
+load_experiment("shared")
+methods = load_experiment("methods")
 
 
 def test_halving_gets_the_most_candidates_its_budget_pays_for():
@@ -91,7 +80,7 @@ def test_every_method_spends_the_same_budget_and_a_rerun_trains_nothing(data_dir
     assert (out / "methods.txt").read_text() == table
 
 
-seeds = load("seeds")
+seeds = load_experiment("seeds")
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "5"], ["--methods", "grid,annealing"], ["--data-dir", "nowhere"],

@@ -3,29 +3,19 @@ search; experiments/peers.py reads our searches' resplit folders into its table 
 runs the peer tools where they are installed."""
 
 import dataclasses
-import importlib.util
 import json
-import sys
 
 import pytest
 
 import tune_grid
 import tune_random
-from conftest import ROOT, make_image_folder
+from conftest import load_experiment, make_image_folder
 from test_pruning import SIX, curves, rows
 
 
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-replay_bench = load("pruning")
-load("resplit")
-peers = load("peers")
+replay_bench = load_experiment("pruning")
+load_experiment("resplit")
+peers = load_experiment("peers")
 
 
 def test_the_replay_of_an_unpruned_search_is_the_pruned_search(data_dir, tmp_path, monkeypatch, capsys):

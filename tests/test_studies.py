@@ -1,9 +1,7 @@
 """experiments/bn_*.py: the BN study's bookkeeping on instant trainings with known curves (its
 figures on the real data are measured by running it, not here)."""
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
@@ -12,21 +10,11 @@ import beans_tune.hparams
 import beans_tune.images
 import beans_tune.training
 from beans_tune.tuning.outfolder import LOCK
-from conftest import ROOT, is_trial, patch_train
+from conftest import is_trial, load_experiment, patch_train
 
 
-def load(name):
-    """experiments/<name>.py, loaded from its file; registered under its name, as the studies'
-    `import shared` finds experiments/shared.py when a study runs as a script."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-shared = load("shared")
-study = load("bn_learning_rate")
+shared = load_experiment("shared")
+study = load_experiment("bn_learning_rate")
 
 
 def test_the_widest_interval_is_the_longest_run_of_rates_reaching_the_threshold():
@@ -77,7 +65,7 @@ def test_the_learning_rate_study_reports_intervals_and_epochs_to_the_threshold(d
     assert (out / "convergence.png").stat().st_size > 0 and (out / "grid" / "val_accuracy.png").exists()
 
 
-inference = load("bn_inference")
+inference = load_experiment("bn_inference")
 
 
 def test_batch_statistics_leave_the_moving_averages_as_they_were(data_dir):
@@ -109,7 +97,7 @@ def test_moving_averages_equal_to_the_data_statistics_have_no_error(data_dir):
     assert np.isfinite(mean_error)
 
 
-batch_study = load("bn_batch_size")
+batch_study = load_experiment("bn_batch_size")
 
 
 def test_the_gap_is_read_at_the_epoch_of_best_validation_accuracy(data_dir, tmp_path, monkeypatch, capsys):
@@ -136,7 +124,7 @@ def test_the_gap_is_read_at_the_epoch_of_best_validation_accuracy(data_dir, tmp_
     assert (out / "gap.png").stat().st_size > 0
 
 
-landscape = load("bn_landscape")
+landscape = load_experiment("bn_landscape")
 
 
 def test_stepping_along_the_gradient_puts_the_weights_back_and_measures_the_loss_range(data_dir):
